@@ -1,0 +1,1 @@
+//! The flaked.v1 gRPC API.
