@@ -1,0 +1,2 @@
+#!flaked attr=x
+{ a ? 3 }: { x = a; }

@@ -1,0 +1,2 @@
+#!flaked attr=a.x
+{ a.b = 1; }

@@ -1,0 +1,2 @@
+#!flaked attr="a.b".c
+{ "a.b".c = 7; }

@@ -1,0 +1,2 @@
+#!flaked attr=a.b
+{ a.b = "selected"; c = throw "not forced"; }

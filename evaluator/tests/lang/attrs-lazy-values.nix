@@ -1,0 +1,1 @@
+let s = { a = throw "boom"; b = 2; }; in s.b

@@ -1,0 +1,1 @@
+with builtins; [ (listToAttrs [ { name = "a"; value = 1; } { name = "a"; value = 2; } { name = "b"; value = 3; } ]) (mapAttrs (n: v: n + toString v) { x = 1; y = 2; }) (catAttrs "a" [ { a = 1; } { b = 2; } { a = 3; } ]) (zipAttrsWith (n: vs: vs) [ { a = 1; } { a = 2; b = 3; } ]) ]

@@ -1,0 +1,1 @@
+with builtins; [ (hasContext "x") (getContext "x") (unsafeDiscardStringContext "y") ]

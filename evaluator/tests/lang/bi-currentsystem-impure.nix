@@ -1,0 +1,2 @@
+#!flaked impure
+builtins.currentSystem

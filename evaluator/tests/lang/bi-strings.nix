@@ -1,0 +1,1 @@
+with builtins; [ (stringLength "hello") (substring 1 3 "hello") (substring 3 100 "hello") (substring 10 2 "hi") (replaceStrings [ "a" "b" ] [ "x" "yy" ] "aabbc") (concatStringsSep ", " [ "a" "b" "c" ]) (toString [ 1 "a" null true false [ 2 ] ]) ]

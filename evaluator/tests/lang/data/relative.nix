@@ -1,0 +1,1 @@
+import ./sub/leaf.nix

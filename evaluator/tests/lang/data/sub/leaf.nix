@@ -1,0 +1,1 @@
+{ leaf = ./.; here = ./leaf.nix; }

@@ -1,0 +1,1 @@
+builtins.sub "a" 1

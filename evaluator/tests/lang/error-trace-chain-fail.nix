@@ -1,0 +1,1 @@
+let a = { b = c; }; c = d.e; d = { }; in a.b

@@ -1,0 +1,1 @@
+import ./data/func.nix { a = 5; }

@@ -1,0 +1,1 @@
+builtins.scopedImport { x = 41; } ./data/uses-var.nix 0

@@ -1,0 +1,2 @@
+#!flaked json
+{ f = x: x; }

@@ -1,0 +1,2 @@
+#!flaked json
+{ a = [ 1 (throw "json forces") ]; }

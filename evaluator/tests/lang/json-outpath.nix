@@ -1,0 +1,2 @@
+#!flaked json
+{ a = { outPath = "/out"; other = 1; }; }

@@ -1,0 +1,2 @@
+#!flaked json
+{ a = { __toString = s: "ts"; }; }

@@ -1,0 +1,1 @@
+{ f = x: x; g = { a }: a; h = builtins.map; }

@@ -1,0 +1,1 @@
+let f = a: b: a; in f 1 (throw "no")

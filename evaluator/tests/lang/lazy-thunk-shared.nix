@@ -1,0 +1,1 @@
+let x = builtins.trace "evaluated once" 5; in x + x

@@ -1,0 +1,1 @@
+[ (baseNameOf ./foo/bar.nix) (dirOf /foo/bar) (dirOf "a/b") (baseNameOf "x/y/") (dirOf /.) (dirOf "/") (dirOf "x") ]

@@ -1,0 +1,1 @@
+[ (./a + "/b") (toString ./c) "${./nonexistent-but-ok}" ]

@@ -1,0 +1,1 @@
+let x = "bar"; in [ /foo/${x} ./a/${x}/c /foo/${x}.nix ]

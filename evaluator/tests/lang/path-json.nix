@@ -1,0 +1,2 @@
+#!flaked json
+{ p = /foo/bar; }

@@ -1,0 +1,1 @@
+[ (builtins.typeOf ./x) (builtins.typeOf (toString ./x)) (builtins.isPath /a) ]

@@ -1,0 +1,1 @@
+[ (builtins.pathExists ./data/simple.nix) (builtins.pathExists ./data/nope) (builtins.pathExists ./data) ]

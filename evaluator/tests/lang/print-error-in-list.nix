@@ -1,0 +1,1 @@
+[ 1 (throw "list element forced by printing") ]

@@ -1,0 +1,2 @@
+#!flaked raw
+1.5

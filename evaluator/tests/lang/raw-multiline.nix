@@ -1,0 +1,5 @@
+#!flaked raw
+''
+  line1
+  line2
+''

@@ -1,0 +1,2 @@
+#!flaked raw
+null

@@ -1,0 +1,2 @@
+#!flaked raw
+"plain text no newline"

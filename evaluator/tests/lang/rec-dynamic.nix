@@ -1,0 +1,1 @@
+let k = "key"; in rec { ${k} = 1; other = 2; }

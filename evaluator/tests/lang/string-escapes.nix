@@ -1,0 +1,1 @@
+[ "a\nb" "tab\there" "cr\rx" "quote\"" "back\\slash" "dollar\${x}" "\$" "\q" "$" "$$" "a$b" ]

@@ -1,0 +1,2 @@
+#!flaked raw
+{ __toString = s: "custom"; }

@@ -1,0 +1,3 @@
+/* block
+   comment */ 1 + # line comment
+  2 /* inline */ + /**/ 3

@@ -1,0 +1,1 @@
+"${{ __toString = self: "hello ${self.n}"; n = "world"; }}"

@@ -1,0 +1,1 @@
+builtins.trace "hello trace" 42

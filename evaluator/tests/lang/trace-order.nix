@@ -1,0 +1,1 @@
+[ (builtins.trace "first" 1) (builtins.trace "second" 2) ]
