@@ -1,0 +1,561 @@
+//! Freshness keys: a cheap content key of a source tree.
+//!
+//! Why: a `path:` flake or a dirty git work tree has no lock-file hash, yet the
+//! eval cache needs to know whether its contents changed since last time.
+//! Hashing every file on every request is too slow for large trees, so a
+//! persistent [`TreeIndex`] remembers, per file, the metadata
+//! `(size, mtime_ns, ctime_ns, inode, device, executable bit)` it had when its
+//! content was hashed; only files whose metadata changed are read again.
+//!
+//! The key covers, in byte order of relative paths, every entry's path, type
+//! (regular, executable, symlink, directory, deleted), and content hash (blake3
+//! of the file bytes or of the symlink target). [`FileSet::Walk`] visits the
+//! whole tree (directories included, as they are part of a NAR);
+//! [`FileSet::List`] takes an explicit list (git's tracked files, supplied by
+//! the caller), where a listed file that no longer exists counts as "deleted".
+//!
+//! Invariant: the key changes whenever any covered byte, name, type or
+//! executable bit changes. Metadata-based reuse is only trusted when the file
+//! was last modified clearly before it was hashed ("racy" entries, modified
+//! within [`RACY_WINDOW_NS`] of their hashing, are always re-hashed, as git
+//! does for its index), so an edit within the same timestamp tick cannot hide.
+
+use std::collections::HashMap;
+use std::fs;
+use std::io::{Read, Write};
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::path::{Component, Path, PathBuf};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use crate::error::CacheError;
+
+/// A file modified less than this long before it was hashed is re-hashed next time.
+pub const RACY_WINDOW_NS: i64 = 2_000_000_000;
+
+const MAGIC: &[u8; 8] = b"FLKDFRI1";
+
+/// Which files a content key covers.
+#[derive(Clone, Debug)]
+pub enum FileSet {
+    /// Every file, symlink and directory below the root (symlinks are not followed).
+    Walk,
+    /// Exactly these paths, relative to the root (e.g. git's tracked files).
+    /// Order and duplicates do not matter.
+    List(Vec<PathBuf>),
+}
+
+/// A combined content key: 64 lowercase hex digits.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct ContentKey(pub String);
+
+impl std::fmt::Display for ContentKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// What computing a key cost.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct KeyStats {
+    /// Entries covered (files, symlinks, directories, deleted files).
+    pub entries: u64,
+    /// Files whose content was read and hashed.
+    pub hashed_files: u64,
+    /// Bytes read for hashing.
+    pub hashed_bytes: u64,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct Entry {
+    size: u64,
+    mtime_ns: i64,
+    ctime_ns: i64,
+    ino: u64,
+    dev: u64,
+    exec: bool,
+    hashed_at_ns: i64,
+    hash: [u8; 32],
+}
+
+/// Entry types as mixed into the key.
+mod kind {
+    pub const FILE: u8 = b'f';
+    pub const EXEC: u8 = b'x';
+    pub const SYMLINK: u8 = b'l';
+    pub const DIR: u8 = b'd';
+    pub const DELETED: u8 = b'-';
+}
+
+/// The persistent per-tree index of file metadata → content hash.
+#[derive(Debug)]
+pub struct TreeIndex {
+    path: PathBuf,
+    entries: HashMap<Vec<u8>, Entry>,
+    changed: bool,
+}
+
+fn now_ns() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| i64::try_from(d.as_nanos()).unwrap_or(i64::MAX))
+        .unwrap_or(0)
+}
+
+fn mtime_ns(m: &fs::Metadata) -> i64 {
+    m.mtime()
+        .saturating_mul(1_000_000_000)
+        .saturating_add(m.mtime_nsec())
+}
+
+fn ctime_ns(m: &fs::Metadata) -> i64 {
+    m.ctime()
+        .saturating_mul(1_000_000_000)
+        .saturating_add(m.ctime_nsec())
+}
+
+impl TreeIndex {
+    /// Loads the index stored at `path`; a missing file gives an empty index,
+    /// a malformed one is logged and replaced by an empty index.
+    pub fn load(path: &Path) -> TreeIndex {
+        let entries = match fs::read(path) {
+            Ok(bytes) => match decode_index(&bytes) {
+                Ok(entries) => entries,
+                Err(reason) => {
+                    let e = CacheError::BadIndex {
+                        path: path.to_owned(),
+                        reason,
+                    };
+                    tracing::warn!(error = %e, "rebuilding freshness index");
+                    HashMap::new()
+                }
+            },
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => HashMap::new(),
+            Err(e) => {
+                tracing::warn!(error = %e, path = %path.display(), "cannot read freshness index; rebuilding it");
+                HashMap::new()
+            }
+        };
+        TreeIndex {
+            path: path.to_owned(),
+            entries,
+            changed: false,
+        }
+    }
+
+    /// Number of files remembered.
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    /// True if no file is remembered.
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    /// Computes the content key of the tree at `root`, re-hashing only files
+    /// whose metadata changed; the index is updated in memory (see [`save`](Self::save)).
+    pub fn content_key(
+        &mut self,
+        root: &Path,
+        files: &FileSet,
+    ) -> Result<(ContentKey, KeyStats), CacheError> {
+        let root_meta = fs::metadata(root).map_err(|source| CacheError::Io {
+            op: "reading tree root",
+            path: root.to_owned(),
+            source,
+        })?;
+        if !root_meta.is_dir() {
+            return Err(CacheError::BadPath {
+                path: root.to_owned(),
+                reason: "not a directory".into(),
+            });
+        }
+        let mut listed: Vec<(Vec<u8>, Option<fs::Metadata>)> = Vec::new();
+        match files {
+            FileSet::Walk => walk(root, &mut Vec::new(), &mut listed)?,
+            FileSet::List(paths) => {
+                let mut rels = Vec::with_capacity(paths.len());
+                for p in paths {
+                    rels.push(check_relative(p)?);
+                }
+                rels.sort();
+                rels.dedup();
+                for rel in rels {
+                    let full = root.join(std::ffi::OsStr::from_bytes(&rel));
+                    let meta = match fs::symlink_metadata(&full) {
+                        Ok(m) => Some(m),
+                        Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+                        // A listed path running through something that is no longer a directory.
+                        Err(e) if e.kind() == std::io::ErrorKind::NotADirectory => None,
+                        Err(source) => {
+                            return Err(CacheError::Io {
+                                op: "stat",
+                                path: full,
+                                source,
+                            });
+                        }
+                    };
+                    listed.push((rel, meta));
+                }
+            }
+        }
+
+        let mut stats = KeyStats::default();
+        let mut key = blake3::Hasher::new();
+        key.update(b"flaked tree key v1\0");
+        let mut seen: HashMap<Vec<u8>, Entry> = HashMap::with_capacity(listed.len());
+        for (rel, meta) in listed {
+            stats.entries += 1;
+            let full = root.join(std::ffi::OsStr::from_bytes(&rel));
+            let (kind, hash) = match meta {
+                None => (kind::DELETED, [0u8; 32]),
+                Some(m) if m.is_dir() => (kind::DIR, [0u8; 32]),
+                Some(m) if m.file_type().is_symlink() => {
+                    let target = fs::read_link(&full).map_err(|source| CacheError::Io {
+                        op: "readlink",
+                        path: full.clone(),
+                        source,
+                    })?;
+                    (
+                        kind::SYMLINK,
+                        *blake3::hash(target.as_os_str().as_bytes()).as_bytes(),
+                    )
+                }
+                Some(m) if m.is_file() => {
+                    let exec = m.permissions().mode() & 0o100 != 0;
+                    let entry = self.file_entry(&rel, &full, &m, exec, &mut stats)?;
+                    let hash = entry.hash;
+                    seen.insert(rel.clone(), entry);
+                    (if exec { kind::EXEC } else { kind::FILE }, hash)
+                }
+                Some(_) => {
+                    return Err(CacheError::BadPath {
+                        path: full,
+                        reason: "unsupported file type (not a file, directory or symlink)".into(),
+                    });
+                }
+            };
+            key.update(&(rel.len() as u64).to_le_bytes());
+            key.update(&rel);
+            key.update(&[kind]);
+            key.update(&hash);
+        }
+        if seen.len() != self.entries.len() {
+            self.changed = true;
+        }
+        self.entries = seen;
+        Ok((ContentKey(key.finalize().to_hex().to_string()), stats))
+    }
+
+    /// Reuses or recomputes the entry of one regular file.
+    fn file_entry(
+        &mut self,
+        rel: &[u8],
+        full: &Path,
+        m: &fs::Metadata,
+        exec: bool,
+        stats: &mut KeyStats,
+    ) -> Result<Entry, CacheError> {
+        let current = |hash, hashed_at_ns| Entry {
+            size: m.size(),
+            mtime_ns: mtime_ns(m),
+            ctime_ns: ctime_ns(m),
+            ino: m.ino(),
+            dev: m.dev(),
+            exec,
+            hashed_at_ns,
+            hash,
+        };
+        if let Some(old) = self.entries.get(rel) {
+            let probe = current(old.hash, old.hashed_at_ns);
+            if *old == probe && old.mtime_ns.saturating_add(RACY_WINDOW_NS) < old.hashed_at_ns {
+                return Ok(probe);
+            }
+        }
+        let hashed_at = now_ns();
+        let mut file = fs::File::open(full).map_err(|source| CacheError::Io {
+            op: "opening",
+            path: full.to_owned(),
+            source,
+        })?;
+        let mut hasher = blake3::Hasher::new();
+        let mut buf = vec![0u8; 64 * 1024];
+        let mut total = 0u64;
+        loop {
+            let n = file.read(&mut buf).map_err(|source| CacheError::Io {
+                op: "reading",
+                path: full.to_owned(),
+                source,
+            })?;
+            if n == 0 {
+                break;
+            }
+            total += n as u64;
+            hasher.update(&buf[..n]);
+        }
+        stats.hashed_files += 1;
+        stats.hashed_bytes += total;
+        self.changed = true;
+        let after = file.metadata().map_err(|source| CacheError::Io {
+            op: "stat",
+            path: full.to_owned(),
+            source,
+        })?;
+        // If the file changed while we read it, never trust this entry later.
+        let stable = after.size() == m.size()
+            && mtime_ns(&after) == mtime_ns(m)
+            && ctime_ns(&after) == ctime_ns(m)
+            && total == m.size();
+        Ok(current(
+            *hasher.finalize().as_bytes(),
+            if stable { hashed_at } else { 0 },
+        ))
+    }
+
+    /// Writes the index atomically (temporary file + rename) if it changed.
+    pub fn save(&mut self) -> Result<(), CacheError> {
+        if !self.changed {
+            return Ok(());
+        }
+        let dir = self.path.parent().unwrap_or(Path::new("."));
+        fs::create_dir_all(dir).map_err(|source| CacheError::Io {
+            op: "creating index directory",
+            path: dir.to_owned(),
+            source,
+        })?;
+        let mut tmp = self.path.as_os_str().to_owned();
+        tmp.push(format!(".tmp-{}", std::process::id()));
+        let tmp = PathBuf::from(tmp);
+        let bytes = encode_index(&self.entries);
+        let write = || -> std::io::Result<()> {
+            let mut f = fs::File::create(&tmp)?;
+            f.write_all(&bytes)?;
+            f.sync_data()?;
+            fs::rename(&tmp, &self.path)
+        };
+        write().map_err(|source| {
+            let _ = fs::remove_file(&tmp);
+            CacheError::Io {
+                op: "writing freshness index",
+                path: self.path.clone(),
+                source,
+            }
+        })?;
+        self.changed = false;
+        Ok(())
+    }
+}
+
+/// Convenience: load the index at `index_path`, compute the key of `root`,
+/// save the index.
+pub fn content_key(
+    root: &Path,
+    files: &FileSet,
+    index_path: &Path,
+) -> Result<(ContentKey, KeyStats), CacheError> {
+    let mut index = TreeIndex::load(index_path);
+    let result = index.content_key(root, files)?;
+    index.save()?;
+    Ok(result)
+}
+
+/// Validates a caller-supplied relative path: no root, no `..`, not empty.
+fn check_relative(p: &Path) -> Result<Vec<u8>, CacheError> {
+    let bad = |reason: &str| CacheError::BadPath {
+        path: p.to_owned(),
+        reason: reason.into(),
+    };
+    let mut out = Vec::new();
+    for c in p.components() {
+        match c {
+            Component::Normal(s) => {
+                if !out.is_empty() {
+                    out.push(b'/');
+                }
+                out.extend_from_slice(s.as_bytes());
+            }
+            Component::CurDir => {}
+            Component::ParentDir => return Err(bad("contains '..'")),
+            Component::RootDir | Component::Prefix(_) => return Err(bad("is not relative")),
+        }
+    }
+    if out.is_empty() {
+        return Err(bad("is empty"));
+    }
+    Ok(out)
+}
+
+/// Depth-first walk in byte order of names; `prefix` is the current relative dir.
+fn walk(
+    dir: &Path,
+    prefix: &mut Vec<u8>,
+    out: &mut Vec<(Vec<u8>, Option<fs::Metadata>)>,
+) -> Result<(), CacheError> {
+    let io = |op, source| CacheError::Io {
+        op,
+        path: dir.to_owned(),
+        source,
+    };
+    let mut children: Vec<(Vec<u8>, fs::DirEntry)> = fs::read_dir(dir)
+        .map_err(|e| io("reading directory", e))?
+        .map(|e| e.map(|e| (e.file_name().as_bytes().to_vec(), e)))
+        .collect::<Result<_, _>>()
+        .map_err(|e| io("reading directory", e))?;
+    children.sort_by(|a, b| a.0.cmp(&b.0));
+    for (name, entry) in children {
+        let meta = entry.metadata().map_err(|e| CacheError::Io {
+            op: "stat",
+            path: entry.path(),
+            source: e,
+        })?;
+        let base = prefix.len();
+        if !prefix.is_empty() {
+            prefix.push(b'/');
+        }
+        prefix.extend_from_slice(&name);
+        let is_dir = meta.is_dir();
+        out.push((prefix.clone(), Some(meta)));
+        if is_dir {
+            walk(&entry.path(), prefix, out)?;
+        }
+        prefix.truncate(base);
+    }
+    Ok(())
+}
+
+const ENTRY_FIXED: usize = 8 + 8 + 8 + 8 + 8 + 1 + 8 + 32;
+
+fn encode_index(entries: &HashMap<Vec<u8>, Entry>) -> Vec<u8> {
+    let mut out = Vec::with_capacity(16 + entries.len() * (ENTRY_FIXED + 40) + 32);
+    out.extend_from_slice(MAGIC);
+    out.extend_from_slice(&(entries.len() as u64).to_le_bytes());
+    for (path, e) in entries {
+        out.extend_from_slice(&(path.len() as u32).to_le_bytes());
+        out.extend_from_slice(path);
+        out.extend_from_slice(&e.size.to_le_bytes());
+        out.extend_from_slice(&e.mtime_ns.to_le_bytes());
+        out.extend_from_slice(&e.ctime_ns.to_le_bytes());
+        out.extend_from_slice(&e.ino.to_le_bytes());
+        out.extend_from_slice(&e.dev.to_le_bytes());
+        out.push(u8::from(e.exec));
+        out.extend_from_slice(&e.hashed_at_ns.to_le_bytes());
+        out.extend_from_slice(&e.hash);
+    }
+    let sum = blake3::hash(&out);
+    out.extend_from_slice(sum.as_bytes());
+    out
+}
+
+fn decode_index(bytes: &[u8]) -> Result<HashMap<Vec<u8>, Entry>, String> {
+    if bytes.len() < 16 + 32 {
+        return Err(format!("too short ({} bytes)", bytes.len()));
+    }
+    let (body, sum) = bytes.split_at(bytes.len() - 32);
+    if blake3::hash(body).as_bytes() != sum {
+        return Err("checksum mismatch".into());
+    }
+    if &body[..8] != MAGIC {
+        return Err("bad magic".into());
+    }
+    let mut r = Reader { buf: body, pos: 8 };
+    let count = r.u64()?;
+    let mut entries = HashMap::with_capacity(
+        usize::try_from(count)
+            .unwrap_or(0)
+            .min(body.len() / ENTRY_FIXED),
+    );
+    for _ in 0..count {
+        let len = r.u32()? as usize;
+        let path = r.take(len)?.to_vec();
+        let entry = Entry {
+            size: r.u64()?,
+            mtime_ns: r.i64()?,
+            ctime_ns: r.i64()?,
+            ino: r.u64()?,
+            dev: r.u64()?,
+            exec: r.take(1)?[0] != 0,
+            hashed_at_ns: r.i64()?,
+            hash: r
+                .take(32)?
+                .try_into()
+                .map_err(|_| "short hash".to_string())?,
+        };
+        entries.insert(path, entry);
+    }
+    if r.pos != body.len() {
+        return Err(format!("{} trailing bytes", body.len() - r.pos));
+    }
+    Ok(entries)
+}
+
+struct Reader<'a> {
+    buf: &'a [u8],
+    pos: usize,
+}
+
+impl<'a> Reader<'a> {
+    fn take(&mut self, n: usize) -> Result<&'a [u8], String> {
+        let end = self
+            .pos
+            .checked_add(n)
+            .filter(|&e| e <= self.buf.len())
+            .ok_or("truncated entry")?;
+        let s = &self.buf[self.pos..end];
+        self.pos = end;
+        Ok(s)
+    }
+    fn u64(&mut self) -> Result<u64, String> {
+        Ok(u64::from_le_bytes(
+            self.take(8)?.try_into().map_err(|_| "short")?,
+        ))
+    }
+    fn i64(&mut self) -> Result<i64, String> {
+        Ok(i64::from_le_bytes(
+            self.take(8)?.try_into().map_err(|_| "short")?,
+        ))
+    }
+    fn u32(&mut self) -> Result<u32, String> {
+        Ok(u32::from_le_bytes(
+            self.take(4)?.try_into().map_err(|_| "short")?,
+        ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn index_roundtrip_and_corruption() {
+        let mut m = HashMap::new();
+        m.insert(
+            b"a/b".to_vec(),
+            Entry {
+                size: 3,
+                mtime_ns: 1,
+                ctime_ns: 2,
+                ino: 4,
+                dev: 5,
+                exec: true,
+                hashed_at_ns: 6,
+                hash: [7; 32],
+            },
+        );
+        let bytes = encode_index(&m);
+        assert_eq!(decode_index(&bytes).expect("decodes"), m);
+        let mut bad = bytes.clone();
+        bad[12] ^= 1;
+        assert!(decode_index(&bad).is_err());
+        assert!(decode_index(&bytes[..bytes.len() - 1]).is_err());
+        assert!(decode_index(b"").is_err());
+    }
+
+    #[test]
+    fn relative_paths_are_checked() {
+        assert_eq!(check_relative(Path::new("./a//b")).expect("ok"), b"a/b");
+        assert!(check_relative(Path::new("/etc/passwd")).is_err());
+        assert!(check_relative(Path::new("a/../../b")).is_err());
+        assert!(check_relative(Path::new("")).is_err());
+    }
+}
