@@ -367,20 +367,25 @@ impl EvalCache {
         self.count(answer)
     }
 
-    /// Looks up an attribute path from the root. Intermediate attributes must
-    /// be cached attribute sets (complete, partial or derivations); anything
-    /// else along the way answers [`Lookup::Unknown`] so that the evaluator
+    /// Looks up an attribute path from the root, stopping at the first
+    /// element that is not a cached hit. Returns the answer and how many path
+    /// elements it covers: `(Hit, path.len())` for the full path,
+    /// `(Missing, n)` when `path[..n]` is known not to exist (its parent
+    /// `path[..n-1]` does), `(Unknown, n)` when nothing is known about
+    /// `path[..n]`. Intermediate attributes must be cached attribute sets
+    /// (complete, partial or derivations); a failure or any other value on the
+    /// way answers `Unknown` for the next element, so that the evaluator
     /// produces the exact error itself.
-    pub fn lookup_path<S: AsRef<str>>(&self, path: &[S]) -> Lookup {
+    pub fn lookup_path<S: AsRef<str>>(&self, path: &[S]) -> (Lookup, usize) {
         let root = self.root();
         let Some(backend) = self.backend_for(&root) else {
-            return self.count(Lookup::Unknown);
+            return (self.count(Lookup::Unknown), 0);
         };
         let mut current = match self.row(&backend, root.parent, &root.name) {
             Some((_, value)) => Lookup::Hit(root, value),
-            None => Lookup::Unknown,
+            None => return (self.count(Lookup::Unknown), 0),
         };
-        for name in path {
+        for (i, name) in path.iter().enumerate() {
             current = match current {
                 Lookup::Hit(
                     cursor,
@@ -388,8 +393,11 @@ impl EvalCache {
                 ) => self.child_in(&backend, &cursor, name.as_ref()),
                 _ => Lookup::Unknown,
             };
+            if !matches!(current, Lookup::Hit(..)) {
+                return (self.count(current), i + 1);
+            }
         }
-        self.count(current)
+        (self.count(current), path.len())
     }
 
     /// Records the value of the attribute at `cursor`. Attribute-set names are
@@ -961,7 +969,11 @@ fn check_or_create(conn: &Connection, path: &Path, create: bool) -> Result<bool,
 /// Opens the writer connection, checking the file; on damage or a foreign
 /// schema version the file is set aside (or, for a version mismatch, removed)
 /// and recreated once.
-fn open_writer_conn(path: &Path, options: &CacheOptions) -> Result<Connection, CacheError> {
+fn open_writer_conn(
+    path: &Path,
+    options: &CacheOptions,
+    counters: &Counters,
+) -> Result<Connection, CacheError> {
     let attempt = || -> Result<(Connection, bool), CacheError> {
         let conn = Connection::open(path).map_err(|source| CacheError::Sqlite {
             op: "opening",
@@ -988,9 +1000,11 @@ fn open_writer_conn(path: &Path, options: &CacheOptions) -> Result<Connection, C
                 }
             }
         }
+        Err(e) if !e.is_corruption() => return Err(e),
         Err(e) => {
             tracing::error!(error = %e, "eval cache database failed its check; setting it aside");
             set_aside(path);
+            bump(&counters.rebuilds, 1);
         }
     }
     let (conn, current) = attempt()?;
@@ -1033,7 +1047,7 @@ fn open_backend(
     };
 
     let (writer_conn, next_id) = if writable {
-        let conn = open_writer_conn(path, options)?;
+        let conn = open_writer_conn(path, options, counters)?;
         let max: i64 = conn
             .query_row("select coalesce(max(id), 0) from Attributes", [], |r| {
                 r.get(0)

@@ -1,0 +1,380 @@
+//! Integration tests of the SQLite eval cache: round trips through disk,
+//! read-your-writes before commit, negative answers, failures, the placeholder
+//! rule, attribute paths, the single-writer lock and the counters.
+
+use std::time::Duration;
+
+use flaked_cache::{CacheOptions, CachedValue, EvalCache, Fingerprint, Lookup, SourceIdentity};
+
+fn fingerprint(n: &str) -> Fingerprint {
+    Fingerprint {
+        source: SourceIdentity::NarHash(format!("sha256-{n}")),
+        lock_file: None,
+        subdir: String::new(),
+        system: "x86_64-linux".into(),
+        pure: true,
+        evaluator_version: "test".into(),
+    }
+}
+
+fn slow_batches() -> CacheOptions {
+    // Long delay: nothing commits unless flushed, so pending reads are exercised.
+    CacheOptions {
+        batch_delay: Duration::from_secs(3600),
+        batch_rows: 1_000_000,
+        ..CacheOptions::default()
+    }
+}
+
+fn hit(l: Lookup) -> (flaked_cache::Cursor, CachedValue) {
+    match l {
+        Lookup::Hit(c, v) => (c, v),
+        other => panic!("expected a hit, got {other:?}"),
+    }
+}
+
+/// Writes a small flake-like tree.
+fn populate(cache: &EvalCache) {
+    let root = cache.root();
+    cache.set(
+        &root,
+        CachedValue::Attrs(vec!["packages".into(), "lib".into(), "checks".into()]),
+    );
+    let packages = cache.set_child(&root, "packages", CachedValue::Placeholder);
+    let sys = cache.set_child(&packages, "x86_64-linux", CachedValue::Placeholder);
+    let hello = cache.set_child(&sys, "hello", CachedValue::Derivation);
+    cache.set_children(
+        &hello,
+        vec![
+            (
+                "type".into(),
+                CachedValue::String {
+                    value: "derivation".into(),
+                    context: vec![],
+                },
+            ),
+            (
+                "drvPath".into(),
+                CachedValue::String {
+                    value: "/nix/store/aaaa-hello.drv".into(),
+                    context: vec!["=/nix/store/aaaa-hello.drv".into()],
+                },
+            ),
+            (
+                "name".into(),
+                CachedValue::String {
+                    value: "hello-2.12".into(),
+                    context: vec![],
+                },
+            ),
+        ],
+    );
+    cache.set_child(&sys, "nope", CachedValue::Missing);
+    cache.set_child(
+        &sys,
+        "broken",
+        CachedValue::Failed {
+            message: "boom".into(),
+            rendered: "error: boom".into(),
+        },
+    );
+    let lib = cache.set_child(
+        &root,
+        "lib",
+        CachedValue::Attrs(vec!["z".into(), "a".into(), "a".into()]),
+    );
+    cache.set_child(&lib, "a", CachedValue::Int(-7));
+    cache.set_child(&lib, "z", CachedValue::Float(0.5));
+}
+
+fn check(cache: &EvalCache) {
+    let root = cache.root();
+    let (_, v) = hit(cache.get(&root));
+    assert_eq!(
+        v,
+        CachedValue::Attrs(vec!["checks".into(), "lib".into(), "packages".into()])
+    );
+    let (packages, v) = hit(cache.child(&root, "packages"));
+    assert_eq!(v, CachedValue::Placeholder);
+    let (sys, _) = hit(cache.child(&packages, "x86_64-linux"));
+    let (hello, v) = hit(cache.child(&sys, "hello"));
+    assert_eq!(v, CachedValue::Derivation);
+    assert_eq!(
+        hit(cache.child(&hello, "drvPath")).1,
+        CachedValue::String {
+            value: "/nix/store/aaaa-hello.drv".into(),
+            context: vec!["=/nix/store/aaaa-hello.drv".into()]
+        }
+    );
+    // Unknown under a partial set; Missing when recorded.
+    assert_eq!(cache.child(&hello, "outPath"), Lookup::Unknown);
+    assert_eq!(cache.child(&sys, "nope"), Lookup::Missing);
+    assert_eq!(cache.child(&sys, "other"), Lookup::Unknown);
+    assert_eq!(
+        hit(cache.child(&sys, "broken")).1,
+        CachedValue::Failed {
+            message: "boom".into(),
+            rendered: "error: boom".into()
+        }
+    );
+    // Complete name list: absent names are definitively missing, present but
+    // uncached children read as placeholders.
+    assert_eq!(cache.child(&root, "apps"), Lookup::Missing);
+    let (checks, v) = hit(cache.child(&root, "checks"));
+    assert_eq!(v, CachedValue::Placeholder);
+    assert_eq!(cache.child(&checks, "x"), Lookup::Unknown);
+    let (lib, v) = hit(cache.child(&root, "lib"));
+    assert_eq!(
+        v,
+        CachedValue::Attrs(vec!["a".into(), "z".into()]),
+        "sorted and deduplicated"
+    );
+    assert_eq!(hit(cache.child(&lib, "a")).1, CachedValue::Int(-7));
+    assert_eq!(hit(cache.child(&lib, "z")).1, CachedValue::Float(0.5));
+    // Paths.
+    let (found, n) = cache.lookup_path(&["packages", "x86_64-linux", "hello", "name"]);
+    assert_eq!(n, 4);
+    assert_eq!(
+        hit(found).1,
+        CachedValue::String {
+            value: "hello-2.12".into(),
+            context: vec![]
+        }
+    );
+    assert_eq!(
+        cache.lookup_path(&["packages", "x86_64-linux", "nope"]),
+        (Lookup::Missing, 3)
+    );
+    assert_eq!(cache.lookup_path(&["apps", "x"]), (Lookup::Missing, 1));
+    assert_eq!(
+        cache.lookup_path(&["packages", "x86_64-linux", "other", "x"]),
+        (Lookup::Unknown, 3)
+    );
+    assert_eq!(
+        cache.lookup_path(&["lib", "a", "deeper"]),
+        (Lookup::Unknown, 3),
+        "through an int"
+    );
+    assert_eq!(
+        cache.lookup_path(&["packages", "x86_64-linux", "broken", "x"]),
+        (Lookup::Unknown, 4)
+    );
+    assert_eq!(
+        cache.lookup_path::<&str>(&[]),
+        (cache.get(&cache.root()), 0)
+    );
+}
+
+#[test]
+fn reads_own_writes_before_commit_and_after_reopen() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let fp = fingerprint("a").id();
+    {
+        let cache = EvalCache::open(dir.path(), &fp, slow_batches()).expect("open");
+        assert!(cache.is_writable());
+        populate(&cache);
+        let s = cache.stats();
+        assert_eq!(s.rows_committed, 0, "nothing committed yet: {s:?}");
+        assert!(s.pending_rows > 10);
+        check(&cache);
+        cache.flush().expect("flush");
+        let s = cache.stats();
+        assert_eq!(s.pending_rows, 0);
+        assert!(s.rows_committed > 10);
+        assert_eq!(s.batches_committed, 1, "everything in one transaction");
+        check(&cache);
+    }
+    // A fresh handle reads everything from disk.
+    let cache = EvalCache::open(dir.path(), &fp, CacheOptions::default()).expect("reopen");
+    assert_eq!(cache.stats().pending_rows, 0);
+    check(&cache);
+    cache.flush().expect("flush");
+    assert_eq!(
+        cache.stats().rows_committed,
+        0,
+        "check() found every row on disk"
+    );
+    let s = cache.stats();
+    assert!(
+        s.hits > 10 && s.misses >= 4 && s.negative_hits >= 4,
+        "{s:?}"
+    );
+    assert_eq!((s.read_errors, s.write_errors, s.dropped_writes), (0, 0, 0));
+}
+
+#[test]
+fn drop_commits_pending_writes() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let fp = fingerprint("drop").id();
+    {
+        let cache = EvalCache::open(dir.path(), &fp, slow_batches()).expect("open");
+        populate(&cache);
+    }
+    let cache = EvalCache::open(dir.path(), &fp, CacheOptions::default()).expect("reopen");
+    check(&cache);
+}
+
+#[test]
+fn batches_commit_in_background() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let opts = CacheOptions {
+        batch_delay: Duration::from_millis(10),
+        batch_rows: 5,
+        ..CacheOptions::default()
+    };
+    let cache = EvalCache::open(dir.path(), &fingerprint("bg").id(), opts).expect("open");
+    let root = cache.root();
+    for i in 0..50 {
+        cache.set_child(&root, &format!("n{i}"), CachedValue::Int(i));
+    }
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while cache.stats().rows_committed < 51 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "writer did not commit: {:?}",
+            cache.stats()
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    assert!(cache.stats().batches_committed >= 2);
+    assert_eq!(hit(cache.child(&root, "n49")).1, CachedValue::Int(49));
+}
+
+#[test]
+fn placeholders_never_overwrite_values() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let fp = fingerprint("ph").id();
+    let cache = EvalCache::open(dir.path(), &fp, slow_batches()).expect("open");
+    let root = cache.root();
+    let a = cache.set_child(&root, "a", CachedValue::Bool(true));
+    let a2 = cache.set_child(&root, "a", CachedValue::Placeholder);
+    assert_eq!(a, a2, "same row, same cursor");
+    assert_eq!(hit(cache.child(&root, "a")).1, CachedValue::Bool(true));
+    cache.flush().expect("flush");
+    cache.set_child(&root, "a", CachedValue::Placeholder);
+    cache.set(&a, CachedValue::Placeholder);
+    cache.flush().expect("flush");
+    assert_eq!(hit(cache.child(&root, "a")).1, CachedValue::Bool(true));
+    // A placeholder is upgraded by a value, keeping its id (children survive).
+    let b = cache.set_child(&root, "b", CachedValue::Placeholder);
+    cache.set_child(&b, "c", CachedValue::Int(1));
+    cache.flush().expect("flush");
+    let b2 = cache.set_child(&root, "b", CachedValue::Attrs(vec!["c".into()]));
+    assert_eq!(b, b2);
+    cache.flush().expect("flush");
+    drop(cache);
+    let cache = EvalCache::open(dir.path(), &fp, CacheOptions::default()).expect("reopen");
+    let (b, v) = hit(cache.lookup_path(&["b"]).0);
+    assert_eq!(v, CachedValue::Attrs(vec!["c".into()]));
+    assert_eq!(hit(cache.child(&b, "c")).1, CachedValue::Int(1));
+}
+
+#[test]
+fn second_opener_is_read_only() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let fp = fingerprint("ro").id();
+    let writer = EvalCache::open(dir.path(), &fp, slow_batches()).expect("open");
+    populate(&writer);
+    writer.flush().expect("flush");
+    let reader = EvalCache::open(dir.path(), &fp, CacheOptions::default()).expect("open read-only");
+    assert!(!reader.is_writable());
+    check_read_only(&reader);
+    let root = reader.root();
+    reader.set_child(&root, "new", CachedValue::Int(1));
+    assert!(reader.stats().dropped_writes >= 1);
+    assert_eq!(
+        reader.child(&root, "new"),
+        Lookup::Missing,
+        "write was dropped, root names are complete"
+    );
+    reader
+        .flush()
+        .expect("flush of a read-only cache is a no-op");
+    drop(writer);
+    drop(reader);
+    let again = EvalCache::open(dir.path(), &fp, CacheOptions::default()).expect("open");
+    assert!(again.is_writable(), "lock released on drop");
+}
+
+fn check_read_only(cache: &EvalCache) {
+    let root = cache.root();
+    assert!(matches!(
+        cache.get(&root),
+        Lookup::Hit(_, CachedValue::Attrs(_))
+    ));
+    assert_eq!(
+        hit(cache.lookup_path(&["lib", "a"]).0).1,
+        CachedValue::Int(-7)
+    );
+    assert_eq!(
+        cache.lookup_path(&["packages", "x86_64-linux", "nope"]).0,
+        Lookup::Missing
+    );
+}
+
+#[test]
+fn fingerprints_are_separate_databases() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let a = EvalCache::open(dir.path(), &fingerprint("1").id(), slow_batches()).expect("open");
+    let b = EvalCache::open(dir.path(), &fingerprint("2").id(), slow_batches()).expect("open");
+    assert_ne!(a.path(), b.path());
+    a.set_child(&a.root(), "x", CachedValue::Int(1));
+    assert_eq!(b.child(&b.root(), "x"), Lookup::Unknown);
+    assert!(
+        a.path()
+            .file_name()
+            .and_then(|n| n.to_str())
+            .is_some_and(|n| n.ends_with(".sqlite"))
+    );
+}
+
+#[test]
+fn concurrent_writers_agree_on_ids() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let opts = CacheOptions {
+        batch_delay: Duration::from_millis(1),
+        batch_rows: 7,
+        ..CacheOptions::default()
+    };
+    let cache = EvalCache::open(dir.path(), &fingerprint("conc").id(), opts).expect("open");
+    let threads: Vec<_> = (0..4)
+        .map(|t| {
+            let cache = cache.clone();
+            std::thread::spawn(move || {
+                let root = cache.root();
+                let mut cursors = Vec::new();
+                for i in 0..200 {
+                    let set =
+                        cache.set_child(&root, &format!("s{}", i % 20), CachedValue::Placeholder);
+                    let leaf = cache.set_child(&set, &format!("v{i}"), CachedValue::Int(i));
+                    cursors.push((set, leaf, t));
+                }
+                cursors
+            })
+        })
+        .collect();
+    let results: Vec<_> = threads
+        .into_iter()
+        .map(|t| t.join().expect("thread"))
+        .collect();
+    // Every thread saw the same id for each shared set.
+    for r in &results[1..] {
+        for (a, b) in r.iter().zip(&results[0]) {
+            assert_eq!(a.0, b.0);
+            assert_eq!(a.1, b.1);
+        }
+    }
+    cache.flush().expect("flush");
+    let s = cache.stats();
+    assert_eq!((s.write_errors, s.read_errors), (0, 0), "{s:?}");
+    assert_eq!(s.pending_rows, 0);
+    for i in 0..200 {
+        assert_eq!(
+            hit(cache
+                .lookup_path(&[format!("s{}", i % 20), format!("v{i}")])
+                .0)
+            .1,
+            CachedValue::Int(i)
+        );
+    }
+}
