@@ -6,6 +6,14 @@
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
+
+use crate::error::{EvalError, best_matches};
+use crate::eval::{Config, Evaluator};
+use crate::lower;
+use crate::print;
+use crate::source::{self, Origin, Pos};
+use crate::symbol::Symbol;
+use crate::value::{Context, Value};
 use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
 
@@ -98,15 +106,248 @@ pub struct EvalOutput {
     pub stderr: Vec<String>,
 }
 
-/// Evaluates a request. Blocking.
+/// Reserved stack of the evaluation thread (only touched pages are committed).
+const EVAL_STACK: usize = 1 << 30;
+
+/// Evaluates a request. Blocking; runs on a dedicated large-stack thread.
+///
+/// `settings.pure` is honoured as given (`nix eval --expr` is pure by default; `nix eval --file`
+/// is not: callers decide). The evaluation's whole memory is released before this returns.
 pub fn evaluate(req: &EvalRequest) -> Result<EvalOutput, Diagnostic> {
-    // TODO(evaluator core in progress): replaced by the real evaluator.
-    let _ = req;
-    let message = "the evaluator is not wired in yet".to_string();
-    Err(Diagnostic {
-        rendered: format!("error: {message}"),
-        message,
+    let req = req.clone();
+    let spawned = std::thread::Builder::new()
+        .name("flaked-eval".to_string())
+        .stack_size(EVAL_STACK)
+        .spawn(move || run(&req));
+    match spawned {
+        Ok(h) => match h.join() {
+            Ok(r) => r,
+            Err(_) => Err(plain_diagnostic(
+                "internal error: the evaluator thread panicked",
+            )),
+        },
+        Err(e) => Err(plain_diagnostic(&format!(
+            "cannot start the evaluator thread: {e}"
+        ))),
+    }
+}
+
+fn plain_diagnostic(message: &str) -> Diagnostic {
+    Diagnostic {
+        message: message.to_string(),
         position: None,
         trace: Vec::new(),
+        rendered: format!("error: {message}\n"),
+    }
+}
+
+fn to_position(pos: Pos) -> Option<Position> {
+    source::resolve(pos).map(|r| Position {
+        file: r.src.origin_name(),
+        line: r.line,
+        column: r.column,
     })
+}
+
+fn to_diagnostic(e: &EvalError) -> Diagnostic {
+    Diagnostic {
+        message: e.0.msg.clone(),
+        position: to_position(e.0.pos),
+        trace: e
+            .0
+            .trace
+            .iter()
+            .rev()
+            .map(|f| TraceFrame {
+                message: f.msg.clone(),
+                position: to_position(f.pos),
+            })
+            .collect(),
+        rendered: e.render(),
+    }
+}
+
+fn run(req: &EvalRequest) -> Result<EvalOutput, Diagnostic> {
+    let s = &req.settings;
+    let config = Config {
+        pure: s.pure,
+        cwd: s.cwd.clone(),
+        env: s.env.clone(),
+        nix_path: s.nix_path.clone(),
+        system: s.system.clone(),
+        store_dir: s.store_dir.clone(),
+        interrupt: s.interrupt.clone(),
+    };
+    let mut ev = Evaluator::new(config);
+    let result = run_in(&mut ev, req);
+    let out = match result {
+        Ok(stdout) => Ok(EvalOutput {
+            stdout,
+            stderr: std::mem::take(&mut ev.stderr),
+        }),
+        Err(e) => Err(to_diagnostic(&e)),
+    };
+    drop(ev);
+    source::clear();
+    out
+}
+
+/// Splits a selection path like Nix's `parseAttrPath` (dots separate, double quotes group).
+fn parse_attr_path(s: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut cur = String::new();
+    let mut chars = s.chars().peekable();
+    let mut any = false;
+    while let Some(c) = chars.next() {
+        any = true;
+        match c {
+            '.' => out.push(std::mem::take(&mut cur)),
+            '"' => {
+                for c2 in chars.by_ref() {
+                    if c2 == '"' {
+                        break;
+                    }
+                    cur.push(c2);
+                }
+            }
+            c => cur.push(c),
+        }
+    }
+    if any {
+        out.push(cur);
+    }
+    out
+}
+
+fn auto_call(ev: &mut Evaluator, v: &Value) -> Result<Value, EvalError> {
+    let v = ev.force(v, Pos::NONE)?;
+    if let Value::Attrs(a) = &v
+        && let Some(f) = a.get(ev.syms.functor)
+    {
+        let fv = f.value.clone();
+        let r = ev.call(&fv, std::slice::from_ref(&v), Pos::NONE)?;
+        return auto_call(ev, &r);
+    }
+    if let Value::Lambda(c) = &v
+        && let Some(formals) = &c.def.formals
+    {
+        if !formals.ellipsis {
+            for f in &formals.entries {
+                if f.default.is_none() {
+                    return Err(EvalError::eval(format!(
+                        "cannot evaluate a function that has an argument without a value ('{}')\nNix attempted to evaluate a function as a top level expression; in\nthis case it must have its arguments supplied either by default\nvalues, or passed explicitly with '--arg' or '--argstr'. See\nhttps://nixos.org/manual/nix/stable/language/constructs.html#functions.",
+                        f.name
+                    ))
+                    .at(f.pos));
+                }
+            }
+        }
+        return ev.call(&v, &[Value::empty_attrs()], Pos::NONE);
+    }
+    Ok(v)
+}
+
+fn select_path(ev: &mut Evaluator, root: Value, path: &str) -> Result<Value, EvalError> {
+    let mut v = root;
+    for attr in parse_attr_path(path) {
+        v = auto_call(ev, &v)?;
+        let index = attr.parse::<u32>().ok();
+        match index {
+            None => {
+                let Value::Attrs(a) = &v else {
+                    return Err(EvalError::type_error(format!(
+                        "the expression selected by the selection path '{path}' should be a set but is {}",
+                        v.type_desc()
+                    )));
+                };
+                if attr.is_empty() {
+                    return Err(EvalError::eval(format!(
+                        "empty attribute name in selection path '{path}'"
+                    )));
+                }
+                let sym = Symbol::intern(&attr);
+                match a.get(sym) {
+                    Some(x) => v = x.value.clone(),
+                    None => {
+                        let names: Vec<String> =
+                            a.entries.iter().map(|x| x.name.as_string()).collect();
+                        return Err(EvalError::eval(format!(
+                            "attribute '{attr}' in selection path '{path}' not found"
+                        ))
+                        .with_suggestions(best_matches(&names, &attr)));
+                    }
+                }
+            }
+            Some(i) => {
+                let Value::List(l) = &v else {
+                    return Err(EvalError::type_error(format!(
+                        "the expression selected by the selection path '{path}' should be a list but is {}",
+                        v.type_desc()
+                    )));
+                };
+                match l.get(i as usize) {
+                    Some(x) => v = x.clone(),
+                    None => {
+                        return Err(EvalError::eval(format!(
+                            "list index {i} in selection path '{path}' is out of range"
+                        )));
+                    }
+                }
+            }
+        }
+    }
+    Ok(v)
+}
+
+fn run_in(ev: &mut Evaluator, req: &EvalRequest) -> Result<Vec<u8>, EvalError> {
+    let cwd = req.settings.cwd.display().to_string();
+    let root = match &req.source {
+        EvalSource::Expr(text) => {
+            let e = ev.parse(Origin::String, text.as_bytes(), &cwd)?;
+            ev.eval_root(&e)?
+        }
+        EvalSource::File(p) => {
+            let abs = if p.is_absolute() {
+                p.clone()
+            } else {
+                req.settings.cwd.join(p)
+            };
+            let abs = PathBuf::from(lower::canon_path(&abs.display().to_string()));
+            let abs = if abs.is_dir() {
+                abs.join("default.nix")
+            } else {
+                abs
+            };
+            crate::builtins::import::eval_file(ev, &abs)?
+        }
+    };
+    let v = match &req.attr_path {
+        Some(p) if !p.is_empty() => select_path(ev, root, p)?,
+        _ => root,
+    };
+    let v = ev.force(&v, Pos::NONE)?;
+    match req.output {
+        OutputFormat::Nix => {
+            let mut out = print::print_value(ev, &v)?;
+            out.push(b'\n');
+            Ok(out)
+        }
+        OutputFormat::Json => {
+            let mut ctx = Context::new();
+            let mut out = print::to_json(ev, &v, Pos::NONE, false, &mut ctx)?;
+            out.push(b'\n');
+            Ok(out)
+        }
+        OutputFormat::Raw => {
+            let mut ctx = Context::new();
+            ev.coerce_to_string(
+                &v,
+                Pos::NONE,
+                "while generating the eval command output",
+                false,
+                true,
+                &mut ctx,
+            )
+        }
+    }
 }

@@ -1,3 +1,20 @@
-//! The Nix language evaluator: rnix parse → IR with statically resolved variables → lazy evaluation.
+//! The Nix language evaluator: rnix parse → IR with statically resolved variables → lazy
+//! evaluation, exact to Nix 2.26 in values, printing and error messages.
+//!
+//! Entry point for callers: [`api::evaluate`]. Design notes: `docs/evaluator.md`.
 
 pub mod api;
+pub mod builtins;
+pub mod error;
+pub mod eval;
+pub mod ir;
+pub mod lower;
+pub mod print;
+pub mod show;
+pub mod source;
+pub mod store_path;
+pub mod symbol;
+pub mod value;
+
+#[cfg(test)]
+mod tests;

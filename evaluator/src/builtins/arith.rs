@@ -1,0 +1,196 @@
+//! Arithmetic and comparison builtins: add, sub, mul, div, lessThan, bit operations, ceil, floor.
+//!
+//! Invariant: integer arithmetic is checked; overflow is Nix's "integer overflow in …" error.
+
+use crate::builtins::Registry;
+use crate::error::{EvalError, Result};
+use crate::eval::Evaluator;
+use crate::source::Pos;
+use crate::value::Value;
+
+pub(crate) fn register(r: &mut Registry) {
+    r.primop("__add", 2, prim_add);
+    r.primop("__sub", 2, prim_sub);
+    r.primop("__mul", 2, prim_mul);
+    r.primop("__div", 2, prim_div);
+    r.primop("__lessThan", 2, prim_less_than);
+    r.primop("__bitAnd", 2, |ev, pos, a| {
+        bit(ev, pos, a, "bitAnd", |x, y| x & y)
+    });
+    r.primop("__bitOr", 2, |ev, pos, a| {
+        bit(ev, pos, a, "bitOr", |x, y| x | y)
+    });
+    r.primop("__bitXor", 2, |ev, pos, a| {
+        bit(ev, pos, a, "bitXor", |x, y| x ^ y)
+    });
+    r.primop("__ceil", 1, |ev, pos, a| {
+        round(ev, pos, a, "ceil", f64::ceil)
+    });
+    r.primop("__floor", 1, |ev, pos, a| {
+        round(ev, pos, a, "floor", f64::floor)
+    });
+}
+
+fn is_float(v: &Value) -> bool {
+    matches!(v, Value::Float(_))
+}
+
+#[allow(clippy::too_many_arguments)]
+fn arith(
+    ev: &mut Evaluator,
+    pos: Pos,
+    args: &[Value],
+    what: &str,
+    first_ctx: &str,
+    int_op: fn(i64, i64) -> Option<i64>,
+    float_op: fn(f64, f64) -> f64,
+    sym: &str,
+    verb: &str,
+) -> Result<Value> {
+    let a = ev.force(&args[0], pos)?;
+    let b = ev.force(&args[1], pos)?;
+    let second = format!("while evaluating the second argument of the {what}");
+    if is_float(&a) || is_float(&b) {
+        let x = ev.force_float(&a, pos, first_ctx)?;
+        let y = ev.force_float(&b, pos, &second)?;
+        return Ok(Value::Float(float_op(x, y)));
+    }
+    let x = ev.force_int(
+        &a,
+        pos,
+        &format!("while evaluating the first argument of the {what}"),
+    )?;
+    let y = ev.force_int(&b, pos, &second)?;
+    match int_op(x, y) {
+        Some(r) => Ok(Value::Int(r)),
+        None => Err(EvalError::eval(format!("integer overflow in {verb} {x} {sym} {y}")).at(pos)),
+    }
+}
+
+fn prim_add(ev: &mut Evaluator, pos: Pos, args: &[Value]) -> Result<Value> {
+    arith(
+        ev,
+        pos,
+        args,
+        "addition",
+        "while evaluating the first argument of the addition",
+        i64::checked_add,
+        |x, y| x + y,
+        "+",
+        "adding",
+    )
+}
+
+fn prim_sub(ev: &mut Evaluator, pos: Pos, args: &[Value]) -> Result<Value> {
+    arith(
+        ev,
+        pos,
+        args,
+        "subtraction",
+        "while evaluating the first argument of the subtraction",
+        i64::checked_sub,
+        |x, y| x - y,
+        "-",
+        "subtracting",
+    )
+}
+
+fn prim_mul(ev: &mut Evaluator, pos: Pos, args: &[Value]) -> Result<Value> {
+    // Nix's float message for the first operand really lacks the word "argument".
+    arith(
+        ev,
+        pos,
+        args,
+        "multiplication",
+        "while evaluating the first of the multiplication",
+        i64::checked_mul,
+        |x, y| x * y,
+        "*",
+        "multiplying",
+    )
+}
+
+fn prim_div(ev: &mut Evaluator, pos: Pos, args: &[Value]) -> Result<Value> {
+    let a = ev.force(&args[0], pos)?;
+    let b = ev.force(&args[1], pos)?;
+    let f2 = ev.force_float(
+        &b,
+        pos,
+        "while evaluating the second operand of the division",
+    )?;
+    if f2 == 0.0 {
+        return Err(EvalError::eval("division by zero").at(pos));
+    }
+    if is_float(&a) || is_float(&b) {
+        let f1 = ev.force_float(
+            &a,
+            pos,
+            "while evaluating the first operand of the division",
+        )?;
+        return Ok(Value::Float(f1 / f2));
+    }
+    let x = ev.force_int(
+        &a,
+        pos,
+        "while evaluating the first operand of the division",
+    )?;
+    let y = ev.force_int(
+        &b,
+        pos,
+        "while evaluating the second operand of the division",
+    )?;
+    match x.checked_div(y) {
+        Some(r) => Ok(Value::Int(r)),
+        None => Err(EvalError::eval(format!("integer overflow in dividing {x} / {y}")).at(pos)),
+    }
+}
+
+fn prim_less_than(ev: &mut Evaluator, pos: Pos, args: &[Value]) -> Result<Value> {
+    ev.force(&args[0], pos)?;
+    ev.force(&args[1], pos)?;
+    Ok(Value::Bool(ev.less_than(&args[0], &args[1], "")?))
+}
+
+fn bit(
+    ev: &mut Evaluator,
+    pos: Pos,
+    args: &[Value],
+    name: &str,
+    op: fn(i64, i64) -> i64,
+) -> Result<Value> {
+    let x = ev.force_int(
+        &args[0],
+        pos,
+        &format!("while evaluating the first argument passed to builtins.{name}"),
+    )?;
+    let y = ev.force_int(
+        &args[1],
+        pos,
+        &format!("while evaluating the second argument passed to builtins.{name}"),
+    )?;
+    Ok(Value::Int(op(x, y)))
+}
+
+fn round(
+    ev: &mut Evaluator,
+    pos: Pos,
+    args: &[Value],
+    name: &str,
+    op: fn(f64) -> f64,
+) -> Result<Value> {
+    let v = ev.force(&args[0], pos)?;
+    if let Value::Int(i) = v {
+        return Ok(Value::Int(i));
+    }
+    let f = ev.force_float(
+        &v,
+        pos,
+        &format!("while evaluating the first argument passed to builtins.{name}"),
+    )?;
+    let r = op(f);
+    if r.is_finite() && (-9.223372036854776e18..9.223372036854776e18).contains(&r) {
+        Ok(Value::Int(r as i64))
+    } else {
+        Err(EvalError::eval(format!("NixFloat {f} is out of range of NixInt")).at(pos))
+    }
+}

@@ -1,0 +1,150 @@
+//! The builtins registry: every primop and constant of the base environment.
+//!
+//! # How to add a builtin (the one way)
+//!
+//! 1. Put it in a file of its family under `evaluator/src/builtins/` (new families get a new file
+//!    with a `pub(crate) fn register(r: &mut Registry)` and one `mod` line + one
+//!    `x::register(&mut r);` line in [`install`] below).
+//! 2. Write the function with the [`BuiltinFn`] signature:
+//!    ```ignore
+//!    fn prim_length(ev: &mut Evaluator, pos: Pos, args: &[Value]) -> Result<Value> {
+//!        let l = ev.force_list(&args[0], pos, "while evaluating the first argument passed to builtins.length")?;
+//!        Ok(Value::Int(l.len() as i64))
+//!    }
+//!    ```
+//!    `args` has exactly `arity` elements, all *unforced* (possibly thunks): force what you need
+//!    with the `Evaluator::force*` helpers, which produce Nix's messages
+//!    ("expected a set but found an integer: 1") and attach the context string you pass as a
+//!    trace frame exactly where Nix does. `pos` is the position Nix hands to primops — almost
+//!    always none, as in Nix — so pass it through to the helpers unchanged.
+//! 3. Register it: `r.primop("__length", 1, prim_length)`. A name starting with `__` is visible
+//!    globally as `__length` and as `builtins.length`; a name without (`map`, `throw`, `import`,
+//!    …) is visible globally under that name and in `builtins`. Constants: `r.constant(name, v)`.
+//!
+//! Errors: return `Err(EvalError::eval(msg))` / `EvalError::type_error(msg)` (uncatchable),
+//! `EvalError::new(ErrorKind::Throw, msg)` (catchable by `tryEval`); `.at(pos)` sets Nix's
+//! `atPos`, `.with_trace(pos, msg)` adds a `… while …` frame. The caller adds
+//! "while calling the 'NAME' builtin" automatically.
+//!
+//! Laziness: return lazy results as thunks, e.g. `Value::apply_thunk(f, x, Pos::NONE)` for
+//! `f x`, or `Value::native_thunk(Rc::new(move |ev| …))`. Call function values with
+//! `ev.call(&f, &[a, b], pos)` (the result is forced to WHNF; the arguments stay lazy).
+//!
+//! Strings: `Value::String(Rc<NixString>)` holds bytes and a context (set of store paths);
+//! propagate contexts (`ev.coerce_to_string(.., &mut ctx)` collects them) and build results
+//! with `Value::string_ctx(bytes, ctx)`.
+
+use std::rc::Rc;
+
+use crate::error::Result;
+use crate::eval::Evaluator;
+use crate::source::Pos;
+use crate::symbol::Symbol;
+use crate::value::{Attr, Attrs, Thunk, ThunkState, Value};
+
+mod arith;
+pub mod attrs;
+mod control;
+mod env;
+pub mod import;
+mod lists;
+pub mod paths;
+mod strings;
+mod types;
+
+/// The signature of every builtin: evaluator, Nix's primop position (usually none), arguments.
+pub type BuiltinFn = fn(&mut Evaluator, Pos, &[Value]) -> Result<Value>;
+
+/// A builtin function.
+pub struct PrimOp {
+    /// The name as shown in `«primop NAME»` and "while calling the 'NAME' builtin".
+    pub name: &'static str,
+    pub arity: usize,
+    pub func: BuiltinFn,
+    /// Whether the "while calling the 'NAME' builtin" frame is added on errors.
+    pub add_trace: bool,
+}
+
+impl std::fmt::Debug for PrimOp {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "«primop {}»", self.name)
+    }
+}
+
+/// Collects builtins while the base environment is being built.
+pub struct Registry {
+    entries: Vec<(&'static str, Value)>,
+    /// Whether the evaluation is pure (some constants only exist in impure mode).
+    pub pure: bool,
+    pub system: String,
+    pub store_dir: String,
+    pub nix_path: Vec<String>,
+}
+
+impl Registry {
+    /// Registers a primop (see module docs for the naming rule).
+    pub fn primop(&mut self, name: &'static str, arity: usize, func: BuiltinFn) {
+        let short = name.strip_prefix("__").unwrap_or(name);
+        let op = Rc::new(PrimOp {
+            name: short,
+            arity,
+            func,
+            add_trace: true,
+        });
+        self.entries.push((name, Value::PrimOp(op)));
+    }
+    /// Registers a constant.
+    pub fn constant(&mut self, name: &'static str, v: Value) {
+        self.entries.push((name, v));
+    }
+}
+
+/// Builds the base environment and the `builtins` set of `ev`.
+pub fn install(ev: &mut Evaluator) {
+    let mut r = Registry {
+        entries: Vec::new(),
+        pure: ev.config.pure,
+        system: ev.config.system.clone(),
+        store_dir: ev.config.store_dir.clone(),
+        nix_path: ev.config.nix_path.clone(),
+    };
+    arith::register(&mut r);
+    attrs::register(&mut r);
+    control::register(&mut r);
+    env::register(&mut r);
+    import::register(&mut r);
+    lists::register(&mut r);
+    paths::register(&mut r);
+    strings::register(&mut r);
+    types::register(&mut r);
+
+    // `builtins.builtins` refers to the set itself: a thunk filled in after construction.
+    let self_ref = Thunk::new(ThunkState::Blackhole);
+    let mut attrs = Vec::with_capacity(r.entries.len() + 1);
+    for (name, v) in &r.entries {
+        let short = name.strip_prefix("__").unwrap_or(name);
+        attrs.push(Attr {
+            name: Symbol::intern(short),
+            value: v.clone(),
+            pos: Pos::NONE,
+        });
+        ev.globals.insert(Symbol::intern(name), v.clone());
+    }
+    attrs.push(Attr {
+        name: Symbol::intern("builtins"),
+        value: Value::Thunk(self_ref.clone()),
+        pos: Pos::NONE,
+    });
+    let set = Value::attrs(Attrs::from_unsorted(attrs));
+    *self_ref.state.borrow_mut() = ThunkState::Done(set.clone());
+    ev.globals.insert(Symbol::intern("builtins"), set.clone());
+    ev.builtins = set;
+}
+
+/// Ordinal words used in Nix's argument messages.
+pub fn nth(i: usize) -> &'static str {
+    ["first", "second", "third", "fourth", "fifth"]
+        .get(i)
+        .copied()
+        .unwrap_or("next")
+}

@@ -1,0 +1,1599 @@
+//! The evaluator: forcing, calling, and evaluating lowered expressions.
+//!
+//! An [`Evaluator`] lives on one (large-stack) thread for one evaluation. It evaluates IR
+//! expressions to weak head normal form, forces thunks (blackholing them while they run and
+//! restoring them if they fail), calls lambdas and builtins, and provides the typed `force_*` /
+//! coercion helpers builtins use. Invariants: `eval` and `force` never return a thunk; the call
+//! depth never exceeds Nix's `max-call-depth`; a failing thunk returns to its unevaluated state.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::rc::Rc;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use crate::error::{ErrorKind, EvalError, Result, best_matches};
+use crate::ir::{AttrKind, AttrName, AttrsExpr, BinOp, Expr};
+use crate::lower::{self, LowerCtx};
+use crate::print;
+use crate::source::{self, Origin, Pos};
+use crate::symbol::Symbol;
+use crate::value::{
+    Attr, Attrs, Closure, Context, Env, NixString, PrimOpApp, Thunk, ThunkState, Value,
+};
+
+/// Nix 2.26's default `max-call-depth`.
+pub const MAX_CALL_DEPTH: usize = 10000;
+/// Bound on native recursion (thunk forcing nested inside thunk forcing) to stay far away from
+/// the thread's stack limit.
+pub const MAX_NATIVE_DEPTH: usize = 200_000;
+
+/// Settings an evaluation depends on.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub pure: bool,
+    pub cwd: PathBuf,
+    pub env: std::collections::BTreeMap<String, String>,
+    pub nix_path: Vec<String>,
+    pub system: String,
+    pub store_dir: String,
+    pub interrupt: Option<Arc<AtomicBool>>,
+}
+
+/// Frequently used symbols, interned once.
+pub struct Syms {
+    pub functor: Symbol,
+    pub to_string: Symbol,
+    pub out_path: Symbol,
+    pub type_: Symbol,
+    pub drv_path: Symbol,
+    pub name: Symbol,
+    pub value: Symbol,
+    pub file: Symbol,
+    pub line: Symbol,
+    pub column: Symbol,
+    pub body: Symbol,
+}
+
+/// One evaluation's state.
+pub struct Evaluator {
+    pub config: Config,
+    pub syms: Syms,
+    /// The base environment: names visible everywhere (`builtins`, `true`, `import`, `__foo`, …).
+    pub globals: HashMap<Symbol, Value>,
+    /// The `builtins` attribute set.
+    pub builtins: Value,
+    call_depth: usize,
+    native_depth: usize,
+    tick: u32,
+    /// Results of `import` per resolved path.
+    pub import_cache: HashMap<PathBuf, Value>,
+    /// Lowered sources by content hash (and base dir).
+    lowered: HashMap<(u64, String), Rc<Expr>>,
+    /// Lines for stderr (traces, warnings), in order.
+    pub stderr: Vec<String>,
+    /// Paths copied to the store during this evaluation: source path → store path.
+    pub src_to_store: HashMap<String, String>,
+}
+
+impl Drop for Evaluator {
+    fn drop(&mut self) {
+        // Break every cycle created by this evaluation.
+        self.import_cache.clear();
+        self.globals.clear();
+        self.builtins = Value::Null;
+        crate::value::region::teardown();
+    }
+}
+
+fn hash64(data: &[u8]) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    data.hash(&mut h);
+    h.finish()
+}
+
+impl Evaluator {
+    pub fn new(config: Config) -> Evaluator {
+        let syms = Syms {
+            functor: Symbol::intern("__functor"),
+            to_string: Symbol::intern("__toString"),
+            out_path: Symbol::intern("outPath"),
+            type_: Symbol::intern("type"),
+            drv_path: Symbol::intern("drvPath"),
+            name: Symbol::intern("name"),
+            value: Symbol::intern("value"),
+            file: Symbol::intern("file"),
+            line: Symbol::intern("line"),
+            column: Symbol::intern("column"),
+            body: Symbol::intern("body"),
+        };
+        let mut ev = Evaluator {
+            config,
+            syms,
+            globals: HashMap::new(),
+            builtins: Value::Null,
+            call_depth: 0,
+            native_depth: 0,
+            tick: 0,
+            import_cache: HashMap::new(),
+            lowered: HashMap::new(),
+            stderr: Vec::new(),
+            src_to_store: HashMap::new(),
+        };
+        crate::builtins::install(&mut ev);
+        ev
+    }
+
+    // -----------------------------------------------------------------------------------------
+    // Parsing
+
+    /// Parses and lowers source text; `origin` decides how positions print and `base_dir` how
+    /// relative paths resolve. Lowered trees are cached by content.
+    pub fn parse(&mut self, origin: Origin, raw: &[u8], base_dir: &str) -> Result<Rc<Expr>> {
+        let key = (hash64(raw), format!("{:?}\0{}", origin, base_dir));
+        if let Some(e) = self.lowered.get(&key) {
+            return Ok(e.clone());
+        }
+        let (file, text) = source::register(origin, raw);
+        let ctx = LowerCtx {
+            file,
+            base_dir: base_dir.to_string(),
+            globals: &self.globals,
+            outer_names: Vec::new(),
+            home: self.config.env.get("HOME").cloned(),
+            pure: self.config.pure,
+        };
+        let e = lower::parse_and_lower(&ctx, &text)?;
+        self.lowered.insert(key, e.clone());
+        Ok(e)
+    }
+
+    /// Parses with extra outermost names (for `scopedImport`), no caching.
+    pub fn parse_scoped(
+        &mut self,
+        origin: Origin,
+        raw: &[u8],
+        base_dir: &str,
+        names: Vec<Symbol>,
+    ) -> Result<Rc<Expr>> {
+        let (file, text) = source::register(origin, raw);
+        let ctx = LowerCtx {
+            file,
+            base_dir: base_dir.to_string(),
+            globals: &self.globals,
+            outer_names: names,
+            home: self.config.env.get("HOME").cloned(),
+            pure: self.config.pure,
+        };
+        lower::parse_and_lower(&ctx, &text)
+    }
+
+    /// Evaluates a top-level expression (no enclosing frames).
+    pub fn eval_root(&mut self, e: &Rc<Expr>) -> Result<Value> {
+        let env = Env::new_filled(None, Vec::new());
+        self.eval(e, &env)
+    }
+
+    // -----------------------------------------------------------------------------------------
+    // Forcing
+
+    #[inline]
+    fn check_interrupt(&mut self) -> Result<()> {
+        self.tick = self.tick.wrapping_add(1);
+        if self.tick & 0x3ff == 0
+            && let Some(flag) = &self.config.interrupt
+            && flag.load(Ordering::Relaxed)
+        {
+            return Err(EvalError::new(
+                ErrorKind::Interrupted,
+                "interrupted by the user",
+            ));
+        }
+        Ok(())
+    }
+
+    /// Forces a value to weak head normal form. `pos` is where the value is needed (used for
+    /// infinite recursion errors).
+    #[inline]
+    pub fn force(&mut self, v: &Value, pos: Pos) -> Result<Value> {
+        match v {
+            Value::Thunk(t) => self.force_thunk(t, pos),
+            _ => Ok(v.clone()),
+        }
+    }
+
+    pub fn force_thunk(&mut self, t: &Rc<Thunk>, pos: Pos) -> Result<Value> {
+        {
+            let s = t.state.borrow();
+            match &*s {
+                ThunkState::Done(v) => return Ok(v.clone()),
+                ThunkState::Blackhole => {
+                    return Err(EvalError::new(
+                        ErrorKind::InfiniteRecursion,
+                        "infinite recursion encountered",
+                    )
+                    .at(pos));
+                }
+                ThunkState::Cleared => {
+                    return Err(EvalError::eval(
+                        "internal error: value used after its evaluation ended",
+                    ));
+                }
+                _ => {}
+            }
+        }
+        let prev = std::mem::replace(&mut *t.state.borrow_mut(), ThunkState::Blackhole);
+        if self.native_depth >= MAX_NATIVE_DEPTH {
+            *t.state.borrow_mut() = prev;
+            return Err(EvalError::eval(
+                "stack overflow (possible infinite recursion)",
+            ));
+        }
+        self.native_depth += 1;
+        let res = match &prev {
+            ThunkState::Pending(e, env) => self.eval(e, env),
+            ThunkState::Apply(f, a, p) => {
+                let p = *p;
+                self.force(f, p)
+                    .and_then(|f| self.call(&f, std::slice::from_ref(a), p))
+            }
+            ThunkState::Native(f) => f(self),
+            _ => unreachable!("handled above"),
+        };
+        self.native_depth -= 1;
+        match res {
+            Ok(v) => {
+                *t.state.borrow_mut() = ThunkState::Done(v.clone());
+                Ok(v)
+            }
+            Err(e) => {
+                *t.state.borrow_mut() = prev;
+                let e = if e.kind() == ErrorKind::InfiniteRecursion {
+                    e.at_if_none(pos)
+                } else {
+                    e
+                };
+                Err(e)
+            }
+        }
+    }
+
+    /// Forces deeply (lists and attribute values recursively), as `deepSeq` / `--strict`.
+    pub fn force_deep(&mut self, v: &Value, pos: Pos) -> Result<Value> {
+        let mut seen = std::collections::HashSet::new();
+        self.force_deep_inner(v, pos, &mut seen)
+    }
+
+    fn force_deep_inner(
+        &mut self,
+        v: &Value,
+        pos: Pos,
+        seen: &mut std::collections::HashSet<usize>,
+    ) -> Result<Value> {
+        let v = self.force(v, pos)?;
+        match &v {
+            Value::Attrs(a) => {
+                if !seen.insert(Rc::as_ptr(a) as *const u8 as usize) {
+                    return Ok(v);
+                }
+                for attr in &a.entries {
+                    self.force_deep_inner(&attr.value, attr.pos, seen)
+                        .map_err(|e| {
+                            e.with_trace(
+                                attr.pos,
+                                format!("while evaluating the attribute '{}'", attr.name),
+                            )
+                        })?;
+                }
+            }
+            Value::List(l) => {
+                if !seen.insert(l.as_ptr() as *const u8 as usize) {
+                    return Ok(v);
+                }
+                for x in l.iter() {
+                    self.force_deep_inner(x, pos, seen)?;
+                }
+            }
+            _ => {}
+        }
+        Ok(v)
+    }
+
+    // -----------------------------------------------------------------------------------------
+    // Typed forcing helpers (Nix's forceX with its messages)
+
+    /// The value as Nix shows it inside error messages.
+    pub fn show_for_error(&self, v: &Value) -> String {
+        print::print_error_value(v)
+    }
+
+    fn type_err(&self, expected: &str, v: &Value) -> EvalError {
+        EvalError::type_error(format!(
+            "expected {} but found {}: {}",
+            expected,
+            v.type_desc(),
+            self.show_for_error(v)
+        ))
+    }
+
+    /// Forces to an integer (`expected an integer but found …`), adding `ctx` as a trace frame.
+    pub fn force_int(&mut self, v: &Value, pos: Pos, ctx: &str) -> Result<i64> {
+        let r = self.force(v, pos).and_then(|v| match v {
+            Value::Int(i) => Ok(i),
+            other => Err(self.type_err("an integer", &other).at(pos)),
+        });
+        r.map_err(|e| e.with_trace(pos, ctx))
+    }
+
+    /// Forces to a float; integers are converted.
+    pub fn force_float(&mut self, v: &Value, pos: Pos, ctx: &str) -> Result<f64> {
+        let r = self.force(v, pos).and_then(|v| match v {
+            Value::Int(i) => Ok(i as f64),
+            Value::Float(f) => Ok(f),
+            other => Err(self.type_err("a float", &other).at(pos)),
+        });
+        r.map_err(|e| e.with_trace(pos, ctx))
+    }
+
+    pub fn force_bool(&mut self, v: &Value, pos: Pos, ctx: &str) -> Result<bool> {
+        let r = self.force(v, pos).and_then(|v| match v {
+            Value::Bool(b) => Ok(b),
+            other => Err(self.type_err("a Boolean", &other).at(pos)),
+        });
+        r.map_err(|e| e.with_trace(pos, ctx))
+    }
+
+    /// Forces to an attribute set. As in Nix, `ctx` is attached only to the type error.
+    pub fn force_attrs(&mut self, v: &Value, pos: Pos, ctx: &str) -> Result<Rc<Attrs>> {
+        match self.force(v, pos)? {
+            Value::Attrs(a) => Ok(a),
+            other => Err(self.type_err("a set", &other).with_trace(pos, ctx)),
+        }
+    }
+
+    /// Forces to a list. As in Nix, `ctx` is attached only to the type error.
+    pub fn force_list(&mut self, v: &Value, pos: Pos, ctx: &str) -> Result<Rc<[Value]>> {
+        match self.force(v, pos)? {
+            Value::List(l) => Ok(l),
+            other => Err(self.type_err("a list", &other).with_trace(pos, ctx)),
+        }
+    }
+
+    /// Forces to a function (lambda, builtin, or set with `__functor`).
+    pub fn force_function(&mut self, v: &Value, pos: Pos, ctx: &str) -> Result<Value> {
+        let r = self.force(v, pos).and_then(|v| {
+            if v.is_function() || self.is_functor(&v) {
+                Ok(v)
+            } else {
+                Err(self.type_err("a function", &v).at(pos))
+            }
+        });
+        r.map_err(|e| e.with_trace(pos, ctx))
+    }
+
+    pub fn is_functor(&self, v: &Value) -> bool {
+        matches!(v, Value::Attrs(a) if a.get(self.syms.functor).is_some())
+    }
+
+    /// Forces to a string (with its context).
+    pub fn force_string(&mut self, v: &Value, pos: Pos, ctx: &str) -> Result<Rc<NixString>> {
+        let r = self.force(v, pos).and_then(|v| match v {
+            Value::String(s) => Ok(s),
+            other => Err(self.type_err("a string", &other).at(pos)),
+        });
+        r.map_err(|e| e.with_trace(pos, ctx))
+    }
+
+    /// Forces to a string that must not have a context.
+    pub fn force_string_no_ctx(&mut self, v: &Value, pos: Pos, ctx: &str) -> Result<Rc<NixString>> {
+        let s = self.force_string(v, pos, ctx)?;
+        if let Some(c) = &s.context
+            && let Some(first) = c.iter().next()
+        {
+            let shown = first.trim_start_matches('=');
+            let shown = if let Some(rest) = shown.strip_prefix('!') {
+                rest.split_once('!').map(|x| x.1).unwrap_or(rest)
+            } else {
+                shown
+            };
+            return Err(EvalError::eval(format!(
+                "the string '{}' is not allowed to refer to a store path (such as '{}')",
+                s.as_str_lossy(),
+                shown
+            ))
+            .with_trace(pos, ctx));
+        }
+        Ok(s)
+    }
+
+    /// Whether `v` (forced) is a derivation (`type = "derivation"`).
+    pub fn is_derivation(&mut self, v: &Value) -> Result<bool> {
+        let Value::Attrs(a) = v else { return Ok(false) };
+        let Some(t) = a.get(self.syms.type_) else {
+            return Ok(false);
+        };
+        let (tv, tp) = (t.value.clone(), t.pos);
+        let t = self.force(&tv, tp)?;
+        Ok(matches!(&t, Value::String(s) if &*s.bytes == b"derivation"))
+    }
+
+    /// Nix's `coerceToString`. Appends the string's context to `context`.
+    pub fn coerce_to_string(
+        &mut self,
+        v: &Value,
+        pos: Pos,
+        ctx: &str,
+        coerce_more: bool,
+        copy_to_store: bool,
+        context: &mut Context,
+    ) -> Result<Vec<u8>> {
+        let v = self.force(v, pos)?;
+        match &v {
+            Value::String(s) => {
+                if let Some(c) = &s.context {
+                    context.extend(c.iter().cloned());
+                }
+                return Ok(s.bytes.to_vec());
+            }
+            Value::Path(p) => {
+                if copy_to_store {
+                    let sp = crate::builtins::paths::copy_path_to_store(self, p, pos)?;
+                    context.insert(sp.clone());
+                    return Ok(sp.into_bytes());
+                }
+                return Ok(p.as_bytes().to_vec());
+            }
+            Value::Attrs(a) => {
+                if let Some(f) = a.get(self.syms.to_string) {
+                    let (fv, fpos) = (f.value.clone(), f.pos);
+                    let fv = self.force(&fv, fpos)?;
+                    let r = self.call(&fv, std::slice::from_ref(&v), pos)?;
+                    return self.coerce_to_string(
+                        &r,
+                        pos,
+                        "while evaluating the result of the `__toString` attribute",
+                        coerce_more,
+                        copy_to_store,
+                        context,
+                    );
+                }
+                if let Some(o) = a.get(self.syms.out_path) {
+                    let ov = o.value.clone();
+                    return self.coerce_to_string(
+                        &ov,
+                        pos,
+                        ctx,
+                        coerce_more,
+                        copy_to_store,
+                        context,
+                    );
+                }
+            }
+            _ if coerce_more => match &v {
+                Value::Bool(true) => return Ok(b"1".to_vec()),
+                Value::Bool(false) | Value::Null => return Ok(Vec::new()),
+                Value::Int(i) => return Ok(i.to_string().into_bytes()),
+                Value::Float(f) => return Ok(format!("{f:.6}").into_bytes()),
+                Value::List(l) => {
+                    let mut out = Vec::new();
+                    let n = l.len();
+                    for (i, x) in l.iter().enumerate() {
+                        let part = self
+                            .coerce_to_string(
+                                x,
+                                pos,
+                                "while evaluating one element of the list",
+                                coerce_more,
+                                copy_to_store,
+                                context,
+                            )
+                            .map_err(|e| e.with_trace(pos, ctx))?;
+                        out.extend_from_slice(&part);
+                        if i + 1 < n {
+                            let x = self.force(x, pos)?;
+                            if !matches!(&x, Value::List(l2) if l2.is_empty()) {
+                                out.push(b' ');
+                            }
+                        }
+                    }
+                    return Ok(out);
+                }
+                _ => {}
+            },
+            _ => {}
+        }
+        Err(EvalError::type_error(format!(
+            "cannot coerce {} to a string: {}",
+            v.type_desc(),
+            self.show_for_error(&v)
+        ))
+        .with_trace(pos, ctx))
+    }
+
+    // -----------------------------------------------------------------------------------------
+    // Calling
+
+    /// Calls a function value with arguments (lazy values). `pos` is the call site.
+    pub fn call(&mut self, f: &Value, args: &[Value], pos: Pos) -> Result<Value> {
+        if self.call_depth >= MAX_CALL_DEPTH {
+            return Err(EvalError::eval("stack overflow; max-call-depth exceeded").at(pos));
+        }
+        self.call_depth += 1;
+        let r = self.call_inner(f, args, pos);
+        self.call_depth -= 1;
+        r
+    }
+
+    fn call_inner(&mut self, f: &Value, mut args: &[Value], pos: Pos) -> Result<Value> {
+        let mut cur = self.force(f, pos)?;
+        while !args.is_empty() {
+            self.check_interrupt()?;
+            match &cur {
+                Value::Lambda(c) => {
+                    let c = c.clone();
+                    cur = self.call_lambda(&c, &args[0], pos)?;
+                    args = &args[1..];
+                }
+                Value::PrimOp(op) => {
+                    let op = op.clone();
+                    if args.len() < op.arity {
+                        return Ok(Value::PrimOpApp(Rc::new(PrimOpApp {
+                            op,
+                            args: args.to_vec(),
+                        })));
+                    }
+                    let (now, rest) = args.split_at(op.arity);
+                    cur = (op.func)(self, Pos::NONE, now).map_err(|e| {
+                        if op.add_trace {
+                            e.with_trace(pos, format!("while calling the '{}' builtin", op.name))
+                        } else {
+                            e
+                        }
+                    })?;
+                    args = rest;
+                }
+                Value::PrimOpApp(app) => {
+                    let app = app.clone();
+                    let need = app.op.arity - app.args.len();
+                    if args.len() < need {
+                        let mut all = app.args.clone();
+                        all.extend_from_slice(args);
+                        return Ok(Value::PrimOpApp(Rc::new(PrimOpApp {
+                            op: app.op.clone(),
+                            args: all,
+                        })));
+                    }
+                    let (now, rest) = args.split_at(need);
+                    let mut all = app.args.clone();
+                    all.extend_from_slice(now);
+                    let op = app.op.clone();
+                    cur = (op.func)(self, Pos::NONE, &all).map_err(|e| {
+                        if op.add_trace {
+                            e.with_trace(pos, format!("while calling the '{}' builtin", op.name))
+                        } else {
+                            e
+                        }
+                    })?;
+                    args = rest;
+                }
+                Value::Attrs(a) if a.get(self.syms.functor).is_some() => {
+                    let functor = a.get(self.syms.functor).expect("checked");
+                    let (fv, fpos) = (functor.value.clone(), functor.pos);
+                    let r = self
+                        .force(&fv, fpos)
+                        .and_then(|fv| self.call(&fv, &[cur.clone(), args[0].clone()], fpos))
+                        .map_err(|e| {
+                            e.with_trace(pos, "while calling a functor (an attribute set with a '__functor' attribute)")
+                        })?;
+                    cur = r;
+                    args = &args[1..];
+                }
+                other => {
+                    return Err(EvalError::type_error(format!(
+                        "attempt to call something which is not a function but {}: {}",
+                        other.type_desc(),
+                        self.show_for_error(other)
+                    ))
+                    .at(pos));
+                }
+            }
+        }
+        Ok(cur)
+    }
+
+    fn lambda_name(c: &Closure) -> String {
+        match c.def.name {
+            Some(n) => n.as_string(),
+            None => "anonymous lambda".to_string(),
+        }
+    }
+
+    fn call_lambda(&mut self, c: &Rc<Closure>, arg: &Value, pos: Pos) -> Result<Value> {
+        let def = c.def.clone();
+        let env = match &def.formals {
+            None => Env::new_filled(Some(c.env.clone()), vec![arg.clone()]),
+            Some(formals) => {
+                let attrs = self
+                    .force_attrs(
+                        arg,
+                        def.pos,
+                        "while evaluating the value passed for the lambda argument",
+                    )
+                    .map_err(|e| {
+                        if pos.is_none() {
+                            e
+                        } else {
+                            e.with_trace(pos, "from call site")
+                        }
+                    })?;
+                let n = usize::from(def.arg.is_some()) + formals.entries.len();
+                let has_defaults = formals.entries.iter().any(|f| f.default.is_some());
+                let mut used = 0usize;
+                let env = if has_defaults {
+                    Env::new_recursive(Some(c.env.clone()), n)
+                } else {
+                    Env::new_filled(Some(c.env.clone()), Vec::with_capacity(n))
+                };
+                {
+                    if def.arg.is_some() {
+                        env.slots.borrow_mut().push(arg.clone());
+                    }
+                    for f in &formals.entries {
+                        match attrs.get(f.name) {
+                            Some(a) => {
+                                used += 1;
+                                env.slots.borrow_mut().push(a.value.clone());
+                            }
+                            None => match &f.default {
+                                Some(d) => {
+                                    let v = self.lazy(d, &env);
+                                    env.slots.borrow_mut().push(v);
+                                }
+                                None => {
+                                    let mut e = EvalError::type_error(format!(
+                                        "function '{}' called without required argument '{}'",
+                                        Self::lambda_name(c),
+                                        f.name
+                                    ))
+                                    .at(def.pos);
+                                    if !pos.is_none() {
+                                        e = e.with_trace(pos, "from call site");
+                                    }
+                                    return Err(e);
+                                }
+                            },
+                        }
+                    }
+                }
+                if !formals.ellipsis && used != attrs.len() {
+                    for a in attrs.sorted_by_name() {
+                        if !formals.has(a.name) {
+                            let names: Vec<String> =
+                                formals.entries.iter().map(|f| f.name.as_string()).collect();
+                            let mut e = EvalError::type_error(format!(
+                                "function '{}' called with unexpected argument '{}'",
+                                Self::lambda_name(c),
+                                a.name
+                            ))
+                            .at(def.pos)
+                            .with_suggestions(best_matches(&names, &a.name.as_string()));
+                            if !pos.is_none() {
+                                e = e.with_trace(pos, "from call site");
+                            }
+                            return Err(e);
+                        }
+                    }
+                }
+                env
+            }
+        };
+        self.eval(&def.body, &env)
+    }
+
+    // -----------------------------------------------------------------------------------------
+    // Evaluation
+
+    #[inline]
+    fn env_at(env: &Rc<Env>, depth: u32) -> &Rc<Env> {
+        let mut e = env;
+        for _ in 0..depth {
+            e = e.parent.as_ref().expect("lowering guarantees frame depth");
+        }
+        e
+    }
+
+    /// A lazy value for `e` in `env`: no thunk for constants, already-bound variables and lambdas.
+    pub fn lazy(&self, e: &Rc<Expr>, env: &Rc<Env>) -> Value {
+        match &**e {
+            Expr::Const(v) => v.clone(),
+            Expr::Var { depth, slot, .. } => {
+                let target = Self::env_at(env, *depth);
+                if let Some(v) = target.slots.borrow().get(*slot as usize) {
+                    return v.clone();
+                }
+                Value::Thunk(Thunk::new(ThunkState::Pending(e.clone(), env.clone())))
+            }
+            Expr::Lambda(def) => Value::Lambda(Rc::new(Closure {
+                def: def.clone(),
+                env: env.clone(),
+            })),
+            _ => Value::Thunk(Thunk::new(ThunkState::Pending(e.clone(), env.clone()))),
+        }
+    }
+
+    /// Evaluates `e` in `env` to weak head normal form.
+    pub fn eval(&mut self, e: &Rc<Expr>, env: &Rc<Env>) -> Result<Value> {
+        match &**e {
+            Expr::Const(v) => Ok(v.clone()),
+            Expr::Var { depth, slot, pos } => {
+                let v = Self::env_at(env, *depth).get(*slot as usize);
+                self.force(&v, *pos)
+            }
+            Expr::WithVar { name, withs, pos } => self.eval_with_var(*name, withs, env, *pos),
+            Expr::Attrs(a) => self.eval_attrs(a, env),
+            Expr::List(items) => {
+                let v: Vec<Value> = items.iter().map(|i| self.lazy(i, env)).collect();
+                Ok(Value::List(Rc::from(v)))
+            }
+            Expr::Lambda(def) => Ok(Value::Lambda(Rc::new(Closure {
+                def: def.clone(),
+                env: env.clone(),
+            }))),
+            Expr::Call { f, args, pos } => {
+                self.check_interrupt()?;
+                let fv = self.eval(f, env)?;
+                let argv: smallvec_like::Args = args.iter().map(|a| self.lazy(a, env)).collect();
+                self.call(&fv, &argv, *pos)
+            }
+            Expr::Select {
+                e: inner,
+                path,
+                default,
+                pos,
+            } => self.eval_select(inner, path, default.as_ref(), *pos, env),
+            Expr::HasAttr { e: inner, path, .. } => self.eval_has_attr(inner, path, env),
+            Expr::Let { attrs, body } => {
+                let (_, inner_env) = self.build_attrs(attrs, env, false)?;
+                self.eval(body, &inner_env)
+            }
+            Expr::With { ns, body, .. } => {
+                let nsv = self.lazy(ns, env);
+                let wenv = Env::new_filled(Some(env.clone()), vec![nsv]);
+                self.eval(body, &wenv)
+            }
+            Expr::If {
+                cond,
+                then,
+                else_,
+                pos,
+            } => {
+                let c = self
+                    .eval(cond, env)
+                    .map_err(|e| e.with_trace(*pos, "while evaluating a branch condition"))?;
+                let b = self.force_bool(&c, *pos, "while evaluating a branch condition")?;
+                self.eval(if b { then } else { else_ }, env)
+            }
+            Expr::Assert {
+                cond,
+                body,
+                pos,
+                text,
+            } => {
+                let ctx = "in the condition of the assert statement";
+                let c = self.eval(cond, env).map_err(|e| e.with_trace(*pos, ctx))?;
+                let b = self.force_bool(&c, *pos, ctx)?;
+                if !b {
+                    if let Expr::Op {
+                        op: BinOp::Eq,
+                        l,
+                        r,
+                        pos: eq_pos,
+                    } = &**cond
+                    {
+                        let r = (|| -> Result<()> {
+                            let lv = self.eval(l, env)?;
+                            let rv = self.eval(r, env)?;
+                            {
+                                let _ = eq_pos;
+                                self.assert_eq_values(&lv, &rv, Pos::NONE)
+                            }
+                        })();
+                        if let Err(e) = r {
+                            if e.kind() == ErrorKind::Assertion {
+                                return Err(e.with_trace(
+                                    *pos,
+                                    format!(
+                                        "while evaluating the condition of the assertion '{text}'"
+                                    ),
+                                ));
+                            }
+                            return Err(e);
+                        }
+                    }
+                    return Err(EvalError::new(
+                        ErrorKind::Assertion,
+                        format!("assertion '{text}' failed"),
+                    )
+                    .at(*pos));
+                }
+                self.eval(body, env)
+            }
+            Expr::Op { op, l, r, pos } => self.eval_op(*op, l, r, *pos, env),
+            Expr::Not { e: inner, pos } => {
+                let v = self
+                    .eval(inner, env)
+                    .map_err(|e| e.with_trace(*pos, "in the argument of the not operator"))?;
+                let b = self.force_bool(&v, *pos, "in the argument of the not operator")?;
+                Ok(Value::Bool(!b))
+            }
+            Expr::Concat {
+                parts,
+                pos,
+                force_string,
+            } => self.eval_concat(parts, *pos, *force_string, env),
+            Expr::PathConcat { parts, pos } => self.eval_path_concat(parts, *pos, env),
+            Expr::CurPos(pos) => Ok(self.pos_value(*pos)),
+        }
+    }
+
+    /// `{ file, line, column }` for a position (or null).
+    pub fn pos_value(&self, pos: Pos) -> Value {
+        match source::resolve(pos) {
+            Some(r) if matches!(r.origin, Origin::File(_)) => {
+                let file = match &r.origin {
+                    Origin::File(f) => f.clone(),
+                    Origin::String => String::new(),
+                };
+                Value::attrs(Attrs::from_unsorted(vec![
+                    Attr {
+                        name: self.syms.file,
+                        value: Value::str(&file),
+                        pos: Pos::NONE,
+                    },
+                    Attr {
+                        name: self.syms.line,
+                        value: Value::Int(r.line as i64),
+                        pos: Pos::NONE,
+                    },
+                    Attr {
+                        name: self.syms.column,
+                        value: Value::Int(r.column as i64),
+                        pos: Pos::NONE,
+                    },
+                ]))
+            }
+            _ => Value::Null,
+        }
+    }
+
+    fn eval_with_var(
+        &mut self,
+        name: Symbol,
+        withs: &[u32],
+        env: &Rc<Env>,
+        pos: Pos,
+    ) -> Result<Value> {
+        for &d in withs {
+            let wenv = Self::env_at(env, d).clone();
+            let ns = wenv.get(0);
+            let ns = self.force_attrs(
+                &ns,
+                pos,
+                "while evaluating the first subexpression of a with expression",
+            )?;
+            if let Some(a) = ns.get(name) {
+                let (v, p) = (a.value.clone(), a.pos);
+                let _ = p;
+                return self.force(&v, pos);
+            }
+        }
+        Err(EvalError::new(
+            ErrorKind::UndefinedVar,
+            format!("undefined variable '{name}'"),
+        )
+        .at(pos))
+    }
+
+    /// Builds an attribute set (or `let` bindings). Returns the set and the frame its values see.
+    fn build_attrs(
+        &mut self,
+        a: &AttrsExpr,
+        env: &Rc<Env>,
+        want_value: bool,
+    ) -> Result<(Value, Rc<Env>)> {
+        let outer = if a.inherit_from.is_empty() {
+            env.clone()
+        } else {
+            let vals = a.inherit_from.iter().map(|e| self.lazy(e, env)).collect();
+            Env::new_filled(Some(env.clone()), vals)
+        };
+        let (inner, mut entries) = if a.rec {
+            let renv = Env::new_recursive(Some(outer.clone()), a.attrs.len());
+            let mut entries = Vec::with_capacity(if want_value {
+                a.attrs.len() + a.dynamic.len()
+            } else {
+                0
+            });
+            for d in &a.attrs {
+                let v = match d.kind {
+                    AttrKind::Plain => self.lazy(&d.value, &renv),
+                    AttrKind::Inherited => self.lazy(&d.value, &outer),
+                };
+                renv.slots.borrow_mut().push(v.clone());
+                if want_value {
+                    entries.push(Attr {
+                        name: d.name,
+                        value: v,
+                        pos: d.pos,
+                    });
+                }
+            }
+            (renv, entries)
+        } else {
+            let mut entries = Vec::with_capacity(a.attrs.len() + a.dynamic.len());
+            for d in &a.attrs {
+                entries.push(Attr {
+                    name: d.name,
+                    value: self.lazy(&d.value, &outer),
+                    pos: d.pos,
+                });
+            }
+            (outer.clone(), entries)
+        };
+        if !want_value {
+            return Ok((Value::Null, inner));
+        }
+        if a.dynamic.is_empty() {
+            return Ok((Value::attrs(Attrs { entries }), inner));
+        }
+        let mut extra: Vec<Attr> = Vec::new();
+        for d in &a.dynamic {
+            let nv = self.eval(&d.name, &inner)?;
+            let nv = self.force(&nv, d.pos)?;
+            if matches!(nv, Value::Null) {
+                continue;
+            }
+            let s = self.force_string_no_ctx(
+                &nv,
+                d.pos,
+                "while evaluating the name of a dynamic attribute",
+            )?;
+            let sym = Symbol::intern_bytes(&s.bytes);
+            let prev = entries
+                .binary_search_by_key(&sym, |x| x.name)
+                .ok()
+                .map(|i| entries[i].pos)
+                .or_else(|| extra.iter().find(|x| x.name == sym).map(|x| x.pos));
+            if let Some(p) = prev {
+                return Err(EvalError::eval(format!(
+                    "dynamic attribute '{}' already defined at {}",
+                    sym,
+                    source::pos_string(p)
+                ))
+                .at(d.pos));
+            }
+            extra.push(Attr {
+                name: sym,
+                value: self.lazy(&d.value, &inner),
+                pos: d.pos,
+            });
+        }
+        entries.extend(extra);
+        Ok((Value::attrs(Attrs::from_unsorted(entries)), inner))
+    }
+
+    fn eval_attrs(&mut self, a: &AttrsExpr, env: &Rc<Env>) -> Result<Value> {
+        Ok(self.build_attrs(a, env, true)?.0)
+    }
+
+    fn attr_name(&mut self, n: &AttrName, env: &Rc<Env>) -> Result<Symbol> {
+        match n {
+            AttrName::Static(s) => Ok(*s),
+            AttrName::Dynamic(e, pos) => {
+                let v = self.eval(e, env)?;
+                let s = self.force_string_no_ctx(&v, *pos, "while evaluating an attribute name")?;
+                Ok(Symbol::intern_bytes(&s.bytes))
+            }
+        }
+    }
+
+    fn show_attr_path(&mut self, path: &[AttrName], env: &Rc<Env>) -> String {
+        let mut parts = Vec::new();
+        for n in path {
+            match n {
+                AttrName::Static(s) => parts.push(s.as_string()),
+                AttrName::Dynamic(e, _) => {
+                    match self.attr_name(&AttrName::Dynamic(e.clone(), Pos::NONE), env) {
+                        Ok(s) => parts.push(s.as_string()),
+                        Err(_) => parts.push("\"${…}\"".to_string()),
+                    }
+                }
+            }
+        }
+        parts.join(".")
+    }
+
+    fn eval_select(
+        &mut self,
+        inner: &Rc<Expr>,
+        path: &[AttrName],
+        default: Option<&Rc<Expr>>,
+        pos: Pos,
+        env: &Rc<Env>,
+    ) -> Result<Value> {
+        let mut v = self.eval(inner, env)?;
+        let mut pos2 = Pos::NONE;
+        let res = (|| -> Result<Value> {
+            for n in path {
+                let name = self.attr_name(n, env)?;
+                if let Some(def) = default {
+                    let fv = self.force(&v, pos)?;
+                    let found = match &fv {
+                        Value::Attrs(a) => a.get(name).map(|x| (x.value.clone(), x.pos)),
+                        _ => None,
+                    };
+                    match found {
+                        Some((nv, p)) => {
+                            v = nv;
+                            pos2 = p;
+                        }
+                        None => return self.eval(def, env),
+                    }
+                } else {
+                    let a = self.force_attrs(&v, pos, "while selecting an attribute")?;
+                    match a.get(name) {
+                        Some(x) => {
+                            v = x.value.clone();
+                            pos2 = x.pos;
+                        }
+                        None => {
+                            let names: Vec<String> =
+                                a.entries.iter().map(|x| x.name.as_string()).collect();
+                            return Err(EvalError::eval(format!("attribute '{name}' missing"))
+                                .at(pos)
+                                .with_suggestions(best_matches(&names, &name.as_string())));
+                        }
+                    }
+                }
+            }
+            self.force(&v, if pos2.is_none() { pos } else { pos2 })
+        })();
+        match res {
+            Ok(v) => Ok(v),
+            Err(e) => {
+                if !pos2.is_none() {
+                    let shown = self.show_attr_path(path, env);
+                    Err(e.with_trace(pos2, format!("while evaluating the attribute '{shown}'")))
+                } else {
+                    Err(e)
+                }
+            }
+        }
+    }
+
+    fn eval_has_attr(
+        &mut self,
+        inner: &Rc<Expr>,
+        path: &[AttrName],
+        env: &Rc<Env>,
+    ) -> Result<Value> {
+        let mut v = self.eval(inner, env)?;
+        for n in path {
+            let fv = self.force(&v, Pos::NONE)?;
+            let name = self.attr_name(n, env)?;
+            match &fv {
+                Value::Attrs(a) => match a.get(name) {
+                    Some(x) => v = x.value.clone(),
+                    None => return Ok(Value::Bool(false)),
+                },
+                _ => return Ok(Value::Bool(false)),
+            }
+        }
+        Ok(Value::Bool(true))
+    }
+
+    fn eval_op(
+        &mut self,
+        op: BinOp,
+        l: &Rc<Expr>,
+        r: &Rc<Expr>,
+        pos: Pos,
+        env: &Rc<Env>,
+    ) -> Result<Value> {
+        match op {
+            BinOp::Eq | BinOp::NEq => {
+                let a = self.eval(l, env)?;
+                let b = self.eval(r, env)?;
+                let ctx = if op == BinOp::Eq {
+                    "while testing two values for equality"
+                } else {
+                    "while testing two values for inequality"
+                };
+                let eq = self.eq_values(&a, &b, pos, ctx)?;
+                Ok(Value::Bool(if op == BinOp::Eq { eq } else { !eq }))
+            }
+            BinOp::And | BinOp::Or | BinOp::Impl => {
+                let (lctx, rctx) = match op {
+                    BinOp::And => (
+                        "in the left operand of the AND (&&) operator",
+                        "in the right operand of the AND (&&) operator",
+                    ),
+                    BinOp::Or => (
+                        "in the left operand of the OR (||) operator",
+                        "in the right operand of the OR (||) operator",
+                    ),
+                    _ => (
+                        "in the left operand of the IMPL (->) operator",
+                        "in the right operand of the IMPL (->) operator",
+                    ),
+                };
+                let a = self.eval(l, env).map_err(|e| e.with_trace(pos, lctx))?;
+                let a = self.force_bool(&a, pos, lctx)?;
+                let short = match op {
+                    BinOp::And => (!a).then_some(false),
+                    BinOp::Or => a.then_some(true),
+                    _ => (!a).then_some(true),
+                };
+                if let Some(s) = short {
+                    return Ok(Value::Bool(s));
+                }
+                let b = self.eval(r, env).map_err(|e| e.with_trace(pos, rctx))?;
+                Ok(Value::Bool(self.force_bool(&b, pos, rctx)?))
+            }
+            BinOp::Update => {
+                let a = self.eval_attrs_ctx(
+                    l,
+                    env,
+                    pos,
+                    "in the left operand of the update (//) operator",
+                )?;
+                let b = self.eval_attrs_ctx(
+                    r,
+                    env,
+                    pos,
+                    "in the right operand of the update (//) operator",
+                )?;
+                if b.is_empty() {
+                    return Ok(Value::Attrs(a));
+                }
+                if a.is_empty() {
+                    return Ok(Value::Attrs(b));
+                }
+                Ok(Value::attrs(a.update(&b)))
+            }
+            BinOp::ConcatLists => {
+                let a = self.eval(l, env)?;
+                let b = self.eval(r, env)?;
+                self.concat_lists(
+                    &[a, b],
+                    pos,
+                    "while evaluating one of the elements to concatenate",
+                )
+            }
+        }
+    }
+
+    /// Nix's `evalAttrs`: evaluates to a set; `ctx` is attached to any error.
+    fn eval_attrs_ctx(
+        &mut self,
+        e: &Rc<Expr>,
+        env: &Rc<Env>,
+        pos: Pos,
+        ctx: &str,
+    ) -> Result<Rc<Attrs>> {
+        match self.eval(e, env) {
+            Ok(Value::Attrs(a)) => Ok(a),
+            Ok(other) => Err(self.type_err("a set", &other).with_trace(pos, ctx)),
+            Err(err) => Err(err.with_trace(pos, ctx)),
+        }
+    }
+
+    /// Concatenates lists (Nix's `concatLists` helper).
+    pub fn concat_lists(&mut self, lists: &[Value], pos: Pos, ctx: &str) -> Result<Value> {
+        let mut forced = Vec::with_capacity(lists.len());
+        let mut len = 0;
+        let mut non_empty = None;
+        for l in lists {
+            let l = self.force_list(l, pos, ctx)?;
+            len += l.len();
+            if !l.is_empty() {
+                non_empty = Some(l.clone());
+            }
+            forced.push(l);
+        }
+        if let Some(ne) = &non_empty
+            && ne.len() == len
+        {
+            return Ok(Value::List(ne.clone()));
+        }
+        let mut out = Vec::with_capacity(len);
+        for l in forced {
+            out.extend(l.iter().cloned());
+        }
+        Ok(Value::List(Rc::from(out)))
+    }
+
+    fn eval_concat(
+        &mut self,
+        parts: &[(Pos, Rc<Expr>)],
+        pos: Pos,
+        force_string: bool,
+        env: &Rc<Env>,
+    ) -> Result<Value> {
+        #[derive(PartialEq)]
+        enum T {
+            Int,
+            Float,
+            Str,
+            Path,
+        }
+        let mut context = Context::new();
+        let mut out: Vec<u8> = Vec::new();
+        let mut n: i64 = 0;
+        let mut nf: f64 = 0.0;
+        let mut first = !force_string;
+        let mut ty = T::Str;
+        for (ipos, e) in parts {
+            let v = self.eval(e, env)?;
+            if first {
+                ty = match &v {
+                    Value::Int(_) => T::Int,
+                    Value::Float(_) => T::Float,
+                    Value::Path(_) => T::Path,
+                    _ => T::Str,
+                };
+            }
+            match ty {
+                T::Int => match &v {
+                    Value::Int(i) => match n.checked_add(*i) {
+                        Some(x) => n = x,
+                        None => {
+                            return Err(EvalError::eval(format!(
+                                "integer overflow in adding {n} + {i}"
+                            ))
+                            .at(*ipos));
+                        }
+                    },
+                    Value::Float(f) => {
+                        ty = T::Float;
+                        nf = n as f64 + f;
+                    }
+                    other => {
+                        return Err(EvalError::eval(format!(
+                            "cannot add {} to an integer",
+                            other.type_desc()
+                        ))
+                        .at(*ipos));
+                    }
+                },
+                T::Float => match &v {
+                    Value::Int(i) => nf += *i as f64,
+                    Value::Float(f) => nf += f,
+                    other => {
+                        return Err(EvalError::eval(format!(
+                            "cannot add {} to a float",
+                            other.type_desc()
+                        ))
+                        .at(*ipos));
+                    }
+                },
+                T::Str | T::Path => {
+                    let s = self.coerce_to_string(
+                        &v,
+                        *ipos,
+                        "while evaluating a path segment",
+                        false,
+                        ty == T::Str,
+                        &mut context,
+                    )?;
+                    out.extend_from_slice(&s);
+                }
+            }
+            first = false;
+        }
+        Ok(match ty {
+            T::Int => Value::Int(n),
+            T::Float => Value::Float(nf),
+            T::Path => {
+                if !context.is_empty() {
+                    return Err(EvalError::eval(
+                        "a string that refers to a store path cannot be appended to a path",
+                    )
+                    .at(pos));
+                }
+                let s = String::from_utf8_lossy(&out).into_owned();
+                Value::Path(Rc::from(lower::canon_path(&s).as_str()))
+            }
+            T::Str => Value::string_ctx(out, context),
+        })
+    }
+
+    fn eval_path_concat(
+        &mut self,
+        parts: &[(Pos, Rc<Expr>)],
+        pos: Pos,
+        env: &Rc<Env>,
+    ) -> Result<Value> {
+        let mut context = Context::new();
+        let mut out: Vec<u8> = Vec::new();
+        for (ipos, e) in parts {
+            let v = self.eval(e, env)?;
+            let s = self.coerce_to_string(
+                &v,
+                *ipos,
+                "while evaluating a path segment",
+                false,
+                false,
+                &mut context,
+            )?;
+            out.extend_from_slice(&s);
+        }
+        if !context.is_empty() {
+            return Err(EvalError::eval(
+                "a string that refers to a store path cannot be appended to a path",
+            )
+            .at(pos));
+        }
+        let s = String::from_utf8_lossy(&out).into_owned();
+        Ok(Value::Path(Rc::from(lower::canon_path(&s).as_str())))
+    }
+
+    // -----------------------------------------------------------------------------------------
+    // Equality and comparison
+
+    /// Nix's `eqValues` (deep equality; functions are never equal; derivations compare by
+    /// `outPath`).
+    pub fn eq_values(&mut self, a: &Value, b: &Value, pos: Pos, ctx: &str) -> Result<bool> {
+        let _ = ctx;
+        let a = self.force(a, pos)?;
+        let b = self.force(b, pos)?;
+        Ok(match (&a, &b) {
+            (Value::Int(x), Value::Int(y)) => x == y,
+            (Value::Float(x), Value::Float(y)) => x == y,
+            (Value::Int(x), Value::Float(y)) | (Value::Float(y), Value::Int(x)) => {
+                (*x as f64) == *y
+            }
+            (Value::Bool(x), Value::Bool(y)) => x == y,
+            (Value::Null, Value::Null) => true,
+            (Value::String(x), Value::String(y)) => x.bytes == y.bytes,
+            (Value::Path(x), Value::Path(y)) => x == y,
+            (Value::List(x), Value::List(y)) => {
+                if x.len() != y.len() {
+                    return Ok(false);
+                }
+                if Rc::ptr_eq(x, y) {
+                    return Ok(true);
+                }
+                for (i, j) in x.iter().zip(y.iter()) {
+                    if !self.eq_values(i, j, pos, ctx)? {
+                        return Ok(false);
+                    }
+                }
+                true
+            }
+            (Value::Attrs(x), Value::Attrs(y)) => {
+                if Rc::ptr_eq(x, y) {
+                    return Ok(true);
+                }
+                if self.is_derivation(&a)? && self.is_derivation(&b)? {
+                    let (ox, oy) = (x.get(self.syms.out_path), y.get(self.syms.out_path));
+                    if let (Some(ox), Some(oy)) = (ox, oy) {
+                        let (vx, vy) = (ox.value.clone(), oy.value.clone());
+                        return self.eq_values(
+                            &vx,
+                            &vy,
+                            pos,
+                            "while comparing a derivation by its 'outPath' attribute",
+                        );
+                    }
+                }
+                if x.len() != y.len() {
+                    return Ok(false);
+                }
+                for (i, j) in x.entries.iter().zip(y.entries.iter()) {
+                    if i.name != j.name {
+                        return Ok(false);
+                    }
+                    if !self.eq_values(&i.value, &j.value, pos, ctx)? {
+                        return Ok(false);
+                    }
+                }
+                true
+            }
+            (Value::Lambda(_) | Value::PrimOp(_) | Value::PrimOpApp(_), _)
+            | (_, Value::Lambda(_) | Value::PrimOp(_) | Value::PrimOpApp(_)) => false,
+            _ => false,
+        })
+    }
+
+    /// For failed `assert a == b`: Nix 2.26's `assertEqValues`, explaining the difference as an
+    /// assertion error (catchable).
+    fn assert_eq_values(&mut self, a: &Value, b: &Value, pos: Pos) -> Result<()> {
+        let a = self.force(a, pos)?;
+        let b = self.force(b, pos)?;
+        let fail = |m: String| Err(EvalError::new(ErrorKind::Assertion, m));
+        let show = |s: &Self, v: &Value| s.show_for_error(v);
+        let num = |v: &Value| matches!(v, Value::Int(_) | Value::Float(_));
+        if num(&a) && num(&b) {
+            if self.eq_values(&a, &b, pos, "in an equality assertion")? {
+                return Ok(());
+            }
+            return fail(format!(
+                "{} with value '{}' is not equal to {} with value '{}'",
+                a.type_desc(),
+                show(self, &a),
+                b.type_desc(),
+                show(self, &b)
+            ));
+        }
+        let same_type = a.type_name() == b.type_name();
+        if !same_type {
+            return fail(format!(
+                "{} of value '{}' is not equal to {} of value '{}'",
+                a.type_desc(),
+                show(self, &a),
+                b.type_desc(),
+                show(self, &b)
+            ));
+        }
+        match (&a, &b) {
+            (Value::Int(x), Value::Int(y)) => {
+                if x != y {
+                    return fail(format!("integer '{x}' is not equal to integer '{y}'"));
+                }
+                Ok(())
+            }
+            (Value::Float(x), Value::Float(y)) => {
+                if x != y {
+                    return fail(format!("float '{x:.6}' is not equal to float '{y:.6}'"));
+                }
+                Ok(())
+            }
+            (Value::Bool(x), Value::Bool(y)) => {
+                if x != y {
+                    return fail(format!("boolean '{}' is not equal to boolean '{}'", show(self, &a), show(self, &b)));
+                }
+                Ok(())
+            }
+            (Value::String(x), Value::String(y)) => {
+                let cx = x.bytes.split(|c| *c == 0).next().unwrap_or(&[]);
+                let cy = y.bytes.split(|c| *c == 0).next().unwrap_or(&[]);
+                if cx != cy {
+                    return fail(format!("string '{}' is not equal to string '{}'", show(self, &a), show(self, &b)));
+                }
+                Ok(())
+            }
+            (Value::Path(x), Value::Path(y)) => {
+                if x != y {
+                    return fail(format!("path '{}' is not equal to path '{}'", show(self, &a), show(self, &b)));
+                }
+                Ok(())
+            }
+            (Value::Null, Value::Null) => Ok(()),
+            (Value::List(x), Value::List(y)) => {
+                if x.len() != y.len() {
+                    return fail(format!(
+                        "list of size '{}' is not equal to list of size '{}', left hand side is '{}', right hand side is '{}'",
+                        x.len(),
+                        y.len(),
+                        show(self, &a),
+                        show(self, &b)
+                    ));
+                }
+                for (i, (p, q)) in x.iter().zip(y.iter()).enumerate() {
+                    self.assert_eq_values(p, q, pos).map_err(|e| e.with_trace(pos, format!("while comparing list element {i}")))?;
+                }
+                Ok(())
+            }
+            (Value::Attrs(x), Value::Attrs(y)) => {
+                if self.is_derivation(&a)? && self.is_derivation(&b)? {
+                    let (ox, oy) = (x.get(self.syms.out_path).cloned(), y.get(self.syms.out_path).cloned());
+                    if let (Some(ox), Some(oy)) = (ox, oy) {
+                        return self.assert_eq_values(&ox.value, &oy.value, pos).map_err(|e| {
+                            e.with_trace(pos, "while comparing a derivation by its 'outPath' attribute")
+                        });
+                    }
+                }
+                if x.len() != y.len() {
+                    return fail(format!(
+                        "attribute names of attribute set '{}' differs from attribute set '{}'",
+                        show(self, &a),
+                        show(self, &b)
+                    ));
+                }
+                for (i, j) in x.entries.iter().zip(y.entries.iter()) {
+                    if i.name != j.name {
+                        if y.get(i.name).is_none() {
+                            return fail(format!(
+                                "attribute name '{}' is contained in '{}', but not in '{}'",
+                                i.name,
+                                show(self, &a),
+                                show(self, &b)
+                            ));
+                        }
+                        return fail(format!(
+                            "attribute name '{}' is missing in '{}', but is contained in '{}'",
+                            j.name,
+                            show(self, &a),
+                            show(self, &b)
+                        ));
+                    }
+                    self.assert_eq_values(&i.value, &j.value, pos).map_err(|e| {
+                        let mut e = e;
+                        if !j.pos.is_none() {
+                            e = e.with_trace(j.pos, "where right hand side is");
+                        }
+                        if !i.pos.is_none() {
+                            e = e.with_trace(i.pos, "where left hand side is");
+                        }
+                        e.with_trace(pos, format!("while comparing attribute '{}'", i.name))
+                    })?;
+                }
+                Ok(())
+            }
+            _ => fail("distinct functions and immediate comparisons of identical functions compare as unequal".to_string()),
+        }
+    }
+
+    /// Nix's `CompareValues` (`<` of `lessThan` and `sort`): numbers, strings, paths, and
+    /// lists lexicographically. Both values must already be forced. `ctx`, if non-empty, is
+    /// added as a position-less frame to errors.
+    pub fn less_than(&mut self, a: &Value, b: &Value, ctx: &str) -> Result<bool> {
+        let r = self.less_than_inner(a, b);
+        r.map_err(|e| {
+            if ctx.is_empty() {
+                e
+            } else {
+                e.with_trace(Pos::NONE, ctx)
+            }
+        })
+    }
+
+    fn less_than_inner(&mut self, a: &Value, b: &Value) -> Result<bool> {
+        let a = self.force(a, Pos::NONE)?;
+        let b = self.force(b, Pos::NONE)?;
+        match (&a, &b) {
+            (Value::Float(x), Value::Int(y)) => Ok(*x < *y as f64),
+            (Value::Int(x), Value::Float(y)) => Ok((*x as f64) < *y),
+            (Value::Int(x), Value::Int(y)) => Ok(x < y),
+            (Value::Float(x), Value::Float(y)) => Ok(x < y),
+            (Value::String(x), Value::String(y)) => {
+                let cx = x.bytes.split(|c| *c == 0).next().unwrap_or(&[]);
+                let cy = y.bytes.split(|c| *c == 0).next().unwrap_or(&[]);
+                Ok(cx < cy)
+            }
+            (Value::Path(x), Value::Path(y)) => Ok(x.as_bytes() < y.as_bytes()),
+            (Value::List(x), Value::List(y)) => {
+                let mut i = 0;
+                loop {
+                    if i == y.len() {
+                        return Ok(false);
+                    }
+                    if i == x.len() {
+                        return Ok(true);
+                    }
+                    if !self.eq_values(&x[i], &y[i], Pos::NONE, "")? {
+                        return self.less_than(&x[i], &y[i], "while comparing two list elements");
+                    }
+                    i += 1;
+                }
+            }
+            _ if a.type_name() != b.type_name() => Err(EvalError::eval(format!(
+                "cannot compare {} with {}",
+                a.type_desc(),
+                b.type_desc()
+            ))),
+            _ => Err(EvalError::eval(format!(
+                "cannot compare {} with {}; values of that type are incomparable",
+                a.type_desc(),
+                b.type_desc()
+            ))),
+        }
+    }
+}
+
+/// Argument vectors (kept as a plain Vec; calls with many arguments are rare).
+mod smallvec_like {
+    pub type Args = Vec<crate::value::Value>;
+}

@@ -1,0 +1,209 @@
+//! The lowered intermediate representation.
+//!
+//! The rnix syntax tree is lowered once per source into this tree. Invariants: every variable is
+//! resolved statically to (frame depth, slot) or to a constant from the base environment; only
+//! names with no lexical binding inside a `with` become dynamic [`Expr::WithVar`] lookups; operator
+//! sugar (`-`, `*`, `/`, `<`, …) is already desugared as Nix does.
+
+use std::rc::Rc;
+
+use crate::source::Pos;
+use crate::symbol::Symbol;
+use crate::value::Value;
+
+/// A lowered expression.
+#[derive(Debug)]
+pub enum Expr {
+    /// A literal or base-environment constant.
+    Const(Value),
+    /// A lexically bound variable: `depth` frames up, slot `slot`.
+    Var {
+        depth: u32,
+        slot: u32,
+        pos: Pos,
+    },
+    /// A variable looked up in the enclosing `with` frames (depths, innermost first).
+    WithVar {
+        name: Symbol,
+        withs: Box<[u32]>,
+        pos: Pos,
+    },
+    Attrs(Box<AttrsExpr>),
+    List(Box<[Rc<Expr>]>),
+    Lambda(Rc<LambdaDef>),
+    Call {
+        f: Rc<Expr>,
+        args: Box<[Rc<Expr>]>,
+        pos: Pos,
+    },
+    Select {
+        e: Rc<Expr>,
+        path: Box<[AttrName]>,
+        default: Option<Rc<Expr>>,
+        pos: Pos,
+    },
+    HasAttr {
+        e: Rc<Expr>,
+        path: Box<[AttrName]>,
+        pos: Pos,
+    },
+    Let {
+        attrs: Box<AttrsExpr>,
+        body: Rc<Expr>,
+    },
+    With {
+        ns: Rc<Expr>,
+        body: Rc<Expr>,
+        pos: Pos,
+    },
+    If {
+        cond: Rc<Expr>,
+        then: Rc<Expr>,
+        else_: Rc<Expr>,
+        pos: Pos,
+    },
+    Assert {
+        cond: Rc<Expr>,
+        body: Rc<Expr>,
+        pos: Pos,
+        text: String,
+    },
+    Op {
+        op: BinOp,
+        l: Rc<Expr>,
+        r: Rc<Expr>,
+        pos: Pos,
+    },
+    Not {
+        e: Rc<Expr>,
+        pos: Pos,
+    },
+    /// String interpolation (`force_string`) or `+` chains (not forced to string).
+    Concat {
+        parts: Box<[(Pos, Rc<Expr>)]>,
+        pos: Pos,
+        force_string: bool,
+    },
+    /// A path with interpolations: first part is the (absolute) prefix.
+    PathConcat {
+        parts: Box<[(Pos, Rc<Expr>)]>,
+        pos: Pos,
+    },
+    CurPos(Pos),
+}
+
+/// Binary operators evaluated natively (the rest are desugared to builtin calls).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BinOp {
+    Eq,
+    NEq,
+    And,
+    Or,
+    Impl,
+    Update,
+    ConcatLists,
+}
+
+/// One element of an attribute path.
+#[derive(Debug)]
+pub enum AttrName {
+    Static(Symbol),
+    Dynamic(Rc<Expr>, Pos),
+}
+
+/// Which frame an attribute's value expression is evaluated in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AttrKind {
+    /// The attribute set's own frame (rec sets, let) or the enclosing one (plain sets).
+    Plain,
+    /// `inherit x;` in a rec set / let: evaluated in the frame outside the recursive one.
+    Inherited,
+}
+
+/// A static attribute definition.
+#[derive(Debug)]
+pub struct AttrDef {
+    pub name: Symbol,
+    pub value: Rc<Expr>,
+    pub pos: Pos,
+    pub kind: AttrKind,
+}
+
+/// A dynamic attribute definition (`${e} = v;`).
+#[derive(Debug)]
+pub struct DynAttrDef {
+    pub name: Rc<Expr>,
+    pub value: Rc<Expr>,
+    pub pos: Pos,
+}
+
+/// An attribute set literal (also the bindings of `let`).
+///
+/// Frames at run time: if `inherit_from` is non-empty, a frame holding those expressions' values
+/// (one slot each) is pushed first; if `rec`, a frame with one slot per static attribute (in
+/// `attrs` order) is pushed next, and `Plain` values are evaluated in it.
+#[derive(Debug)]
+pub struct AttrsExpr {
+    pub rec: bool,
+    pub attrs: Vec<AttrDef>,
+    pub dynamic: Vec<DynAttrDef>,
+    pub inherit_from: Vec<Rc<Expr>>,
+    pub pos: Pos,
+}
+
+/// A formal argument of a lambda pattern.
+#[derive(Debug)]
+pub struct Formal {
+    pub name: Symbol,
+    pub default: Option<Rc<Expr>>,
+    pub pos: Pos,
+}
+
+/// A `{ … }` pattern.
+#[derive(Debug)]
+pub struct Formals {
+    /// Sorted by symbol (Nix's order for reporting missing arguments).
+    pub entries: Vec<Formal>,
+    pub ellipsis: bool,
+}
+
+impl Formals {
+    pub fn has(&self, s: Symbol) -> bool {
+        self.entries.binary_search_by_key(&s, |f| f.name).is_ok()
+    }
+}
+
+/// A lambda definition. Frame layout at call time: `[arg?] ++ formals (in `entries` order)`.
+#[derive(Debug)]
+pub struct LambdaDef {
+    pub name: Option<Symbol>,
+    pub pos: Pos,
+    pub arg: Option<Symbol>,
+    pub formals: Option<Formals>,
+    pub body: Rc<Expr>,
+}
+
+impl Expr {
+    pub fn pos(&self) -> Pos {
+        match self {
+            Expr::Const(_) => Pos::NONE,
+            Expr::Var { pos, .. }
+            | Expr::WithVar { pos, .. }
+            | Expr::Call { pos, .. }
+            | Expr::Select { pos, .. }
+            | Expr::HasAttr { pos, .. }
+            | Expr::With { pos, .. }
+            | Expr::If { pos, .. }
+            | Expr::Assert { pos, .. }
+            | Expr::Op { pos, .. }
+            | Expr::Not { pos, .. }
+            | Expr::Concat { pos, .. }
+            | Expr::PathConcat { pos, .. }
+            | Expr::CurPos(pos) => *pos,
+            Expr::Attrs(a) => a.pos,
+            Expr::Let { body, .. } => body.pos(),
+            Expr::List(_) => Pos::NONE,
+            Expr::Lambda(l) => l.pos,
+        }
+    }
+}

@@ -1,0 +1,405 @@
+//! Runtime values, thunks, environments and the per-evaluation memory region.
+//!
+//! Values are small (16 bytes) and cheap to clone: scalars inline, everything else behind an `Rc`.
+//! Reference cycles can only arise by mutating a cell after creation (a thunk being overwritten
+//! with its result, or an environment slot being filled for `let`/`rec`/formals), so every such
+//! cell is registered in the thread's [`region`]; tearing the region down clears them all, which
+//! breaks every cycle and frees the whole evaluation's memory. Invariant: after
+//! [`region::teardown`], no value created by the evaluation is kept alive by a cycle.
+
+use std::cell::RefCell;
+use std::collections::BTreeSet;
+use std::rc::Rc;
+
+use crate::builtins::PrimOp;
+use crate::error::EvalError;
+use crate::ir::{Expr, LambdaDef};
+use crate::source::Pos;
+use crate::symbol::Symbol;
+
+/// A string's context: store paths it refers to, encoded as Nix does
+/// (`/nix/store/…` opaque, `=/nix/store/….drv` deep, `!out!/nix/store/….drv` built output).
+pub type Context = BTreeSet<String>;
+
+/// A Nix string: bytes plus context.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct NixString {
+    pub bytes: Box<[u8]>,
+    pub context: Option<Box<Context>>,
+}
+
+impl NixString {
+    pub fn new(bytes: impl Into<Box<[u8]>>) -> NixString {
+        NixString {
+            bytes: bytes.into(),
+            context: None,
+        }
+    }
+    pub fn with_context(bytes: impl Into<Box<[u8]>>, context: Context) -> NixString {
+        NixString {
+            bytes: bytes.into(),
+            context: if context.is_empty() {
+                None
+            } else {
+                Some(Box::new(context))
+            },
+        }
+    }
+    pub fn as_str_lossy(&self) -> std::borrow::Cow<'_, str> {
+        String::from_utf8_lossy(&self.bytes)
+    }
+    pub fn has_context(&self) -> bool {
+        self.context.as_ref().is_some_and(|c| !c.is_empty())
+    }
+}
+
+/// One attribute: name, (lazy) value and the position where it was defined.
+#[derive(Debug, Clone)]
+pub struct Attr {
+    pub name: Symbol,
+    pub value: Value,
+    pub pos: Pos,
+}
+
+/// An attribute set, sorted by symbol for binary search.
+#[derive(Debug, Clone, Default)]
+pub struct Attrs {
+    pub entries: Vec<Attr>,
+}
+
+impl Attrs {
+    /// Builds from unsorted entries; later duplicates win.
+    pub fn from_unsorted(mut entries: Vec<Attr>) -> Attrs {
+        entries.sort_by_key(|a| a.name);
+        entries.dedup_by(|later, earlier| {
+            if later.name == earlier.name {
+                std::mem::swap(later, earlier);
+                true
+            } else {
+                false
+            }
+        });
+        Attrs { entries }
+    }
+    /// Builds from unsorted entries; the first of duplicates wins.
+    pub fn from_unsorted_first_wins(mut entries: Vec<Attr>) -> Attrs {
+        entries.sort_by_key(|a| a.name);
+        entries.dedup_by(|later, earlier| later.name == earlier.name);
+        Attrs { entries }
+    }
+    pub fn get(&self, name: Symbol) -> Option<&Attr> {
+        self.entries
+            .binary_search_by_key(&name, |a| a.name)
+            .ok()
+            .map(|i| &self.entries[i])
+    }
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+    /// Entries in Nix's display order (by name bytes).
+    pub fn sorted_by_name(&self) -> Vec<&Attr> {
+        let mut v: Vec<&Attr> = self.entries.iter().collect();
+        v.sort_by(|a, b| a.name.cmp_by_name(b.name));
+        v
+    }
+    /// `self // other` in one merge pass.
+    pub fn update(&self, other: &Attrs) -> Attrs {
+        let (a, b) = (&self.entries, &other.entries);
+        let mut out = Vec::with_capacity(a.len() + b.len());
+        let (mut i, mut j) = (0, 0);
+        while i < a.len() && j < b.len() {
+            match a[i].name.cmp(&b[j].name) {
+                std::cmp::Ordering::Less => {
+                    out.push(a[i].clone());
+                    i += 1;
+                }
+                std::cmp::Ordering::Greater => {
+                    out.push(b[j].clone());
+                    j += 1;
+                }
+                std::cmp::Ordering::Equal => {
+                    out.push(b[j].clone());
+                    i += 1;
+                    j += 1;
+                }
+            }
+        }
+        out.extend_from_slice(&a[i..]);
+        out.extend_from_slice(&b[j..]);
+        Attrs { entries: out }
+    }
+}
+
+/// A closure: a lambda definition and the environment it captured.
+#[derive(Debug)]
+pub struct Closure {
+    pub def: Rc<LambdaDef>,
+    pub env: Rc<Env>,
+}
+
+/// A partially applied builtin.
+#[derive(Debug)]
+pub struct PrimOpApp {
+    pub op: Rc<PrimOp>,
+    pub args: Vec<Value>,
+}
+
+/// A native suspended computation (used by builtins for lazy results, e.g. `map`).
+pub type NativeThunk = Rc<dyn Fn(&mut crate::eval::Evaluator) -> Result<Value, EvalError>>;
+
+/// The state of a thunk.
+pub enum ThunkState {
+    /// Not evaluated yet: an expression in an environment.
+    Pending(Rc<Expr>, Rc<Env>),
+    /// Not evaluated yet: apply a function to an argument.
+    Apply(Value, Value, Pos),
+    /// Not evaluated yet: native code.
+    Native(NativeThunk),
+    /// Being evaluated (forcing it again is infinite recursion).
+    Blackhole,
+    /// Evaluated (never a thunk).
+    Done(Value),
+    /// Torn down with its region.
+    Cleared,
+}
+
+impl std::fmt::Debug for ThunkState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ThunkState::Pending(..) => f.write_str("Pending"),
+            ThunkState::Apply(..) => f.write_str("Apply"),
+            ThunkState::Native(..) => f.write_str("Native"),
+            ThunkState::Blackhole => f.write_str("Blackhole"),
+            ThunkState::Done(v) => write!(f, "Done({v:?})"),
+            ThunkState::Cleared => f.write_str("Cleared"),
+        }
+    }
+}
+
+/// A lazily evaluated value.
+#[derive(Debug)]
+pub struct Thunk {
+    pub state: RefCell<ThunkState>,
+}
+
+impl Thunk {
+    pub fn new(state: ThunkState) -> Rc<Thunk> {
+        let t = Rc::new(Thunk {
+            state: RefCell::new(state),
+        });
+        region::register_thunk(&t);
+        t
+    }
+}
+
+/// A runtime environment frame: one per scope (let, rec attrs, lambda call, with).
+#[derive(Debug)]
+pub struct Env {
+    pub parent: Option<Rc<Env>>,
+    pub slots: RefCell<Vec<Value>>,
+}
+
+impl Env {
+    /// A frame whose slots are all known at creation (no cycle possible through it).
+    pub fn new_filled(parent: Option<Rc<Env>>, slots: Vec<Value>) -> Rc<Env> {
+        Rc::new(Env {
+            parent,
+            slots: RefCell::new(slots),
+        })
+    }
+    /// A frame whose slots are filled after creation (may take part in a cycle): registered.
+    pub fn new_recursive(parent: Option<Rc<Env>>, capacity: usize) -> Rc<Env> {
+        let e = Rc::new(Env {
+            parent,
+            slots: RefCell::new(Vec::with_capacity(capacity)),
+        });
+        region::register_env(&e);
+        e
+    }
+    #[inline]
+    pub fn get(&self, slot: usize) -> Value {
+        self.slots
+            .borrow()
+            .get(slot)
+            .cloned()
+            .unwrap_or(Value::Null)
+    }
+}
+
+/// A Nix value.
+#[derive(Debug, Clone)]
+pub enum Value {
+    Null,
+    Bool(bool),
+    Int(i64),
+    Float(f64),
+    String(Rc<NixString>),
+    Path(Rc<str>),
+    Attrs(Rc<Attrs>),
+    List(Rc<[Value]>),
+    Lambda(Rc<Closure>),
+    PrimOp(Rc<PrimOp>),
+    PrimOpApp(Rc<PrimOpApp>),
+    Thunk(Rc<Thunk>),
+}
+
+impl Value {
+    pub fn string(s: impl Into<Box<[u8]>>) -> Value {
+        Value::String(Rc::new(NixString::new(s)))
+    }
+    pub fn str(s: &str) -> Value {
+        Value::String(Rc::new(NixString::new(s.as_bytes())))
+    }
+    pub fn string_ctx(s: impl Into<Box<[u8]>>, ctx: Context) -> Value {
+        Value::String(Rc::new(NixString::with_context(s, ctx)))
+    }
+    pub fn attrs(a: Attrs) -> Value {
+        Value::Attrs(Rc::new(a))
+    }
+    pub fn list(v: Vec<Value>) -> Value {
+        Value::List(Rc::from(v))
+    }
+    pub fn empty_attrs() -> Value {
+        Value::Attrs(Rc::new(Attrs::default()))
+    }
+    /// A thunk applying `f` to `arg` when forced.
+    pub fn apply_thunk(f: Value, arg: Value, pos: Pos) -> Value {
+        Value::Thunk(Thunk::new(ThunkState::Apply(f, arg, pos)))
+    }
+    pub fn native_thunk(f: NativeThunk) -> Value {
+        Value::Thunk(Thunk::new(ThunkState::Native(f)))
+    }
+    pub fn is_thunk(&self) -> bool {
+        matches!(self, Value::Thunk(_))
+    }
+    pub fn is_function(&self) -> bool {
+        matches!(
+            self,
+            Value::Lambda(_) | Value::PrimOp(_) | Value::PrimOpApp(_)
+        )
+    }
+
+    /// Nix's `showType` (e.g. "an integer", "a set").
+    pub fn type_desc(&self) -> &'static str {
+        match self {
+            Value::Null => "null",
+            Value::Bool(_) => "a Boolean",
+            Value::Int(_) => "an integer",
+            Value::Float(_) => "a float",
+            Value::String(_) => "a string",
+            Value::Path(_) => "a path",
+            Value::Attrs(_) => "a set",
+            Value::List(_) => "a list",
+            Value::Lambda(_) => "a function",
+            Value::PrimOp(_) => "a built-in function",
+            Value::PrimOpApp(_) => "a partially applied built-in function",
+            Value::Thunk(_) => "a thunk",
+        }
+    }
+
+    /// `builtins.typeOf`.
+    pub fn type_name(&self) -> &'static str {
+        match self {
+            Value::Null => "null",
+            Value::Bool(_) => "bool",
+            Value::Int(_) => "int",
+            Value::Float(_) => "float",
+            Value::String(_) => "string",
+            Value::Path(_) => "path",
+            Value::Attrs(_) => "set",
+            Value::List(_) => "list",
+            Value::Lambda(_) | Value::PrimOp(_) | Value::PrimOpApp(_) => "lambda",
+            Value::Thunk(_) => "thunk",
+        }
+    }
+}
+
+/// The per-evaluation registry of mutable cells (see module docs).
+pub mod region {
+    use super::{Env, Thunk, ThunkState};
+    use std::cell::RefCell;
+    use std::rc::{Rc, Weak};
+
+    #[derive(Default)]
+    struct Region {
+        thunks: Vec<Weak<Thunk>>,
+        thunks_compacted: usize,
+        envs: Vec<Weak<Env>>,
+        envs_compacted: usize,
+    }
+
+    thread_local! {
+        static REGION: RefCell<Region> = RefCell::new(Region::default());
+    }
+
+    pub fn register_thunk(t: &Rc<Thunk>) {
+        REGION.with(|r| {
+            let mut r = r.borrow_mut();
+            r.thunks.push(Rc::downgrade(t));
+            if r.thunks.len() >= 2 * r.thunks_compacted.max(4096) {
+                r.thunks.retain(|w| w.strong_count() > 0);
+                r.thunks_compacted = r.thunks.len();
+            }
+        });
+    }
+
+    pub fn register_env(e: &Rc<Env>) {
+        REGION.with(|r| {
+            let mut r = r.borrow_mut();
+            r.envs.push(Rc::downgrade(e));
+            if r.envs.len() >= 2 * r.envs_compacted.max(4096) {
+                r.envs.retain(|w| w.strong_count() > 0);
+                r.envs_compacted = r.envs.len();
+            }
+        });
+    }
+
+    /// Clears every registered cell of this thread, breaking all cycles.
+    pub fn teardown() {
+        let (thunks, envs) = REGION.with(|r| {
+            let mut r = r.borrow_mut();
+            r.thunks_compacted = 0;
+            r.envs_compacted = 0;
+            (std::mem::take(&mut r.thunks), std::mem::take(&mut r.envs))
+        });
+        // Take contents out first, drop them after all borrows are released.
+        let mut garbage = Vec::new();
+        for w in &thunks {
+            if let Some(t) = w.upgrade()
+                && let Ok(mut s) = t.state.try_borrow_mut()
+            {
+                garbage.push(std::mem::replace(&mut *s, ThunkState::Cleared));
+            }
+        }
+        let mut env_garbage = Vec::new();
+        for w in &envs {
+            if let Some(e) = w.upgrade()
+                && let Ok(mut s) = e.slots.try_borrow_mut()
+            {
+                env_garbage.push(std::mem::take(&mut *s));
+            }
+        }
+        drop(garbage);
+        drop(env_garbage);
+    }
+
+    /// Number of registered cells still alive (for tests: 0 after teardown and dropping roots).
+    pub fn live_cells() -> usize {
+        REGION.with(|r| {
+            let r = r.borrow();
+            r.thunks.iter().filter(|w| w.strong_count() > 0).count()
+                + r.envs.iter().filter(|w| w.strong_count() > 0).count()
+        })
+    }
+
+    /// Weak handles of all registered cells (for tests).
+    pub fn snapshot() -> (Vec<Weak<Thunk>>, Vec<Weak<Env>>) {
+        REGION.with(|r| {
+            let r = r.borrow();
+            (r.thunks.clone(), r.envs.clone())
+        })
+    }
+}
