@@ -1,0 +1,2 @@
+# Start-up cost only: the smallest evaluation.
+1
