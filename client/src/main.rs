@@ -1,1 +1,532 @@
-fn main() {}
+//! `flakectl`: the thin client of flaked, shaped like the nix CLI.
+//!
+//! It turns a command line into one request (carrying the cwd, and for `--impure` the environment, the
+//! NIX_PATH, `-I` entries and `--system`), sends it to the daemon over its Unix socket (starting the
+//! daemon if none runs), and prints the answer exactly as `nix` would. Invariants: it never evaluates
+//! anything itself and links nothing of the evaluator; user errors print the daemon's rendered
+//! diagnostic on stderr and exit with status 1.
+
+mod autostart;
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Args, Parser, Subcommand};
+use flaked_proto::v1 as pb;
+use flaked_proto::v1::flaked_client::FlakedClient;
+use tonic::transport::Channel;
+
+/// An error to report: printed on stderr as is (it starts with `error:` when it is ours).
+pub struct CliError {
+    text: String,
+}
+
+impl CliError {
+    /// Our own error, in Nix's style.
+    pub fn msg(message: impl std::fmt::Display) -> CliError {
+        CliError {
+            text: format!("error: {message}"),
+        }
+    }
+
+    /// Text rendered by the daemon (a Diagnostic's `rendered`).
+    fn rendered(text: String) -> CliError {
+        CliError { text }
+    }
+}
+
+impl From<tonic::Status> for CliError {
+    fn from(s: tonic::Status) -> CliError {
+        let message = s.message();
+        match s.code() {
+            tonic::Code::Unavailable | tonic::Code::Unknown if message.is_empty() || message.contains("transport") => {
+                CliError::msg(format!("lost the connection to flaked: {s}"))
+            }
+            _ if message.is_empty() => CliError::msg(format!("flaked answered {:?}", s.code())),
+            _ => CliError::msg(message),
+        }
+    }
+}
+
+/// The flaked client.
+#[derive(Debug, Parser)]
+#[command(name = "flakectl", version, about = "Talk to the flaked daemon (commands shaped like nix)")]
+struct Cli {
+    /// The daemon's socket. Default: $FLAKED_SOCKET, $XDG_RUNTIME_DIR/flaked/socket,
+    /// /run/flaked/socket (root), else ~/.cache/flaked/socket.
+    #[arg(long, global = true, value_name = "PATH")]
+    socket: Option<PathBuf>,
+    /// Do not start a daemon when none answers (also: FLAKECTL_NO_AUTO_START=1).
+    #[arg(long, global = true)]
+    no_auto_start: bool,
+    /// `--idle-exit` for a daemon that flakectl starts.
+    #[arg(long, global = true, value_name = "DURATION", default_value = "15m")]
+    daemon_idle_exit: String,
+    #[command(subcommand)]
+    command: Command,
+}
+
+/// Options shared by commands that evaluate.
+#[derive(Debug, Args)]
+struct EvalOpts {
+    /// Allow access to the environment, NIX_PATH and unlocked references.
+    #[arg(long)]
+    impure: bool,
+    /// Add a path to the Nix search path (PATH or NAME=PATH).
+    #[arg(short = 'I', long = "include", value_name = "PATH")]
+    include: Vec<String>,
+    /// The system to evaluate for.
+    #[arg(long, value_name = "SYSTEM")]
+    system: Option<String>,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Evaluate an expression, a file or an installable and print the value.
+    Eval {
+        /// An installable (FLAKEREF#ATTRPATH), or with --expr/--file the attribute path to select.
+        installable: Option<String>,
+        /// Evaluate this expression.
+        #[arg(long, value_name = "EXPR", conflicts_with = "file")]
+        expr: Option<String>,
+        /// Evaluate this file.
+        #[arg(short = 'f', long, value_name = "FILE")]
+        file: Option<String>,
+        /// Print the value as JSON.
+        #[arg(long, conflicts_with = "raw")]
+        json: bool,
+        /// Print a string value without quotes or escaping.
+        #[arg(long)]
+        raw: bool,
+        #[command(flatten)]
+        opts: EvalOpts,
+    },
+    /// Build installables.
+    Build {
+        #[arg(required = true)]
+        installables: Vec<String>,
+        /// Prefix of the result symlinks.
+        #[arg(short = 'o', long, value_name = "PATH")]
+        out_link: Option<String>,
+        /// Create no result symlinks.
+        #[arg(long)]
+        no_link: bool,
+        /// Only show what would be built.
+        #[arg(long)]
+        dry_run: bool,
+        /// Print the output paths.
+        #[arg(long)]
+        print_out_paths: bool,
+        #[command(flatten)]
+        opts: EvalOpts,
+    },
+    /// Search packages.
+    Search {
+        installable: String,
+        regexes: Vec<String>,
+        /// Hide packages matching this regex.
+        #[arg(short = 'e', long, value_name = "REGEX")]
+        exclude: Vec<String>,
+        #[command(flatten)]
+        opts: EvalOpts,
+    },
+    /// Manage flakes.
+    Flake {
+        #[command(subcommand)]
+        command: FlakeCommand,
+    },
+    /// Manage the daemon.
+    Daemon {
+        #[command(subcommand)]
+        command: DaemonCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum FlakeCommand {
+    /// Create missing lock file entries.
+    Lock {
+        #[arg(default_value = ".")]
+        flake_ref: String,
+        /// Re-lock this input.
+        #[arg(long, value_name = "INPUT")]
+        update_input: Vec<String>,
+        /// Override an input: INPUT FLAKEREF.
+        #[arg(long, num_args = 2, value_names = ["INPUT", "FLAKEREF"])]
+        override_input: Vec<String>,
+        #[command(flatten)]
+        opts: EvalOpts,
+    },
+    /// Update the lock file (all inputs, or those named).
+    Update {
+        inputs: Vec<String>,
+        /// The flake to update.
+        #[arg(long, default_value = ".")]
+        flake: String,
+        #[command(flatten)]
+        opts: EvalOpts,
+    },
+    /// Show a flake's metadata.
+    Metadata {
+        #[arg(default_value = ".")]
+        flake_ref: String,
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        opts: EvalOpts,
+    },
+    /// Show a flake's outputs.
+    Show {
+        #[arg(default_value = ".")]
+        flake_ref: String,
+        #[arg(long)]
+        json: bool,
+        /// Show outputs for every system.
+        #[arg(long)]
+        all_systems: bool,
+        /// Show legacyPackages too.
+        #[arg(long)]
+        legacy: bool,
+        #[command(flatten)]
+        opts: EvalOpts,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum DaemonCommand {
+    /// Show whether the daemon runs, its version, uptime and memory.
+    Status,
+    /// Stop the daemon gracefully.
+    Stop,
+}
+
+fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            let _ = e.print();
+            return if e.use_stderr() { ExitCode::from(1) } else { ExitCode::SUCCESS };
+        }
+    };
+    let runtime = match tokio::runtime::Builder::new_current_thread().enable_io().enable_time().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    match runtime.block_on(run(cli)) {
+        Ok(code) => code,
+        Err(e) => {
+            let mut err = std::io::stderr().lock();
+            let _ = err.write_all(e.text.as_bytes());
+            if !e.text.ends_with('\n') {
+                let _ = err.write_all(b"\n");
+            }
+            ExitCode::from(1)
+        }
+    }
+}
+
+fn context(opts: &EvalOpts) -> Result<pb::ClientContext, CliError> {
+    let cwd = std::env::current_dir()
+        .map_err(|e| CliError::msg(format!("cannot determine the current directory: {e}")))?;
+    Ok(pb::ClientContext {
+        cwd: cwd.to_string_lossy().into_owned(),
+        impure: opts.impure,
+        env: if opts.impure {
+            std::env::vars_os()
+                .map(|(k, v)| (k.to_string_lossy().into_owned(), v.to_string_lossy().into_owned()))
+                .collect()
+        } else {
+            Default::default()
+        },
+        include_paths: opts.include.clone(),
+        nix_path: std::env::var_os("NIX_PATH").map(|v| v.to_string_lossy().into_owned()),
+        system: opts.system.clone().unwrap_or_default(),
+    })
+}
+
+fn write_stdout(bytes: &[u8]) -> Result<(), CliError> {
+    let mut out = std::io::stdout().lock();
+    out.write_all(bytes)
+        .and_then(|()| out.flush())
+        .map_err(|e| CliError::msg(format!("cannot write to stdout: {e}")))
+}
+
+fn print_stderr_lines(lines: &[String]) {
+    let mut err = std::io::stderr().lock();
+    for line in lines {
+        let _ = err.write_all(line.as_bytes());
+        if !line.ends_with('\n') {
+            let _ = err.write_all(b"\n");
+        }
+    }
+}
+
+async fn run(cli: Cli) -> Result<ExitCode, CliError> {
+    let no_auto_start = cli.no_auto_start
+        || std::env::var_os("FLAKECTL_NO_AUTO_START").is_some_and(|v| !v.is_empty() && v != "0");
+    let target = autostart::Target {
+        socket: cli.socket.clone().unwrap_or_else(flaked_proto::default_socket_path),
+        auto_start: !no_auto_start,
+        idle_exit: cli.daemon_idle_exit.clone(),
+    };
+    match cli.command {
+        Command::Eval {
+            installable,
+            expr,
+            file,
+            json,
+            raw,
+            opts,
+        } => {
+            use pb::eval_request::Source;
+            let (source, attr_path) = match (expr, file, installable) {
+                (Some(e), None, attr) => (Source::Expr(e), attr.unwrap_or_default()),
+                (None, Some(f), attr) => (Source::File(f), attr.unwrap_or_default()),
+                (None, None, Some(i)) => (Source::Installable(i), String::new()),
+                (None, None, None) => (Source::Installable(".".to_string()), String::new()),
+                (Some(_), Some(_), _) => return Err(CliError::msg("'--expr' and '--file' cannot be used together")),
+            };
+            let output = if json {
+                pb::OutputFormat::Json
+            } else if raw {
+                pb::OutputFormat::Raw
+            } else {
+                pb::OutputFormat::Nix
+            };
+            let req = pb::EvalRequest {
+                context: Some(context(&opts)?),
+                source: Some(source),
+                attr_path,
+                output: output as i32,
+            };
+            let mut client = autostart::connect(&target).await?;
+            let reply = client.eval(req).await?.into_inner();
+            print_stderr_lines(&reply.stderr);
+            match reply.result {
+                Some(pb::eval_response::Result::Stdout(out)) => {
+                    write_stdout(&out)?;
+                    Ok(ExitCode::SUCCESS)
+                }
+                Some(pb::eval_response::Result::Error(d)) => Err(CliError::rendered(d.rendered)),
+                None => Err(CliError::msg("flaked sent an empty evaluation reply")),
+            }
+        }
+        Command::Build {
+            installables,
+            out_link,
+            no_link,
+            dry_run,
+            print_out_paths,
+            opts,
+        } => {
+            let req = pb::BuildRequest {
+                context: Some(context(&opts)?),
+                installables,
+                out_link: out_link.unwrap_or_default(),
+                no_link,
+                dry_run,
+            };
+            let mut client = autostart::connect(&target).await?;
+            let mut stream = client.build(req).await?.into_inner();
+            while let Some(event) = stream.message().await? {
+                match event.event {
+                    Some(pb::build_event::Event::Log(l)) => print_stderr_lines(&[l.line]),
+                    Some(pb::build_event::Event::Progress(_)) | None => {}
+                    Some(pb::build_event::Event::Error(d)) => return Err(CliError::rendered(d.rendered)),
+                    Some(pb::build_event::Event::Result(r)) => {
+                        if print_out_paths {
+                            let mut text = String::new();
+                            for p in r.paths {
+                                for path in p.outputs.values() {
+                                    text.push_str(path);
+                                    text.push('\n');
+                                }
+                            }
+                            write_stdout(text.as_bytes())?;
+                        }
+                    }
+                }
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Search {
+            installable,
+            regexes,
+            exclude,
+            opts,
+        } => {
+            let req = pb::SearchRequest {
+                context: Some(context(&opts)?),
+                installable,
+                regexes,
+                exclude,
+            };
+            let mut client = autostart::connect(&target).await?;
+            let mut stream = client.search(req).await?.into_inner();
+            let mut found = false;
+            while let Some(m) = stream.message().await? {
+                if let Some(d) = m.error {
+                    return Err(CliError::rendered(d.rendered));
+                }
+                found = true;
+                let mut text = format!("* {}", m.attr_path);
+                if !m.version.is_empty() {
+                    text.push_str(&format!(" ({})", m.version));
+                }
+                text.push('\n');
+                if !m.description.is_empty() {
+                    text.push_str(&format!("  {}\n", m.description));
+                }
+                text.push('\n');
+                write_stdout(text.as_bytes())?;
+            }
+            if !found {
+                return Err(CliError::msg("no results for the given search term(s)!"));
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Flake { command } => flake(command, &target).await,
+        Command::Daemon { command } => daemon(command, &target).await,
+    }
+}
+
+async fn flake(command: FlakeCommand, target: &autostart::Target) -> Result<ExitCode, CliError> {
+    match command {
+        FlakeCommand::Lock {
+            flake_ref,
+            update_input,
+            override_input,
+            opts,
+        } => {
+            let overrides = override_input
+                .chunks(2)
+                .map(|c| pb::InputOverride {
+                    input: c[0].clone(),
+                    flake_ref: c.get(1).cloned().unwrap_or_default(),
+                })
+                .collect();
+            let req = pb::LockRequest {
+                context: Some(context(&opts)?),
+                flake_ref,
+                update_all: false,
+                update_inputs: update_input,
+                overrides,
+                dry_run: false,
+            };
+            lock(req, target).await
+        }
+        FlakeCommand::Update { inputs, flake, opts } => {
+            let req = pb::LockRequest {
+                context: Some(context(&opts)?),
+                flake_ref: flake,
+                update_all: inputs.is_empty(),
+                update_inputs: inputs,
+                overrides: Vec::new(),
+                dry_run: false,
+            };
+            lock(req, target).await
+        }
+        FlakeCommand::Metadata { flake_ref, json, opts } => {
+            let req = pb::FlakeMetadataRequest {
+                context: Some(context(&opts)?),
+                flake_ref,
+            };
+            let mut client = autostart::connect(target).await?;
+            let reply = client.flake_metadata(req).await?.into_inner();
+            print_stderr_lines(&reply.stderr);
+            match reply.result {
+                Some(pb::flake_metadata_response::Result::Metadata(m)) => {
+                    write_stdout(if json { &m.json } else { &m.text })?;
+                    Ok(ExitCode::SUCCESS)
+                }
+                Some(pb::flake_metadata_response::Result::Error(d)) => Err(CliError::rendered(d.rendered)),
+                None => Err(CliError::msg("flaked sent an empty reply")),
+            }
+        }
+        FlakeCommand::Show {
+            flake_ref,
+            json,
+            all_systems,
+            legacy,
+            opts,
+        } => {
+            let req = pb::FlakeShowRequest {
+                context: Some(context(&opts)?),
+                flake_ref,
+                all_systems,
+                legacy,
+            };
+            let mut client = autostart::connect(target).await?;
+            let reply = client.flake_show(req).await?.into_inner();
+            print_stderr_lines(&reply.stderr);
+            match reply.result {
+                Some(pb::flake_show_response::Result::Shown(s)) => {
+                    write_stdout(if json { &s.json } else { &s.text })?;
+                    Ok(ExitCode::SUCCESS)
+                }
+                Some(pb::flake_show_response::Result::Error(d)) => Err(CliError::rendered(d.rendered)),
+                None => Err(CliError::msg("flaked sent an empty reply")),
+            }
+        }
+    }
+}
+
+async fn lock(req: pb::LockRequest, target: &autostart::Target) -> Result<ExitCode, CliError> {
+    let mut client = autostart::connect(target).await?;
+    let reply = client.lock(req).await?.into_inner();
+    print_stderr_lines(&reply.stderr);
+    match reply.result {
+        Some(pb::lock_response::Result::Locked(l)) => {
+            print_stderr_lines(&l.changes);
+            Ok(ExitCode::SUCCESS)
+        }
+        Some(pb::lock_response::Result::Error(d)) => Err(CliError::rendered(d.rendered)),
+        None => Err(CliError::msg("flaked sent an empty reply")),
+    }
+}
+
+async fn daemon(command: DaemonCommand, target: &autostart::Target) -> Result<ExitCode, CliError> {
+    // Neither command starts a daemon: asking whether one runs must not start one.
+    let target = autostart::Target {
+        socket: target.socket.clone(),
+        auto_start: false,
+        idle_exit: target.idle_exit.clone(),
+    };
+    let mut client: FlakedClient<Channel> = autostart::connect(&target).await?;
+    match command {
+        DaemonCommand::Status => {
+            let s = client.status(pb::StatusRequest {}).await?.into_inner();
+            let warm = if s.warm_flakes.is_empty() {
+                "none".to_string()
+            } else {
+                s.warm_flakes.join(", ")
+            };
+            let text = format!(
+                "flaked {} (pid {})\nsocket: {}{}\nuptime: {:.1}s\nmemory: {:.1} MiB resident\nrequests: {} in flight, {} served\nwarm flakes: {}\n",
+                s.version,
+                s.pid,
+                s.socket_path,
+                if s.socket_activated { " (socket-activated)" } else { "" },
+                s.uptime_seconds,
+                s.memory_rss_bytes as f64 / (1024.0 * 1024.0),
+                s.requests_in_flight,
+                s.requests_served,
+                warm
+            );
+            write_stdout(text.as_bytes())?;
+        }
+        DaemonCommand::Stop => {
+            let r = client.shutdown(pb::ShutdownRequest {}).await?.into_inner();
+            let text = format!(
+                "flaked is stopping ({} request(s) still in flight)\n",
+                r.requests_in_flight
+            );
+            write_stdout(text.as_bytes())?;
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
