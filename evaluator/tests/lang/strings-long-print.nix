@@ -1,0 +1,1 @@
+{ s = builtins.concatStringsSep "" (builtins.genList (i: "abcdefghij") 30); }

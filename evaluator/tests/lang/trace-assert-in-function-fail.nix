@@ -1,0 +1,1 @@
+let check = x: assert builtins.isInt x; x; in check "s"

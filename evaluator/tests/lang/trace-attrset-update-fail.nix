@@ -1,0 +1,1 @@
+let base = { a = 1; }; in (base // null).a

@@ -1,0 +1,1 @@
+let f = { __functor = self: x: x + self.inc; }; in f 1

@@ -1,0 +1,1 @@
+let f = import ./data/func.nix; in f { a = "x"; }

@@ -1,0 +1,1 @@
+builtins.map (x: x + 1) [ 1 "two" 3 ]
