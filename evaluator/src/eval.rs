@@ -244,7 +244,7 @@ impl Evaluator {
         self.native_depth -= 1;
         match res {
             Ok(v) => {
-                *t.state.borrow_mut() = ThunkState::Done(v.clone());
+                t.set_done(v.clone());
                 Ok(v)
             }
             Err(e) => {
@@ -612,7 +612,7 @@ impl Evaluator {
     fn call_lambda(&mut self, c: &Rc<Closure>, arg: &Value, pos: Pos) -> Result<Value> {
         let def = c.def.clone();
         let env = match &def.formals {
-            None => Env::new_filled(Some(c.env.clone()), vec![arg.clone()]),
+            None => Env::new_one(Some(c.env.clone()), arg.clone()),
             Some(formals) => {
                 let attrs = self
                     .force_attrs(
@@ -633,7 +633,7 @@ impl Evaluator {
                 let env = if has_defaults {
                     Env::new_recursive(Some(c.env.clone()), n)
                 } else {
-                    Env::new_filled(Some(c.env.clone()), Vec::with_capacity(n))
+                    Env::new_unregistered(Some(c.env.clone()), n)
                 };
                 {
                     if def.arg.is_some() {
@@ -743,7 +743,7 @@ impl Evaluator {
             Expr::Call { f, args, pos } => {
                 self.check_interrupt()?;
                 let fv = self.eval(f, env)?;
-                let argv: smallvec_like::Args = args.iter().map(|a| self.lazy(a, env)).collect();
+                let argv: smallvec::SmallVec<[Value; 4]> = args.iter().map(|a| self.lazy(a, env)).collect();
                 self.call(&fv, &argv, *pos)
             }
             Expr::Select {
@@ -759,7 +759,7 @@ impl Evaluator {
             }
             Expr::With { ns, body, .. } => {
                 let nsv = self.lazy(ns, env);
-                let wenv = Env::new_filled(Some(env.clone()), vec![nsv]);
+                let wenv = Env::new_one(Some(env.clone()), nsv);
                 self.eval(body, &wenv)
             }
             Expr::If {
@@ -1593,7 +1593,3 @@ impl Evaluator {
     }
 }
 
-/// Argument vectors (kept as a plain Vec; calls with many arguments are rare).
-mod smallvec_like {
-    pub type Args = Vec<crate::value::Value>;
-}

@@ -2,9 +2,10 @@
 //!
 //! Values are small (16 bytes) and cheap to clone: scalars inline, everything else behind an `Rc`.
 //! Reference cycles can only arise by mutating a cell after creation (a thunk being overwritten
-//! with its result, or an environment slot being filled for `let`/`rec`/formals), so every such
-//! cell is registered in the thread's [`region`]; tearing the region down clears them all, which
-//! breaks every cycle and frees the whole evaluation's memory. Invariant: after
+//! with a result that can refer to other cells, or an environment slot being filled for
+//! `let`/`rec`/formals), so every such cell is registered in the thread's [`region`] when it is
+//! mutated that way; tearing the region down clears them all, which breaks every cycle and frees
+//! the whole evaluation's memory. Invariant: after
 //! [`region::teardown`], no value created by the evaluation is kept alive by a cycle.
 
 use std::cell::RefCell;
@@ -186,38 +187,54 @@ pub struct Thunk {
 }
 
 impl Thunk {
+    /// A new thunk. It is registered in the region only when it is overwritten with a value
+    /// that can refer to other cells (see [`Thunk::set_done`]).
     pub fn new(state: ThunkState) -> Rc<Thunk> {
-        let t = Rc::new(Thunk {
-            state: RefCell::new(state),
-        });
-        region::register_thunk(&t);
-        t
+        Rc::new(Thunk { state: RefCell::new(state) })
+    }
+    /// Overwrites the thunk with its value, registering it if the value could close a cycle.
+    pub fn set_done(self: &Rc<Self>, v: Value) {
+        let container = !matches!(
+            v,
+            Value::Null | Value::Bool(_) | Value::Int(_) | Value::Float(_) | Value::String(_) | Value::Path(_)
+        );
+        *self.state.borrow_mut() = ThunkState::Done(v);
+        if container {
+            region::register_thunk(self);
+        }
     }
 }
+
+/// Slots of a frame (inline for the common one- and two-slot frames).
+pub type Slots = smallvec::SmallVec<[Value; 2]>;
 
 /// A runtime environment frame: one per scope (let, rec attrs, lambda call, with).
 #[derive(Debug)]
 pub struct Env {
     pub parent: Option<Rc<Env>>,
-    pub slots: RefCell<Vec<Value>>,
+    pub slots: RefCell<Slots>,
 }
 
 impl Env {
     /// A frame whose slots are all known at creation (no cycle possible through it).
     pub fn new_filled(parent: Option<Rc<Env>>, slots: Vec<Value>) -> Rc<Env> {
-        Rc::new(Env {
-            parent,
-            slots: RefCell::new(slots),
-        })
+        Rc::new(Env { parent, slots: RefCell::new(Slots::from_vec(slots)) })
+    }
+    /// A one-slot frame known at creation (lambda argument, `with`).
+    pub fn new_one(parent: Option<Rc<Env>>, v: Value) -> Rc<Env> {
+        let mut slots = Slots::new();
+        slots.push(v);
+        Rc::new(Env { parent, slots: RefCell::new(slots) })
     }
     /// A frame whose slots are filled after creation (may take part in a cycle): registered.
     pub fn new_recursive(parent: Option<Rc<Env>>, capacity: usize) -> Rc<Env> {
-        let e = Rc::new(Env {
-            parent,
-            slots: RefCell::new(Vec::with_capacity(capacity)),
-        });
+        let e = Rc::new(Env { parent, slots: RefCell::new(Slots::with_capacity(capacity)) });
         region::register_env(&e);
         e
+    }
+    /// A frame filled after creation whose slots can never refer back to it: not registered.
+    pub fn new_unregistered(parent: Option<Rc<Env>>, capacity: usize) -> Rc<Env> {
+        Rc::new(Env { parent, slots: RefCell::new(Slots::with_capacity(capacity)) })
     }
     #[inline]
     pub fn get(&self, slot: usize) -> Value {

@@ -35,79 +35,77 @@ fn is_float(v: &Value) -> bool {
     matches!(v, Value::Float(_))
 }
 
-#[allow(clippy::too_many_arguments)]
+/// Messages of one arithmetic operation, as Nix words them.
+struct Op {
+    first_float: &'static str,
+    first_int: &'static str,
+    second: &'static str,
+    sym: &'static str,
+    verb: &'static str,
+}
+
+const ADD: Op = Op {
+    first_float: "while evaluating the first argument of the addition",
+    first_int: "while evaluating the first argument of the addition",
+    second: "while evaluating the second argument of the addition",
+    sym: "+",
+    verb: "adding",
+};
+const SUB: Op = Op {
+    first_float: "while evaluating the first argument of the subtraction",
+    first_int: "while evaluating the first argument of the subtraction",
+    second: "while evaluating the second argument of the subtraction",
+    sym: "-",
+    verb: "subtracting",
+};
+// Nix's float message for the first operand of `*` really lacks the word "argument".
+const MUL: Op = Op {
+    first_float: "while evaluating the first of the multiplication",
+    first_int: "while evaluating the first argument of the multiplication",
+    second: "while evaluating the second argument of the multiplication",
+    sym: "*",
+    verb: "multiplying",
+};
+
 fn arith(
     ev: &mut Evaluator,
     pos: Pos,
     args: &[Value],
-    what: &str,
-    first_ctx: &str,
+    op: &Op,
     int_op: fn(i64, i64) -> Option<i64>,
     float_op: fn(f64, f64) -> f64,
-    sym: &str,
-    verb: &str,
 ) -> Result<Value> {
     let a = ev.force(&args[0], pos)?;
     let b = ev.force(&args[1], pos)?;
-    let second = format!("while evaluating the second argument of the {what}");
+    if let (Value::Int(x), Value::Int(y)) = (&a, &b) {
+        return match int_op(*x, *y) {
+            Some(r) => Ok(Value::Int(r)),
+            None => Err(EvalError::eval(format!("integer overflow in {} {x} {} {y}", op.verb, op.sym)).at(pos)),
+        };
+    }
     if is_float(&a) || is_float(&b) {
-        let x = ev.force_float(&a, pos, first_ctx)?;
-        let y = ev.force_float(&b, pos, &second)?;
+        let x = ev.force_float(&a, pos, op.first_float)?;
+        let y = ev.force_float(&b, pos, op.second)?;
         return Ok(Value::Float(float_op(x, y)));
     }
-    let x = ev.force_int(
-        &a,
-        pos,
-        &format!("while evaluating the first argument of the {what}"),
-    )?;
-    let y = ev.force_int(&b, pos, &second)?;
+    let x = ev.force_int(&a, pos, op.first_int)?;
+    let y = ev.force_int(&b, pos, op.second)?;
     match int_op(x, y) {
         Some(r) => Ok(Value::Int(r)),
-        None => Err(EvalError::eval(format!("integer overflow in {verb} {x} {sym} {y}")).at(pos)),
+        None => Err(EvalError::eval(format!("integer overflow in {} {x} {} {y}", op.verb, op.sym)).at(pos)),
     }
 }
 
 fn prim_add(ev: &mut Evaluator, pos: Pos, args: &[Value]) -> Result<Value> {
-    arith(
-        ev,
-        pos,
-        args,
-        "addition",
-        "while evaluating the first argument of the addition",
-        i64::checked_add,
-        |x, y| x + y,
-        "+",
-        "adding",
-    )
+    arith(ev, pos, args, &ADD, i64::checked_add, |x, y| x + y)
 }
 
 fn prim_sub(ev: &mut Evaluator, pos: Pos, args: &[Value]) -> Result<Value> {
-    arith(
-        ev,
-        pos,
-        args,
-        "subtraction",
-        "while evaluating the first argument of the subtraction",
-        i64::checked_sub,
-        |x, y| x - y,
-        "-",
-        "subtracting",
-    )
+    arith(ev, pos, args, &SUB, i64::checked_sub, |x, y| x - y)
 }
 
 fn prim_mul(ev: &mut Evaluator, pos: Pos, args: &[Value]) -> Result<Value> {
-    // Nix's float message for the first operand really lacks the word "argument".
-    arith(
-        ev,
-        pos,
-        args,
-        "multiplication",
-        "while evaluating the first of the multiplication",
-        i64::checked_mul,
-        |x, y| x * y,
-        "*",
-        "multiplying",
-    )
+    arith(ev, pos, args, &MUL, i64::checked_mul, |x, y| x * y)
 }
 
 fn prim_div(ev: &mut Evaluator, pos: Pos, args: &[Value]) -> Result<Value> {
@@ -146,8 +144,11 @@ fn prim_div(ev: &mut Evaluator, pos: Pos, args: &[Value]) -> Result<Value> {
 }
 
 fn prim_less_than(ev: &mut Evaluator, pos: Pos, args: &[Value]) -> Result<Value> {
-    ev.force(&args[0], pos)?;
-    ev.force(&args[1], pos)?;
+    let a = ev.force(&args[0], pos)?;
+    let b = ev.force(&args[1], pos)?;
+    if let (Value::Int(x), Value::Int(y)) = (&a, &b) {
+        return Ok(Value::Bool(x < y));
+    }
     Ok(Value::Bool(ev.less_than(&args[0], &args[1], "")?))
 }
 

@@ -136,7 +136,7 @@ pub fn install(ev: &mut Evaluator) {
         pos: Pos::NONE,
     });
     let set = Value::attrs(Attrs::from_unsorted(attrs));
-    *self_ref.state.borrow_mut() = ThunkState::Done(set.clone());
+    self_ref.set_done(set.clone());
     ev.globals.insert(Symbol::intern("builtins"), set.clone());
     ev.builtins = set;
 }
