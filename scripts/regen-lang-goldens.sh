@@ -4,7 +4,8 @@
 #
 # Layout (read by evaluator/tests/lang.rs):
 #   CASE.nix                one case; an optional first line `#!flaked TOKEN...` holds directives:
-#                           `json` / `raw` (also check that output mode), `impure` (--impure),
+#                           `json` / `raw` (also check that output mode), `impure` (--impure, the
+#                           default of `nix eval --file` anyway; --pure-eval is ignored with --file),
 #                           `attr=PATH` (nix eval --file CASE.nix PATH)
 #   CASE.out  / CASE.err    `nix eval --file CASE.nix`: stdout (present iff exit code 0) and
 #                           stderr (present iff non-empty)

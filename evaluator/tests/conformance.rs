@@ -15,10 +15,12 @@
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
-use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use flaked_eval::api::{EvalOutput, EvalRequest, EvalSettings, EvalSource, OutputFormat, evaluate};
+use flaked_eval::api::{EvalRequest, EvalSettings, EvalSource, OutputFormat};
+
+mod common;
+use common::Got;
 
 /// The upstream driver's bound for eval-fail cases (and ours for everything).
 const TIMEOUT: Duration = Duration::from_secs(10);
@@ -28,36 +30,9 @@ const TIMEOUT: Duration = Duration::from_secs(10);
 /// `nix eval` printing is used; it is identical for first-order data.
 const INSTANTIATE_FORMAT: OutputFormat = OutputFormat::Nix;
 
-enum Got {
-    Ok(EvalOutput),
-    Err(String),
-    Panic(String),
-    Timeout,
-}
-
 fn run(req: EvalRequest) -> (Got, Duration) {
-    let (tx, rx) = mpsc::channel();
     let start = Instant::now();
-    let spawned = std::thread::Builder::new()
-        .name("conformance".into())
-        .spawn(move || {
-            let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| evaluate(&req)));
-            let _ = tx.send(r);
-        });
-    if let Err(e) = spawned {
-        return (Got::Panic(format!("could not spawn: {e}")), start.elapsed());
-    }
-    let got = match rx.recv_timeout(TIMEOUT) {
-        Err(_) => Got::Timeout,
-        Ok(Err(p)) => Got::Panic(
-            p.downcast_ref::<String>()
-                .cloned()
-                .or_else(|| p.downcast_ref::<&str>().map(|s| s.to_string()))
-                .unwrap_or_default(),
-        ),
-        Ok(Ok(Ok(out))) => Got::Ok(out),
-        Ok(Ok(Err(d))) => Got::Err(d.rendered),
-    };
+    let got = common::run_isolated("nix_functional_lang_suite", &req, TIMEOUT);
     (got, start.elapsed())
 }
 
@@ -148,6 +123,9 @@ struct Tally {
 
 #[test]
 fn nix_functional_lang_suite() {
+    if common::child_main_if_requested() {
+        return;
+    }
     let Some(lang) = std::env::var_os("FLAKED_NIX_LANG_DIR").map(PathBuf::from) else {
         eprintln!("FLAKED_NIX_LANG_DIR not set: skipping the upstream language suite");
         return;
@@ -162,7 +140,7 @@ fn nix_functional_lang_suite() {
 
     let mut note = |name: &str, got: &Got, took: Duration, crashes: &mut Vec<String>| {
         match got {
-            Got::Panic(m) => crashes.push(format!("{name}: PANIC {}", one_line(m))),
+            Got::Crash(m) => crashes.push(format!("{name}: CRASH {}", one_line(m))),
             Got::Timeout => crashes.push(format!("{name}: no answer within {TIMEOUT:?}")),
             _ => {}
         }
@@ -196,20 +174,20 @@ fn nix_functional_lang_suite() {
             let (got, took) = run(req);
             note(&name, &got, took, &mut crashes);
             let parsed = match &got {
-                Got::Ok(_) => Some(true),
+                Got::Ok { .. } => Some(true),
                 Got::Err(r) => Some(!is_parse_error(r)),
-                Got::Panic(_) | Got::Timeout => None,
+                Got::Crash(_) | Got::Timeout => None,
             };
             if parsed == Some(should_parse) {
                 tally.good += 1;
             } else {
                 let what = match &got {
-                    Got::Ok(o) => format!(
+                    Got::Ok { stdout, .. } => format!(
                         "evaluated to {}",
-                        one_line(&String::from_utf8_lossy(&o.stdout))
+                        one_line(&String::from_utf8_lossy(stdout))
                     ),
                     Got::Err(r) => first_error_line(r),
-                    Got::Panic(m) => format!("PANIC {}", one_line(m)),
+                    Got::Crash(m) => format!("CRASH {}", one_line(m)),
                     Got::Timeout => "timeout".into(),
                 };
                 tally.bad.push(format!("{name}: {what}"));
@@ -238,13 +216,13 @@ fn nix_functional_lang_suite() {
                 "{name}: error not starting with 'error:': {}",
                 one_line(&r)
             )),
-            Got::Ok(o) => eval_fail.bad.push(format!(
+            Got::Ok { stdout, .. } => eval_fail.bad.push(format!(
                 "{name}: succeeded: {}",
-                one_line(&String::from_utf8_lossy(&o.stdout))
+                one_line(&String::from_utf8_lossy(&stdout))
             )),
-            Got::Panic(m) => eval_fail
+            Got::Crash(m) => eval_fail
                 .bad
-                .push(format!("{name}: PANIC {}", one_line(&m))),
+                .push(format!("{name}: CRASH {}", one_line(&m))),
             Got::Timeout => eval_fail.bad.push(format!("{name}: timeout")),
         }
     }
@@ -307,11 +285,14 @@ fn nix_functional_lang_suite() {
         let expected_err =
             std::fs::read_to_string(lang.join(format!("{name}.err.exp"))).unwrap_or_default();
         let (class, detail): (&'static str, String) = match &got {
-            Got::Ok(out) => {
-                let stdout = String::from_utf8_lossy(&out.stdout).replace(&pwd, "/pwd");
+            Got::Ok {
+                stdout: out_stdout,
+                stderr: out_stderr,
+            } => {
+                let stdout = String::from_utf8_lossy(out_stdout).replace(&pwd, "/pwd");
                 if stdout.as_bytes() == expected.as_slice() {
                     eval_okay.good += 1;
-                    let err = out.stderr.join("\n").replace(&pwd, "/pwd");
+                    let err = out_stderr.join("\n").replace(&pwd, "/pwd");
                     if err.trim_end() == expected_err.trim_end() {
                         stderr_exact += 1;
                     } else {
@@ -327,7 +308,13 @@ fn nix_functional_lang_suite() {
                     continue;
                 }
                 let exp = String::from_utf8_lossy(&expected);
-                let class = if ["<LAMBDA>", "<PRIMOP>", "<PRIMOP-APP>", "<CODE>"]
+                let inline_err = stdout.find("«error: ").map(|i| stdout[i..].to_string());
+                let class = if inline_err.is_some_and(|e| {
+                    e.contains("undefined variable")
+                        || (e.contains("attribute '") && e.contains("missing"))
+                }) {
+                    "needs builtin / feature"
+                } else if ["<LAMBDA>", "<PRIMOP>", "<PRIMOP-APP>", "<CODE>"]
                     .iter()
                     .any(|m| exp.contains(m))
                     || (stdout.contains("«derivation") && !exp.contains("«derivation"))
@@ -358,7 +345,7 @@ fn nix_functional_lang_suite() {
                 };
                 (class, line)
             }
-            Got::Panic(m) => ("panic", one_line(m)),
+            Got::Crash(m) => ("panic", one_line(m)),
             Got::Timeout => ("timeout", String::new()),
         };
         let flags_note = if unsupported.is_empty() {

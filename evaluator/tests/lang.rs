@@ -16,10 +16,12 @@
 use std::collections::BTreeSet;
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
-use std::sync::mpsc;
 use std::time::Duration;
 
-use flaked_eval::api::{EvalOutput, EvalRequest, EvalSettings, EvalSource, OutputFormat, evaluate};
+use flaked_eval::api::{EvalRequest, EvalSettings, EvalSource, OutputFormat};
+
+mod common;
+use common::Got;
 
 /// Per-evaluation wall-clock bound: the reference needs well under a second for every case.
 const TIMEOUT: Duration = Duration::from_secs(20);
@@ -28,7 +30,8 @@ const PLACEHOLDER: &str = "$DIR";
 
 struct Case {
     name: String,
-    impure: bool,
+    /// `nix eval --file` is impure (even `--pure-eval` does not apply to `--file` in Nix 2.26).
+    pure: bool,
     attr: Option<String>,
 }
 
@@ -52,7 +55,7 @@ fn parse_case(dir: &Path, name: &str) -> Case {
     let text = std::fs::read_to_string(dir.join(format!("{name}.nix"))).unwrap_or_default();
     let mut case = Case {
         name: name.to_string(),
-        impure: false,
+        pure: false,
         attr: None,
     };
     if let Some(rest) = text
@@ -63,7 +66,7 @@ fn parse_case(dir: &Path, name: &str) -> Case {
         for tok in rest.split_whitespace() {
             match tok {
                 "json" | "raw" => {}
-                "impure" => case.impure = true,
+                "impure" => case.pure = false,
                 t if t.starts_with("attr=") => case.attr = Some(t["attr=".len()..].to_string()),
                 other => panic!("case {name}: unknown directive {other}"),
             }
@@ -119,11 +122,14 @@ fn golden(dir: &Path, base: &str) -> Option<Outcome> {
     }
 }
 
-/// Runs one evaluation on its own thread, with a timeout and panic capture.
+/// Runs one evaluation in a child process (crash and hang isolation).
 fn run(dir: &Path, case: &Case, output: OutputFormat) -> Result<Outcome, String> {
+    // The oracle runs with HOME=/root (visible through `~/…` paths and getEnv).
+    let env = [("HOME".to_string(), "/root".to_string())].into_iter().collect();
     let settings = EvalSettings {
-        pure: !case.impure,
+        pure: case.pure,
         cwd: dir.to_path_buf(),
+        env,
         ..EvalSettings::default()
     };
     let req = EvalRequest {
@@ -132,33 +138,16 @@ fn run(dir: &Path, case: &Case, output: OutputFormat) -> Result<Outcome, String>
         output,
         settings,
     };
-    let (tx, rx) = mpsc::channel();
-    let spawned = std::thread::Builder::new()
-        .name(format!("lang-{}", case.name))
-        .spawn(move || {
-            let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| evaluate(&req)));
-            let _ = tx.send(r);
-        });
-    if let Err(e) = spawned {
-        return Err(format!("could not spawn a thread: {e}"));
-    }
     let dir_s = dir.to_string_lossy().into_owned();
-    match rx.recv_timeout(TIMEOUT) {
-        Err(_) => Err(format!("no answer within {TIMEOUT:?} (hang?)")),
-        Ok(Err(panic)) => {
-            let msg = panic
-                .downcast_ref::<String>()
-                .cloned()
-                .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
-                .unwrap_or_default();
-            Err(format!("PANIC: {msg}"))
-        }
-        Ok(Ok(Ok(EvalOutput { stdout, stderr }))) => Ok(Outcome::Ok {
+    match common::run_isolated("lang_corpus", &req, TIMEOUT) {
+        Got::Timeout => Err(format!("no answer within {TIMEOUT:?} (hang?)")),
+        Got::Crash(msg) => Err(format!("CRASH: {msg}")),
+        Got::Ok { stdout, stderr } => Ok(Outcome::Ok {
             stdout: replace_bytes(&stdout, dir_s.as_bytes(), PLACEHOLDER.as_bytes()),
             stderr: trim_nl(&stderr.join("\n").replace(&dir_s, PLACEHOLDER)),
         }),
-        Ok(Ok(Err(diag))) => Ok(Outcome::Err {
-            stderr: trim_nl(&diag.rendered.replace(&dir_s, PLACEHOLDER)),
+        Got::Err(rendered) => Ok(Outcome::Err {
+            stderr: trim_nl(&rendered.replace(&dir_s, PLACEHOLDER)),
         }),
     }
 }
@@ -186,12 +175,12 @@ fn diff(expected: &str, got: &str) -> String {
             let _ = writeln!(out, "   {}", a[i]);
             i += 1;
             j += 1;
-        } else if j < b.len() && (i == a.len() || lcs[i][j + 1] >= lcs[i + 1][j]) {
-            let _ = writeln!(out, "  +{}", b[j]);
-            j += 1;
-        } else {
+        } else if i < a.len() && (j == b.len() || lcs[i + 1][j] >= lcs[i][j + 1]) {
             let _ = writeln!(out, "  -{}", a[i]);
             i += 1;
+        } else {
+            let _ = writeln!(out, "  +{}", b[j]);
+            j += 1;
         }
     }
     out
@@ -281,6 +270,9 @@ fn check_case(dir: &Path, case: &Case) -> Option<(String, Vec<String>)> {
 
 #[test]
 fn lang_corpus() {
+    if common::child_main_if_requested() {
+        return;
+    }
     let dir = corpus_dir();
     let filter = std::env::var("FLAKED_LANG_FILTER").ok();
     let mut names: Vec<String> = std::fs::read_dir(&dir)

@@ -1,1 +1,1 @@
-[ ./foo ./foo/bar ../x ./. ]
+[ ./foo ./foo/bar ./data/../x ./. ]

@@ -1,1 +1,1 @@
-"${/tmp}"
+[ "${./data/sub}" "${./data/text.txt}" ]

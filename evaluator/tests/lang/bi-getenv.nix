@@ -1,0 +1,1 @@
+[ (builtins.getEnv "FLAKED_SURELY_UNSET_VARIABLE") (builtins.getEnv "HOME") ]
