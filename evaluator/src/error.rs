@@ -30,6 +30,9 @@ pub enum ErrorKind {
     InfiniteRecursion,
     /// Call depth exceeded.
     StackOverflow,
+    /// The native stack would overflow (Nix's "stack overflow (possible infinite recursion)",
+    /// reported without any trace frames).
+    NativeStackOverflow,
     /// The caller asked to stop.
     Interrupted,
     /// Reading a file failed, or access was denied.
@@ -48,6 +51,8 @@ impl ErrorKind {
 pub struct Frame {
     pub msg: String,
     pub pos: Pos,
+    /// Printed even when the trace is truncated (Nix's `TracePrint::Always`).
+    pub always: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -69,6 +74,13 @@ pub struct EvalError(pub Box<ErrorInner>);
 pub type Result<T> = std::result::Result<T, EvalError>;
 
 impl EvalError {
+    /// Nix's native stack overflow error (no frames, no position).
+    pub fn native_stack_overflow() -> EvalError {
+        EvalError::new(
+            ErrorKind::NativeStackOverflow,
+            "stack overflow (possible infinite recursion)",
+        )
+    }
     pub fn new(kind: ErrorKind, msg: impl Into<String>) -> EvalError {
         EvalError(Box::new(ErrorInner {
             kind,
@@ -106,9 +118,25 @@ impl EvalError {
     }
     /// Adds an outer trace frame (Nix's `addTrace` / `withTrace`).
     pub fn with_trace(mut self, pos: Pos, msg: impl Into<String>) -> EvalError {
+        if self.0.kind == ErrorKind::NativeStackOverflow {
+            return self;
+        }
+        self.0.trace.push(Frame {
+            msg: msg.into(),
+            always: false,
+            pos,
+        });
+        self
+    }
+    /// Adds a frame that survives truncation (Nix's `TracePrint::Always`).
+    pub fn with_trace_always(mut self, pos: Pos, msg: impl Into<String>) -> EvalError {
+        if self.0.kind == ErrorKind::NativeStackOverflow {
+            return self;
+        }
         self.0.trace.push(Frame {
             msg: msg.into(),
             pos,
+            always: true,
         });
         self
     }
@@ -133,7 +161,7 @@ impl EvalError {
                 if count > 3 {
                     truncate = true;
                 }
-                if !truncate {
+                if !truncate || t.always {
                     let key = (source::pos_string(t.pos), t.msg.clone());
                     if seen.contains(&key) {
                         skipped.push(t);

@@ -226,9 +226,7 @@ impl Evaluator {
         let prev = std::mem::replace(&mut *t.state.borrow_mut(), ThunkState::Blackhole);
         if self.native_depth >= MAX_NATIVE_DEPTH {
             *t.state.borrow_mut() = prev;
-            return Err(EvalError::eval(
-                "stack overflow (possible infinite recursion)",
-            ));
+            return Err(EvalError::native_stack_overflow());
         }
         self.native_depth += 1;
         let res = match &prev {
@@ -266,6 +264,21 @@ impl Evaluator {
     }
 
     fn force_deep_inner(
+        &mut self,
+        v: &Value,
+        pos: Pos,
+        seen: &mut std::collections::HashSet<usize>,
+    ) -> Result<Value> {
+        if self.native_depth >= MAX_NATIVE_DEPTH {
+            return Err(EvalError::native_stack_overflow());
+        }
+        self.native_depth += 1;
+        let r = self.force_deep_step(v, pos, seen);
+        self.native_depth -= 1;
+        r
+    }
+
+    fn force_deep_step(
         &mut self,
         v: &Value,
         pos: Pos,
@@ -667,7 +680,7 @@ impl Evaluator {
                     }
                 }
                 if !formals.ellipsis && used != attrs.len() {
-                    for a in attrs.sorted_by_name() {
+                    for a in attrs.entries.iter() {
                         if !formals.has(a.name) {
                             let names: Vec<String> =
                                 formals.entries.iter().map(|f| f.name.as_string()).collect();
@@ -703,7 +716,8 @@ impl Evaluator {
         e
     }
 
-    /// A lazy value for `e` in `env`: no thunk for constants, already-bound variables and lambdas.
+    /// A lazy value for `e` in `env`: no thunk for constants and already-bound variables (as
+    /// Nix's `maybeThunk`; lambdas do get a thunk, which is visible when unforced values print).
     pub fn lazy(&self, e: &Rc<Expr>, env: &Rc<Env>) -> Value {
         match &**e {
             Expr::Const(v) => v.clone(),
@@ -714,10 +728,6 @@ impl Evaluator {
                 }
                 Value::Thunk(Thunk::new(ThunkState::Pending(e.clone(), env.clone())))
             }
-            Expr::Lambda(def) => Value::Lambda(Rc::new(Closure {
-                def: def.clone(),
-                env: env.clone(),
-            })),
             _ => Value::Thunk(Thunk::new(ThunkState::Pending(e.clone(), env.clone()))),
         }
     }
@@ -743,7 +753,8 @@ impl Evaluator {
             Expr::Call { f, args, pos } => {
                 self.check_interrupt()?;
                 let fv = self.eval(f, env)?;
-                let argv: smallvec::SmallVec<[Value; 4]> = args.iter().map(|a| self.lazy(a, env)).collect();
+                let argv: smallvec::SmallVec<[Value; 4]> =
+                    args.iter().map(|a| self.lazy(a, env)).collect();
                 self.call(&fv, &argv, *pos)
             }
             Expr::Select {
@@ -870,16 +881,16 @@ impl Evaluator {
     fn eval_with_var(
         &mut self,
         name: Symbol,
-        withs: &[u32],
+        withs: &[(u32, Pos)],
         env: &Rc<Env>,
         pos: Pos,
     ) -> Result<Value> {
-        for &d in withs {
+        for &(d, wpos) in withs {
             let wenv = Self::env_at(env, d).clone();
             let ns = wenv.get(0);
             let ns = self.force_attrs(
                 &ns,
-                pos,
+                wpos,
                 "while evaluating the first subexpression of a with expression",
             )?;
             if let Some(a) = ns.get(name) {
@@ -1346,6 +1357,12 @@ impl Evaluator {
     /// `outPath`).
     pub fn eq_values(&mut self, a: &Value, b: &Value, pos: Pos, ctx: &str) -> Result<bool> {
         let _ = ctx;
+        // Nix: the very same value cell is equal to itself (even a function).
+        if let (Value::Thunk(x), Value::Thunk(y)) = (a, b)
+            && Rc::ptr_eq(x, y)
+        {
+            return Ok(true);
+        }
         let a = self.force(a, pos)?;
         let b = self.force(b, pos)?;
         Ok(match (&a, &b) {
@@ -1592,4 +1609,3 @@ impl Evaluator {
         }
     }
 }
-

@@ -25,7 +25,7 @@ pub enum Expr {
     /// A variable looked up in the enclosing `with` frames (depths, innermost first).
     WithVar {
         name: Symbol,
-        withs: Box<[u32]>,
+        withs: Box<[(u32, Pos)]>,
         pos: Pos,
     },
     Attrs(Box<AttrsExpr>),

@@ -42,7 +42,7 @@ enum Scope {
         names: Vec<Symbol>,
         index: Option<HashMap<Symbol, u32>>,
     },
-    With,
+    With(Pos),
     Anon,
 }
 
@@ -642,7 +642,7 @@ impl<'a> Lowerer<'a> {
         let mut withs = Vec::new();
         for (depth, scope) in self.scopes.iter().rev().enumerate() {
             match scope {
-                Scope::With => withs.push(depth as u32),
+                Scope::With(p) => withs.push((depth as u32, *p)),
                 Scope::Anon => {}
                 Scope::Names { .. } => {
                     if let Some(slot) = scope.lookup(name) {
@@ -801,7 +801,7 @@ impl<'a> Lowerer<'a> {
             ast::Expr::With(w) => {
                 let ns = w.namespace().ok_or_else(|| self.syntax_err(w.syntax()))?;
                 let ns = self.lower(&ns)?;
-                self.scopes.push(Scope::With);
+                self.scopes.push(Scope::With(pos));
                 let body = w.body().ok_or_else(|| self.syntax_err(w.syntax()));
                 let body = body.and_then(|b| self.lower(&b));
                 self.scopes.pop();

@@ -12,6 +12,9 @@ use crate::eval::Evaluator;
 use crate::source::{self, Pos};
 use crate::value::{Context, Value};
 
+/// Nesting depth beyond which printing reports Nix's stack overflow instead of recursing.
+const MAX_PRINT_DEPTH: usize = 100_000;
+
 /// Formats a float like C++ `ostream << double` (`%g`, precision 6).
 pub fn fmt_float(f: f64) -> String {
     if f.is_nan() {
@@ -210,6 +213,9 @@ fn function_text(v: &Value) -> String {
 
 impl Printer<'_> {
     fn print(&mut self, v: &Value, depth: usize) -> Result<()> {
+        if depth > MAX_PRINT_DEPTH {
+            return Err(EvalError::native_stack_overflow());
+        }
         let identity = match v {
             Value::Thunk(t) => Some(Rc::as_ptr(t) as *const u8 as usize),
             _ => None,
@@ -388,6 +394,27 @@ pub fn print_error_value(v: &Value) -> String {
     String::from_utf8_lossy(&p.out).into_owned()
 }
 
+/// Prints a value without forcing anything (unforced parts show as `«thunk»`), as `trace` does.
+pub fn print_value_unforced(v: &Value) -> Vec<u8> {
+    let mut p = Printer {
+        ev: None,
+        opts: Opts {
+            force: false,
+            derivation_paths: false,
+            max_depth: usize::MAX,
+            max_attrs: usize::MAX,
+            max_items: usize::MAX,
+            max_string: usize::MAX,
+        },
+        seen: HashSet::new(),
+        total_attrs: 0,
+        total_items: 0,
+        out: Vec::new(),
+    };
+    let _ = p.print(v, 0);
+    p.out
+}
+
 /// Prints a value as `nix eval` does (forcing it; nested errors shown as `«error: …»`).
 pub fn print_value(ev: &mut Evaluator, v: &Value) -> Result<Vec<u8>> {
     let mut p = Printer {
@@ -445,7 +472,7 @@ pub fn to_json(
     context: &mut Context,
 ) -> Result<Vec<u8>> {
     let mut out = Vec::new();
-    json_into(ev, v, pos, copy_to_store, context, &mut out)?;
+    json_into(ev, v, pos, copy_to_store, context, &mut out, 0)?;
     Ok(out)
 }
 
@@ -456,7 +483,12 @@ fn json_into(
     copy_to_store: bool,
     context: &mut Context,
     out: &mut Vec<u8>,
+    depth: usize,
 ) -> Result<()> {
+    if depth > MAX_PRINT_DEPTH {
+        return Err(EvalError::native_stack_overflow());
+    }
+    let depth = depth + 1;
     let v = ev.force(v, pos)?;
     match &v {
         Value::Int(i) => out.extend_from_slice(i.to_string().as_bytes()),
@@ -500,7 +532,7 @@ fn json_into(
             }
             if let Some(o) = a.get(ev.syms.out_path) {
                 let (ov, op) = (o.value.clone(), o.pos);
-                return json_into(ev, &ov, op, copy_to_store, context, out);
+                return json_into(ev, &ov, op, copy_to_store, context, out, depth);
             }
             out.push(b'{');
             for (i, attr) in a.sorted_by_name().into_iter().enumerate() {
@@ -510,7 +542,7 @@ fn json_into(
                 json_string(&attr.name.bytes(), out)?;
                 out.push(b':');
                 let (av, ap) = (attr.value.clone(), attr.pos);
-                json_into(ev, &av, ap, copy_to_store, context, out).map_err(|e| {
+                json_into(ev, &av, ap, copy_to_store, context, out, depth).map_err(|e| {
                     e.with_trace(ap, format!("while evaluating attribute '{}'", attr.name))
                 })?;
             }
@@ -522,7 +554,7 @@ fn json_into(
                 if i > 0 {
                     out.push(b',');
                 }
-                json_into(ev, x, pos, copy_to_store, context, out).map_err(|e| {
+                json_into(ev, x, pos, copy_to_store, context, out, depth).map_err(|e| {
                     e.with_trace(pos, format!("while evaluating list element at index {i}"))
                 })?;
             }
@@ -530,7 +562,7 @@ fn json_into(
         }
         Value::Lambda(_) | Value::PrimOp(_) | Value::PrimOpApp(_) | Value::Thunk(_) => {
             let p = match &v {
-                Value::Lambda(c) if pos.is_none() => c.def.pos,
+                Value::Lambda(c) => c.def.pos,
                 _ => pos,
             };
             return Err(

@@ -183,6 +183,9 @@ impl Source {
 
     /// The text of line `line` (1-based), without its terminator, with mapped bytes shown lossily.
     pub fn line_text(&self, line: u32) -> Option<String> {
+        if self.text.is_empty() {
+            return None;
+        }
         let i = line.checked_sub(1)? as usize;
         let start = *self.line_starts.get(i)? as usize;
         let bytes = self.text.as_bytes();

@@ -190,13 +190,20 @@ impl Thunk {
     /// A new thunk. It is registered in the region only when it is overwritten with a value
     /// that can refer to other cells (see [`Thunk::set_done`]).
     pub fn new(state: ThunkState) -> Rc<Thunk> {
-        Rc::new(Thunk { state: RefCell::new(state) })
+        Rc::new(Thunk {
+            state: RefCell::new(state),
+        })
     }
     /// Overwrites the thunk with its value, registering it if the value could close a cycle.
     pub fn set_done(self: &Rc<Self>, v: Value) {
         let container = !matches!(
             v,
-            Value::Null | Value::Bool(_) | Value::Int(_) | Value::Float(_) | Value::String(_) | Value::Path(_)
+            Value::Null
+                | Value::Bool(_)
+                | Value::Int(_)
+                | Value::Float(_)
+                | Value::String(_)
+                | Value::Path(_)
         );
         *self.state.borrow_mut() = ThunkState::Done(v);
         if container {
@@ -218,23 +225,35 @@ pub struct Env {
 impl Env {
     /// A frame whose slots are all known at creation (no cycle possible through it).
     pub fn new_filled(parent: Option<Rc<Env>>, slots: Vec<Value>) -> Rc<Env> {
-        Rc::new(Env { parent, slots: RefCell::new(Slots::from_vec(slots)) })
+        Rc::new(Env {
+            parent,
+            slots: RefCell::new(Slots::from_vec(slots)),
+        })
     }
     /// A one-slot frame known at creation (lambda argument, `with`).
     pub fn new_one(parent: Option<Rc<Env>>, v: Value) -> Rc<Env> {
         let mut slots = Slots::new();
         slots.push(v);
-        Rc::new(Env { parent, slots: RefCell::new(slots) })
+        Rc::new(Env {
+            parent,
+            slots: RefCell::new(slots),
+        })
     }
     /// A frame whose slots are filled after creation (may take part in a cycle): registered.
     pub fn new_recursive(parent: Option<Rc<Env>>, capacity: usize) -> Rc<Env> {
-        let e = Rc::new(Env { parent, slots: RefCell::new(Slots::with_capacity(capacity)) });
+        let e = Rc::new(Env {
+            parent,
+            slots: RefCell::new(Slots::with_capacity(capacity)),
+        });
         region::register_env(&e);
         e
     }
     /// A frame filled after creation whose slots can never refer back to it: not registered.
     pub fn new_unregistered(parent: Option<Rc<Env>>, capacity: usize) -> Rc<Env> {
-        Rc::new(Env { parent, slots: RefCell::new(Slots::with_capacity(capacity)) })
+        Rc::new(Env {
+            parent,
+            slots: RefCell::new(Slots::with_capacity(capacity)),
+        })
     }
     #[inline]
     pub fn get(&self, slot: usize) -> Value {
@@ -300,8 +319,19 @@ impl Value {
     }
 
     /// Nix's `showType` (e.g. "an integer", "a set").
-    pub fn type_desc(&self) -> &'static str {
+    pub fn type_desc(&self) -> std::borrow::Cow<'static, str> {
+        use std::borrow::Cow;
         match self {
+            Value::PrimOp(p) => return Cow::Owned(format!("the built-in function '{}'", p.name)),
+            Value::PrimOpApp(a) => {
+                return Cow::Owned(format!(
+                    "the partially applied built-in function '{}'",
+                    a.op.name
+                ));
+            }
+            _ => {}
+        }
+        Cow::Borrowed(match self {
             Value::Null => "null",
             Value::Bool(_) => "a Boolean",
             Value::Int(_) => "an integer",
@@ -314,7 +344,7 @@ impl Value {
             Value::PrimOp(_) => "a built-in function",
             Value::PrimOpApp(_) => "a partially applied built-in function",
             Value::Thunk(_) => "a thunk",
-        }
+        })
     }
 
     /// `builtins.typeOf`.

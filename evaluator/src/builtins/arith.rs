@@ -80,7 +80,11 @@ fn arith(
     if let (Value::Int(x), Value::Int(y)) = (&a, &b) {
         return match int_op(*x, *y) {
             Some(r) => Ok(Value::Int(r)),
-            None => Err(EvalError::eval(format!("integer overflow in {} {x} {} {y}", op.verb, op.sym)).at(pos)),
+            None => Err(EvalError::eval(format!(
+                "integer overflow in {} {x} {} {y}",
+                op.verb, op.sym
+            ))
+            .at(pos)),
         };
     }
     if is_float(&a) || is_float(&b) {
@@ -92,7 +96,11 @@ fn arith(
     let y = ev.force_int(&b, pos, op.second)?;
     match int_op(x, y) {
         Some(r) => Ok(Value::Int(r)),
-        None => Err(EvalError::eval(format!("integer overflow in {} {x} {} {y}", op.verb, op.sym)).at(pos)),
+        None => Err(EvalError::eval(format!(
+            "integer overflow in {} {x} {} {y}",
+            op.verb, op.sym
+        ))
+        .at(pos)),
     }
 }
 

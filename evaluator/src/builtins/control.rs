@@ -17,7 +17,7 @@ pub(crate) fn register(r: &mut Registry) {
     r.primop("__deepSeq", 2, prim_deep_seq);
     r.primop("__tryEval", 1, prim_try_eval);
     r.primop("__trace", 2, prim_trace);
-    r.primop("__addErrorContext", 2, prim_add_error_context);
+    r.primop_no_trace("__addErrorContext", 2, prim_add_error_context);
 }
 
 fn prim_throw(ev: &mut Evaluator, pos: Pos, args: &[Value]) -> Result<Value> {
@@ -90,7 +90,7 @@ fn prim_trace(ev: &mut Evaluator, pos: Pos, args: &[Value]) -> Result<Value> {
     let line = match &v {
         Value::String(s) => format!("trace: {}", s.as_str_lossy()),
         other => {
-            let b = print::print_value(ev, other)?;
+            let b = print::print_value_unforced(other);
             format!("trace: {}", String::from_utf8_lossy(&b))
         }
     };
@@ -111,7 +111,7 @@ fn prim_add_error_context(ev: &mut Evaluator, pos: Pos, args: &[Value]) -> Resul
                 false,
                 &mut ctx,
             )?;
-            Err(e.with_trace(Pos::NONE, String::from_utf8_lossy(&msg).into_owned()))
+            Err(e.with_trace_always(Pos::NONE, String::from_utf8_lossy(&msg).into_owned()))
         }
     }
 }

@@ -51,15 +51,14 @@ pub fn eval_file(ev: &mut Evaluator, path: &Path) -> Result<Value> {
         return Ok(v.clone());
     }
     let shown = path.display().to_string();
-    let r = (|| {
-        let raw = read_source(path)?;
-        let dir = path
-            .parent()
-            .map(|d| d.display().to_string())
-            .unwrap_or_else(|| "/".to_string());
-        let e = ev.parse(Origin::File(shown.clone()), &raw, &dir)?;
-        ev.eval_root(&e)
-    })();
+    let raw = read_source(path)?;
+    let dir = path
+        .parent()
+        .map(|d| d.display().to_string())
+        .unwrap_or_else(|| "/".to_string());
+    // Parse errors carry no "while evaluating the file" frame (Nix parses outside that scope).
+    let e = ev.parse(Origin::File(shown.clone()), &raw, &dir)?;
+    let r = ev.eval_root(&e);
     match r {
         Ok(v) => {
             ev.import_cache.insert(path.to_path_buf(), v.clone());

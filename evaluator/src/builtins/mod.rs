@@ -93,6 +93,17 @@ impl Registry {
         });
         self.entries.push((name, Value::PrimOp(op)));
     }
+    /// Registers a primop whose errors get no "while calling the 'NAME' builtin" frame.
+    pub fn primop_no_trace(&mut self, name: &'static str, arity: usize, func: BuiltinFn) {
+        let short = name.strip_prefix("__").unwrap_or(name);
+        let op = Rc::new(PrimOp {
+            name: short,
+            arity,
+            func,
+            add_trace: false,
+        });
+        self.entries.push((name, Value::PrimOp(op)));
+    }
     /// Registers a constant.
     pub fn constant(&mut self, name: &'static str, v: Value) {
         self.entries.push((name, v));
