@@ -163,6 +163,8 @@ pub struct CacheStats {
     pub rebuilds: u64,
     /// Rows written but not yet committed.
     pub pending_rows: u64,
+    /// True once a rebuild failed: the handle then answers only misses.
+    pub disabled: bool,
 }
 
 #[derive(Default)]
@@ -211,7 +213,14 @@ struct Pending {
     next_id: i64,
     next_seq: u64,
     count: u64,
+    /// Decoded name lists of recently used complete attribute sets, by row id,
+    /// so that walking the children of a large set does not decode its name
+    /// list once per child. Invalidated by every write to that row.
+    names: HashMap<i64, Arc<[String]>>,
 }
+
+/// Bound on [`Pending::names`]; the memo is simply cleared when it is full.
+const NAMES_MEMO: usize = 64;
 
 /// One open database generation.
 struct Backend {
@@ -250,6 +259,9 @@ struct Shared {
     counters: Arc<Counters>,
     backend: RwLock<Arc<Backend>>,
     next_generation: AtomicU64,
+    /// Set when a rebuild failed: from then on every lookup is a miss and
+    /// every write is dropped (no rebuild storm on a hopeless file).
+    disabled: AtomicBool,
 }
 
 /// A handle to the eval cache of one fingerprint. Clone it freely; it is
@@ -294,6 +306,7 @@ impl EvalCache {
                 counters,
                 backend: RwLock::new(Arc::new(backend)),
                 next_generation: AtomicU64::new(1),
+                disabled: AtomicBool::new(false),
             }),
         })
     }
@@ -305,6 +318,9 @@ impl EvalCache {
 
     /// True if this handle may write (it holds the database's write lock).
     pub fn is_writable(&self) -> bool {
+        if self.shared.disabled.load(Ordering::Acquire) {
+            return false;
+        }
         let backend = self.backend();
         lock(&backend.sender).is_some()
     }
@@ -324,14 +340,18 @@ impl EvalCache {
             dropped_writes: get(&c.dropped_writes),
             rebuilds: get(&c.rebuilds),
             pending_rows: get(&c.pending_rows),
+            disabled: self.shared.disabled.load(Ordering::Acquire),
         }
     }
 
     /// The root attribute (the flake's output attribute set, or whatever the
     /// caller caches at the top). It is created as a placeholder when absent.
     pub fn root(&self) -> Cursor {
-        let backend = self.backend();
         let name: Arc<str> = Arc::from("");
+        if self.shared.disabled.load(Ordering::Acquire) {
+            return Cursor::dead(0, name);
+        }
+        let backend = self.backend();
         match self.resolve(&backend, 0, &name, CachedValue::Placeholder) {
             Some((cursor, _)) => cursor,
             None => Cursor::dead(0, name),
@@ -539,7 +559,7 @@ impl EvalCache {
 
     /// The current backend if `cursor` belongs to it.
     fn backend_for(&self, cursor: &Cursor) -> Option<Arc<Backend>> {
-        if cursor.is_dead() {
+        if cursor.is_dead() || self.shared.disabled.load(Ordering::Acquire) {
             return None;
         }
         let backend = self.backend();
@@ -571,19 +591,30 @@ impl EvalCache {
                 ),
             };
         }
-        match self.row(backend, parent.parent, &parent.name) {
-            Some((_, CachedValue::Attrs(names))) => {
-                if names.binary_search_by(|n| n.as_str().cmp(name)).is_ok() {
-                    let name: Arc<str> = Arc::from(name);
-                    match self.resolve(backend, parent.id, &name, CachedValue::Placeholder) {
-                        Some((cursor, value)) => Lookup::Hit(cursor, value),
-                        None => Lookup::Unknown,
+        let memo = lock(&backend.pending).names.get(&parent.id).cloned();
+        let names = match memo {
+            Some(names) => names,
+            None => match self.row(backend, parent.parent, &parent.name) {
+                Some((id, CachedValue::Attrs(names))) if id == parent.id => {
+                    let names: Arc<[String]> = names.into();
+                    let mut pending = lock(&backend.pending);
+                    if pending.names.len() >= NAMES_MEMO {
+                        pending.names.clear();
                     }
-                } else {
-                    Lookup::Missing
+                    pending.names.insert(id, names.clone());
+                    names
                 }
+                _ => return Lookup::Unknown,
+            },
+        };
+        if names.binary_search_by(|n| n.as_str().cmp(name)).is_ok() {
+            let name: Arc<str> = Arc::from(name);
+            match self.resolve(backend, parent.id, &name, CachedValue::Placeholder) {
+                Some((cursor, value)) => Lookup::Hit(cursor, value),
+                None => Lookup::Unknown,
             }
-            _ => Lookup::Unknown,
+        } else {
+            Lookup::Missing
         }
     }
 
@@ -659,6 +690,7 @@ impl EvalCache {
     ) -> Row {
         let seq = pending.next_seq;
         pending.next_seq += 1;
+        pending.names.remove(&id);
         let previous = pending.rows.entry(parent).or_default().insert(
             name.clone(),
             PendingRow {
@@ -775,8 +807,8 @@ impl EvalCache {
             Ok(fresh) => *slot = Arc::new(fresh),
             Err(e) => {
                 tracing::error!(error = %e, "eval cache rebuild failed; caching disabled for this handle");
-                // Keep the broken backend but stop retrying: clear the flag so
-                // lookups degrade to misses without a rebuild storm.
+                // Keep the broken backend but stop using and rebuilding it.
+                self.shared.disabled.store(true, Ordering::Release);
                 broken.broken.store(false, Ordering::Release);
             }
         }
@@ -1094,6 +1126,7 @@ fn open_backend(
         rows: HashMap::new(),
         next_id,
         next_seq: 0,
+        names: HashMap::new(),
         count: 0,
     }));
     let broken = Arc::new(AtomicBool::new(false));

@@ -9,6 +9,7 @@
 //! * [`schema`] / [`db`]: the SQLite attribute cache ([`EvalCache`], cursors,
 //!   batched background writes, corruption recovery);
 //! * [`freshness`]: cheap content keys of source trees (`path:` flakes, dirty git);
+//! * [`registry`]: one shared handle per fingerprint ([`CacheRegistry`]);
 //! * [`lru`]: warm-tree bookkeeping for the daemon ([`WarmLru`]).
 //!
 //! Invariant kept crate-wide: a cache can only ever make an answer faster,
@@ -20,6 +21,7 @@ pub mod error;
 pub mod fingerprint;
 pub mod freshness;
 pub mod lru;
+pub mod registry;
 pub mod schema;
 
 pub use db::{CacheOptions, CacheStats, Cursor, EvalCache, Lookup, db_path, default_cache_dir};
@@ -27,4 +29,5 @@ pub use error::CacheError;
 pub use fingerprint::{Fingerprint, FingerprintId, SourceIdentity};
 pub use freshness::{ContentKey, FileSet, TreeIndex};
 pub use lru::{LruStats, WarmLru};
+pub use registry::CacheRegistry;
 pub use schema::{CachedValue, SCHEMA_VERSION};

@@ -378,3 +378,37 @@ fn concurrent_writers_agree_on_ids() {
         );
     }
 }
+
+#[test]
+fn walking_a_large_complete_set_is_linear() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let cache = EvalCache::open(
+        dir.path(),
+        &fingerprint("big").id(),
+        CacheOptions::default(),
+    )
+    .expect("open");
+    let root = cache.root();
+    let names: Vec<String> = (0..20_000).map(|i| format!("package-{i:05}")).collect();
+    cache.set(&root, CachedValue::Attrs(names.clone()));
+    cache.flush().expect("flush");
+    let start = std::time::Instant::now();
+    // Each child is a placeholder (created on first lookup), then gets a value.
+    for name in &names {
+        let (c, v) = hit(cache.child(&root, name));
+        assert_eq!(v, CachedValue::Placeholder);
+        cache.set(&c, CachedValue::Derivation);
+    }
+    assert_eq!(cache.child(&root, "package-99999"), Lookup::Missing);
+    cache.flush().expect("flush");
+    // Decoding the 20k-name list once per child would take minutes here.
+    assert!(
+        start.elapsed() < std::time::Duration::from_secs(60),
+        "took {:?}",
+        start.elapsed()
+    );
+    assert_eq!(
+        hit(cache.child(&root, "package-12345")).1,
+        CachedValue::Derivation
+    );
+}
