@@ -1,0 +1,1 @@
+assert builtins.elem 3 [ 1 2 ]; 1

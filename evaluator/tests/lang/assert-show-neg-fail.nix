@@ -1,0 +1,1 @@
+let n = 5; in assert -n > 0; 1

@@ -1,0 +1,1 @@
+assert ./foo == 1.5 || null == true; 1

@@ -1,0 +1,1 @@
+let s = { a.b = false; }; in assert s.a.b; 1

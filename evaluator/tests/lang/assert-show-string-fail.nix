@@ -1,0 +1,1 @@
+let x = "a"; in assert x == "b\n${x}"; 1

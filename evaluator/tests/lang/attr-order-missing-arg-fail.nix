@@ -1,0 +1,1 @@
+({ zeta, beta, alpha }: zeta) { }

@@ -1,0 +1,1 @@
+({ zeta }: zeta) { zeta = 1; beta = 2; alpha = 3; }
