@@ -1,0 +1,98 @@
+#!/usr/bin/env bash
+# Regenerates store/tests/flake-golden/* with the reference Nix 2.26
+# (/work/shared/oracle/nix, or $NIX_ORACLE). Needs git and python3; the tests that read the
+# output need neither the oracle nor python.
+#   flakerefs.json        parseFlakeRef + flakeRefToString for every line of flakerefs.txt
+#   flakeref-attrs.json   flakeRefToString for every attribute set in flakeref-attrs.txt
+#   locks/*.lock          flake.lock files `nix flake lock` wrote for the fixture flakes
+#   fetch.json            builtins.fetchTree results for the fixture repo/tree/tarball
+# Fixtures come from scripts/flake-fixtures.sh under /tmp/flaked-fixtures.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ROOT=$PWD
+ORACLE=${NIX_ORACLE:-/work/shared/oracle/nix}
+OUT=$ROOT/store/tests/flake-golden
+FX=/tmp/flaked-fixtures
+bash "$ROOT/scripts/flake-fixtures.sh" "$FX" >/dev/null
+mkdir -p "$OUT/locks"
+
+cd /tmp   # the oracle sees /tmp at the same path
+export ORACLE OUT FX
+python3 - <<'PY'
+import json, os, subprocess, re
+
+oracle = os.environ["ORACLE"]; out = os.environ["OUT"]; fx = os.environ["FX"]
+
+def nix_str(s):
+    return '"' + s.replace('\\', '\\\\').replace('"', '\\"').replace('${', '\\${') + '"'
+
+def run(expr, impure=False):
+    args = [oracle, "eval", "--json", "--expr", expr] + (["--impure"] if impure else [])
+    p = subprocess.run(args, capture_output=True, text=True)
+    if p.returncode == 0:
+        return {"ok": json.loads(p.stdout)}
+    err = p.stderr
+    i = err.rfind("error: ")
+    msg = err[i + len("error: "):] if i >= 0 else err
+    msg = "\n".join(l.strip() for l in msg.strip().splitlines())
+    return {"error": msg}
+
+refs = []
+for line in open(os.path.join(out, "flakerefs.txt")):
+    ref = line.rstrip("\n")
+    if not ref:
+        continue
+    r = run("let r = builtins.parseFlakeRef %s; in { attrs = r; string = builtins.flakeRefToString r; }" % nix_str(ref))
+    e = {"ref": ref}
+    if "ok" in r:
+        e["attrs"] = r["ok"]["attrs"]; e["string"] = r["ok"]["string"]
+    else:
+        e["error"] = r["error"]
+    refs.append(e)
+with open(os.path.join(out, "flakerefs.json"), "w") as f:
+    json.dump(refs, f, indent=1, sort_keys=True); f.write("\n")
+
+attrs = []
+for line in open(os.path.join(out, "flakeref-attrs.txt")):
+    a = line.strip()
+    if not a:
+        continue
+    j = run(a)["ok"]
+    r = run("builtins.flakeRefToString (%s)" % a)
+    e = {"attrs": j}
+    if "ok" in r:
+        e["string"] = r["ok"]
+    else:
+        e["error"] = r["error"]
+    attrs.append(e)
+with open(os.path.join(out, "flakeref-attrs.json"), "w") as f:
+    json.dump(attrs, f, indent=1, sort_keys=True); f.write("\n")
+
+for name in ["leaf", "mid", "top", "gitdep"]:
+    d = os.path.join(fx, "flakes", name)
+    p = subprocess.run([oracle, "flake", "lock"], cwd=d, capture_output=True, text=True)
+    if p.returncode != 0:
+        raise SystemExit("nix flake lock failed in %s: %s" % (d, p.stderr))
+    lock = os.path.join(d, "flake.lock")
+    if os.path.exists(lock):
+        with open(lock, "rb") as src, open(os.path.join(out, "locks", name + ".lock"), "wb") as dst:
+            dst.write(src.read())
+
+fetches = {}
+cases = {
+    "repo-workdir": '{ type = "git"; url = "file://%s/repo"; }' % fx,
+    "repo-main": '{ type = "git"; url = "file://%s/repo"; ref = "main"; }' % fx,
+    "repo-tag": '{ type = "git"; url = "file://%s/repo"; ref = "v1"; }' % fx,
+    "repo-feature": '{ type = "git"; url = "file://%s/repo"; ref = "refs/heads/feature"; }' % fx,
+    "repo-rev": '{ type = "git"; url = "file://%s/repo"; rev = "9c37a80c336b585c95959b8130b96aecfeccd445"; ref = "main"; }' % fx,
+    "dirty": '{ type = "git"; url = "file://%s/dirty"; }' % fx,
+    "tree": '{ type = "path"; path = "%s/tree"; }' % fx,
+    "tarball": '{ type = "tarball"; url = "file://%s/src.tar.gz"; }' % fx,
+}
+for k, a in cases.items():
+    r = run("removeAttrs (builtins.fetchTree (%s)) [ \"outPath\" ]" % a, impure=True)
+    fetches[k] = r.get("ok", {"error": r.get("error")})
+with open(os.path.join(out, "fetch.json"), "w") as f:
+    json.dump(fetches, f, indent=1, sort_keys=True); f.write("\n")
+PY
+echo "goldens written to $OUT"

@@ -1,0 +1,481 @@
+//! The `git` fetcher for local repositories (`git+file:`), built on gix: commit mode (a `ref`
+//! or `rev` is given, or the repository is bare) exports the commit's tree; work-tree mode
+//! (neither given) exposes only the files Git tracks, as they are on disk, and reports a dirty
+//! tree as `dirtyRev`/`dirtyShortRev` = `<HEAD>-dirty`.
+//!
+//! Invariant: the attributes returned (`ref`, `rev`, `revCount`, `lastModified`, `dirtyRev`,
+//! `dirtyShortRev`) and the tree (hence the `narHash`) are the ones Nix 2.26 produces for the
+//! same repository state; untracked files are never visible.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use super::FetchError;
+use super::cache::FetcherCache;
+use super::fetch::{FetchSettings, nar_hash_of};
+use super::input::{GitInput, Input, InputKind, parse_rev};
+use super::url::parse_url;
+use super::attrs::{Attr, Attrs, maybe_get_int, maybe_get_str};
+
+const NULL_REV: &str = "0000000000000000000000000000000000000000";
+
+/// What kind of file a tracked path is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum FileKind {
+    Regular,
+    Executable,
+    Symlink,
+    Submodule,
+}
+
+/// The state of a work tree (Nix's `WorkdirInfo`).
+#[derive(Debug, Clone)]
+pub struct WorkdirInfo {
+    /// Tracked files that exist in the work tree, relative paths with `/`.
+    pub files: Vec<String>,
+    /// HEAD commit, if there are commits.
+    pub head_rev: Option<String>,
+    /// Whether the index differs from HEAD or the work tree from the index (untracked files
+    /// do not count).
+    pub is_dirty: bool,
+    /// The full name of the branch HEAD points at (`refs/heads/main`), if any.
+    pub head_ref: Option<String>,
+}
+
+fn git_err(repo: &Path) -> impl Fn(&dyn std::fmt::Display) -> FetchError + '_ {
+    move |e| FetchError::git(format!("Git repository '{}'", repo.display()), e)
+}
+
+fn open(path: &Path) -> Result<gix::Repository, FetchError> {
+    gix::open(path).map_err(|e| {
+        FetchError::git(format!("opening Git repository '{}'", path.display()), e)
+    })
+}
+
+fn kind_of_tree_entry(mode: gix::objs::tree::EntryMode) -> Option<FileKind> {
+    if mode.is_tree() {
+        None
+    } else if mode.is_commit() {
+        Some(FileKind::Submodule)
+    } else if mode.is_link() {
+        Some(FileKind::Symlink)
+    } else if mode.is_executable() {
+        Some(FileKind::Executable)
+    } else {
+        Some(FileKind::Regular)
+    }
+}
+
+/// Flattened tree of a commit: path → (kind, blob id).
+fn flatten_commit(
+    repo: &gix::Repository,
+    rev: gix::ObjectId,
+) -> Result<BTreeMap<String, (FileKind, gix::ObjectId)>, FetchError> {
+    let e = |x: &dyn std::fmt::Display| {
+        FetchError::git(format!("reading the tree of commit {rev}"), x)
+    };
+    let commit = repo.find_commit(rev).map_err(|x| e(&x))?;
+    let tree = commit.tree().map_err(|x| e(&x))?;
+    let mut rec = gix::traverse::tree::Recorder::default();
+    tree.traverse().breadthfirst(&mut rec).map_err(|x| e(&x))?;
+    let mut out = BTreeMap::new();
+    for r in rec.records {
+        if let Some(k) = kind_of_tree_entry(r.mode) {
+            out.insert(r.filepath.to_string(), (k, r.oid));
+        }
+    }
+    Ok(out)
+}
+
+fn index_kind(mode: gix::index::entry::Mode) -> Option<FileKind> {
+    use gix::index::entry::Mode;
+    if mode == Mode::FILE {
+        Some(FileKind::Regular)
+    } else if mode == Mode::FILE_EXECUTABLE {
+        Some(FileKind::Executable)
+    } else if mode == Mode::SYMLINK {
+        Some(FileKind::Symlink)
+    } else if mode == Mode::COMMIT {
+        Some(FileKind::Submodule)
+    } else {
+        None
+    }
+}
+
+/// The kind and Git blob id of a work-tree file, or `None` if it does not exist.
+fn worktree_state(
+    path: &Path,
+) -> Result<Option<(FileKind, gix::ObjectId)>, FetchError> {
+    use std::os::unix::fs::PermissionsExt;
+    let meta = match std::fs::symlink_metadata(path) {
+        Ok(m) => m,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(FetchError::io(format!("getting status of '{}'", path.display()), e)),
+    };
+    let (kind, data) = if meta.file_type().is_symlink() {
+        let t = std::fs::read_link(path)
+            .map_err(|e| FetchError::io(format!("reading link '{}'", path.display()), e))?;
+        (FileKind::Symlink, t.into_os_string().into_encoded_bytes())
+    } else if meta.is_file() {
+        let d = std::fs::read(path)
+            .map_err(|e| FetchError::io(format!("reading '{}'", path.display()), e))?;
+        let k = if meta.permissions().mode() & 0o100 != 0 {
+            FileKind::Executable
+        } else {
+            FileKind::Regular
+        };
+        (k, d)
+    } else if meta.is_dir() {
+        return Ok(Some((FileKind::Submodule, gix::ObjectId::null(gix::hash::Kind::Sha1))));
+    } else {
+        return Ok(None);
+    };
+    let id = gix::objs::compute_hash(gix::hash::Kind::Sha1, gix::objs::Kind::Blob, &data)
+        .map_err(|e| FetchError::git(format!("hashing '{}'", path.display()), e))?;
+    Ok(Some((kind, id)))
+}
+
+/// Nix's `getWorkdirInfo`: tracked files, HEAD, dirtiness.
+pub fn workdir_info(repo_path: &Path) -> Result<WorkdirInfo, FetchError> {
+    let repo = open(repo_path)?;
+    let ge = git_err(repo_path);
+    let head_rev = repo.head_id().ok().map(|id| id.detach());
+    let head_ref = repo
+        .head_name()
+        .map_err(|e| ge(&e))?
+        .map(|n| n.as_bstr().to_string());
+    let head_tree = match head_rev {
+        Some(r) => flatten_commit(&repo, r)?,
+        None => BTreeMap::new(),
+    };
+    let index = repo.index_or_empty().map_err(|e| ge(&e))?;
+    let workdir = repo.workdir().map(Path::to_path_buf).unwrap_or_else(|| repo_path.to_path_buf());
+    let mut files = Vec::new();
+    let mut is_dirty = false;
+    let mut in_index = std::collections::BTreeSet::new();
+    for entry in index.entries() {
+        let path = entry.path(&index).to_string();
+        if entry.stage_raw() != 0 {
+            // Unmerged entry: a conflict is a dirty tree.
+            is_dirty = true;
+            in_index.insert(path);
+            continue;
+        }
+        let Some(kind) = index_kind(entry.mode) else { continue };
+        in_index.insert(path.clone());
+        // Index vs HEAD.
+        match head_tree.get(&path) {
+            Some((k, id)) if *k == kind && *id == entry.id => {}
+            _ => is_dirty = true,
+        }
+        // Work tree vs index.
+        let wt = worktree_state(&workdir.join(&path))?;
+        match (kind, wt) {
+            (_, None) => {
+                is_dirty = true;
+                continue; // deleted in the work tree: not visible
+            }
+            (FileKind::Submodule, Some(_)) => {}
+            (k, Some((wk, id))) => {
+                if wk != k || id != entry.id {
+                    is_dirty = true;
+                }
+            }
+        }
+        files.push(path);
+    }
+    if head_tree.keys().any(|p| !in_index.contains(p)) {
+        is_dirty = true; // deleted from the index
+    }
+    Ok(WorkdirInfo { files, head_rev: head_rev.map(|r| r.to_string()), is_dirty, head_ref })
+}
+
+fn write_file(dest: &Path, data: &[u8], executable: bool) -> Result<(), FetchError> {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::write(dest, data)
+        .map_err(|e| FetchError::io(format!("writing '{}'", dest.display()), e))?;
+    let mode = if executable { 0o555 } else { 0o444 };
+    std::fs::set_permissions(dest, std::fs::Permissions::from_mode(mode))
+        .map_err(|e| FetchError::io(format!("setting permissions of '{}'", dest.display()), e))
+}
+
+fn ensure_parent(dest: &Path) -> Result<(), FetchError> {
+    if let Some(p) = dest.parent() {
+        std::fs::create_dir_all(p)
+            .map_err(|e| FetchError::io(format!("creating '{}'", p.display()), e))?;
+    }
+    Ok(())
+}
+
+/// Write the tree of commit `rev` into `dest` (which must not exist).
+fn export_commit(repo: &gix::Repository, rev: gix::ObjectId, dest: &Path) -> Result<(), FetchError> {
+    std::fs::create_dir_all(dest)
+        .map_err(|e| FetchError::io(format!("creating '{}'", dest.display()), e))?;
+    for (path, (kind, id)) in flatten_commit(repo, rev)? {
+        let target = dest.join(&path);
+        if kind == FileKind::Submodule {
+            continue;
+        }
+        ensure_parent(&target)?;
+        let obj = repo
+            .find_object(id)
+            .map_err(|e| FetchError::git(format!("reading blob {id} ('{path}')"), e))?;
+        match kind {
+            FileKind::Symlink => {
+                let t = std::ffi::OsStr::from_bytes_compat(&obj.data);
+                std::os::unix::fs::symlink(t, &target).map_err(|e| {
+                    FetchError::io(format!("creating symlink '{}'", target.display()), e)
+                })?;
+            }
+            k => write_file(&target, &obj.data, k == FileKind::Executable)?,
+        }
+    }
+    Ok(())
+}
+
+trait FromBytesCompat {
+    fn from_bytes_compat(b: &[u8]) -> &std::ffi::OsStr;
+}
+impl FromBytesCompat for std::ffi::OsStr {
+    fn from_bytes_compat(b: &[u8]) -> &std::ffi::OsStr {
+        use std::os::unix::ffi::OsStrExt;
+        std::ffi::OsStr::from_bytes(b)
+    }
+}
+
+/// Copy the tracked files of a work tree into `dest`.
+fn export_workdir(workdir: &Path, files: &[String], dest: &Path) -> Result<(), FetchError> {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::create_dir_all(dest)
+        .map_err(|e| FetchError::io(format!("creating '{}'", dest.display()), e))?;
+    for f in files {
+        let src = workdir.join(f);
+        let target = dest.join(f);
+        let meta = std::fs::symlink_metadata(&src)
+            .map_err(|e| FetchError::io(format!("getting status of '{}'", src.display()), e))?;
+        if meta.is_dir() {
+            continue; // a submodule checkout: not part of this repository's tree
+        }
+        ensure_parent(&target)?;
+        if meta.file_type().is_symlink() {
+            let t = std::fs::read_link(&src)
+                .map_err(|e| FetchError::io(format!("reading link '{}'", src.display()), e))?;
+            std::os::unix::fs::symlink(&t, &target).map_err(|e| {
+                FetchError::io(format!("creating symlink '{}'", target.display()), e)
+            })?;
+        } else {
+            let data = std::fs::read(&src)
+                .map_err(|e| FetchError::io(format!("reading '{}'", src.display()), e))?;
+            write_file(&target, &data, meta.permissions().mode() & 0o100 != 0)?;
+        }
+    }
+    Ok(())
+}
+
+/// Commit time of `rev` (Nix's `getLastModified`).
+fn commit_time(repo: &gix::Repository, rev: gix::ObjectId) -> Result<u64, FetchError> {
+    let c = repo
+        .find_commit(rev)
+        .map_err(|e| FetchError::git(format!("reading commit {rev}"), e))?;
+    let t = c.time().map_err(|e| FetchError::git(format!("reading commit {rev}"), e))?;
+    Ok(t.seconds.max(0) as u64)
+}
+
+/// Number of commits reachable from `rev` (Nix's `getRevCount`).
+fn rev_count(repo: &gix::Repository, rev: gix::ObjectId) -> Result<u64, FetchError> {
+    let walk = repo
+        .rev_walk([rev])
+        .all()
+        .map_err(|e| FetchError::git(format!("walking history of {rev}"), e))?;
+    let mut n = 0u64;
+    for c in walk {
+        c.map_err(|e| FetchError::git(format!("walking history of {rev}"), e))?;
+        n += 1;
+    }
+    Ok(n)
+}
+
+/// Resolve a ref name as `git rev-parse REF^{commit}` would.
+fn resolve_ref(repo: &gix::Repository, repo_path: &Path, r: &str) -> Result<gix::ObjectId, FetchError> {
+    let id = repo.rev_parse_single(r).map_err(|e| {
+        FetchError::git(format!("resolving Git reference '{r}' in '{}'", repo_path.display()), e)
+    })?;
+    let obj = id.object().map_err(|e| FetchError::git(format!("reading '{r}'"), e))?;
+    let commit = obj
+        .peel_to_commit()
+        .map_err(|e| FetchError::git(format!("'{r}' does not name a commit"), e))?;
+    Ok(commit.id)
+}
+
+/// The tree and facts of one commit, cached by revision.
+fn fetch_commit_tree(
+    repo: &gix::Repository,
+    rev: gix::ObjectId,
+    cache: &FetcherCache,
+    with_rev_count: bool,
+) -> Result<(PathBuf, crate::hash::Hash, u64, Option<u64>), FetchError> {
+    let key: Attrs = [("rev".to_owned(), Attr::String(rev.to_string()))].into_iter().collect();
+    if let Some(f) = cache.lookup_fact("gitRevTree", &key) {
+        if let (Ok(Some(h)), Ok(Some(lm))) =
+            (maybe_get_str(&f, "narHash"), maybe_get_int(&f, "lastModified"))
+        {
+            if let Ok(hash) = crate::hash::Hash::parse_sri(&h) {
+                if let Some(tree) = cache.lookup_tree(&hash) {
+                    let rc = match maybe_get_int(&f, "revCount").ok().flatten() {
+                        Some(rc) => Some(rc),
+                        None if with_rev_count => Some(rev_count(repo, rev)?),
+                        None => None,
+                    };
+                    return Ok((tree, hash, lm, rc.filter(|_| with_rev_count)));
+                }
+            }
+        }
+    }
+    let tmp = cache.temp_dir()?;
+    let dest = tmp.path().join("tree");
+    export_commit(repo, rev, &dest)?;
+    let hash = nar_hash_of(&dest)?;
+    let tree = cache.insert_tree(&dest, &hash)?;
+    let lm = commit_time(repo, rev)?;
+    let rc = if with_rev_count { Some(rev_count(repo, rev)?) } else { None };
+    let mut facts = Attrs::new();
+    facts.insert("narHash".into(), Attr::String(hash.to_sri()));
+    facts.insert("lastModified".into(), Attr::Int(lm));
+    if let Some(rc) = rc {
+        facts.insert("revCount".into(), Attr::Int(rc));
+    }
+    cache.upsert_fact("gitRevTree", &key, &facts)?;
+    Ok((tree, hash, lm, rc))
+}
+
+/// Fetch a `git` input. Returns the tree, its NAR hash and the input with the attributes the
+/// fetch determined.
+pub fn fetch_git(
+    input: &Input,
+    g: &GitInput,
+    settings: &FetchSettings,
+    cache: &FetcherCache,
+) -> Result<(PathBuf, crate::hash::Hash, Input), FetchError> {
+    let url = parse_url(&g.url)?;
+    if url.scheme != "file" {
+        return Err(FetchError::invalid(format!(
+            "cannot fetch Git repository '{}': only local repositories (file URLs) are supported",
+            g.url
+        )));
+    }
+    if g.submodules == Some(true) {
+        tracing::warn!("Git submodules of '{}' are not fetched (not supported)", g.url);
+    }
+    let repo_path = PathBuf::from(&url.path);
+    let is_bare = !repo_path.join(".git").exists();
+    let repo = open(&repo_path)?;
+    let mut res = g.clone();
+    let rev_given = input.rev_hash()?;
+    if let Some(h) = &rev_given {
+        if !matches!(h.algo(), crate::hash::HashAlgo::Sha1 | crate::hash::HashAlgo::Sha256) {
+            return Err(FetchError::invalid(format!(
+                "Hash '{}' is not supported by Git. Supported types are sha1 and sha256.",
+                h.to_string(crate::hash::HashFormat::Base16, true)
+            )));
+        }
+    }
+    let shallow = g.shallow == Some(true);
+
+    if g.ref_.is_some() || rev_given.is_some() || is_bare {
+        // Commit mode.
+        let r = match &g.ref_ {
+            Some(r) => r.clone(),
+            None => match repo.head_name().ok().flatten() {
+                Some(n) => n.as_bstr().to_string(),
+                None => {
+                    tracing::warn!(
+                        "could not read HEAD ref from repo at '{}', using 'master'",
+                        repo_path.display()
+                    );
+                    "master".into()
+                }
+            },
+        };
+        res.ref_ = Some(r.clone());
+        let rev = match &rev_given {
+            Some(h) => {
+                let id = gix::ObjectId::from_hex(h.to_base16().as_bytes())
+                    .map_err(|e| FetchError::git("parsing revision", e))?;
+                if repo.find_object(id).is_err() {
+                    return Err(FetchError::invalid(format!(
+                        "Cannot find Git revision '{}' in ref '{r}' of repository '{}'! Please make sure that the \x1b[1mrev\x1b[0m exists on the \x1b[1mref\x1b[0m you've specified or add \x1b[1mallRefs = true;\x1b[0m to \x1b[1mfetchGit\x1b[0m.",
+                        h.to_base16(),
+                        repo_path.display()
+                    )));
+                }
+                id
+            }
+            None => resolve_ref(&repo, &repo_path, &r)?,
+        };
+        let (tree, hash, lm, rc) = fetch_commit_tree(&repo, rev, cache, !shallow)?;
+        res.rev = Some(rev.to_string());
+        res.rev_count = rc;
+        res.last_modified = Some(lm);
+        return Ok((tree, hash, Input { kind: InputKind::Git(res), is_final: input.is_final }));
+    }
+
+    // Work-tree mode.
+    let info = workdir_info(&repo_path)?;
+    let head = match &info.head_rev {
+        Some(h) => Some(
+            gix::ObjectId::from_hex(h.as_bytes()).map_err(|e| FetchError::git("parsing HEAD", e))?,
+        ),
+        None => None,
+    };
+    let lm = match head {
+        Some(h) => commit_time(&repo, h)?,
+        None => 0,
+    };
+    if !info.is_dirty {
+        if let Some(r) = &info.head_ref {
+            res.ref_ = Some(r.clone());
+        }
+        let (tree, hash) = match head {
+            Some(h) => {
+                let (tree, hash, _, rc) = fetch_commit_tree(&repo, h, cache, true)?;
+                res.rev_count = rc;
+                (tree, hash)
+            }
+            None => {
+                res.rev_count = Some(0);
+                export_to_cache(&repo_path, &info.files, cache)?
+            }
+        };
+        res.rev = Some(info.head_rev.clone().unwrap_or_else(|| NULL_REV.into()));
+        res.last_modified = Some(lm);
+        return Ok((tree, hash, Input { kind: InputKind::Git(res), is_final: input.is_final }));
+    }
+    if !settings.allow_dirty {
+        return Err(FetchError::invalid(format!("Git tree '{}' is dirty", repo_path.display())));
+    }
+    if settings.warn_dirty {
+        tracing::warn!("Git tree '{}' is dirty", repo_path.display());
+    }
+    if let Some(h) = &info.head_rev {
+        res.dirty_rev = Some(format!("{h}-dirty"));
+        res.dirty_short_rev = Some(format!("{}-dirty", &h[..7]));
+    }
+    res.last_modified = Some(lm);
+    let (tree, hash) = export_to_cache(&repo_path, &info.files, cache)?;
+    // A dirty tree is not locked: the rev it might carry from the input is dropped.
+    let _ = parse_rev;
+    Ok((tree, hash, Input { kind: InputKind::Git(res), is_final: input.is_final }))
+}
+
+fn export_to_cache(
+    workdir: &Path,
+    files: &[String],
+    cache: &FetcherCache,
+) -> Result<(PathBuf, crate::hash::Hash), FetchError> {
+    let tmp = cache.temp_dir()?;
+    let dest = tmp.path().join("tree");
+    export_workdir(workdir, files, &dest)?;
+    let hash = nar_hash_of(&dest)?;
+    let tree = cache.insert_tree(&dest, &hash)?;
+    Ok((tree, hash))
+}
