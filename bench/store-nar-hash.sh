@@ -9,10 +9,17 @@ RUNS=${1:-5}
 NIX=${NIX:-/work/shared/oracle/nix}
 REPO=$(cd "$(dirname "$0")/.." && pwd)
 export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$REPO/target-store}
-PROFILE=${PROFILE:-release}
-cargo build -q --profile "$PROFILE" -p flaked-store --bin flaked-store-tool
-TOOL=$CARGO_TARGET_DIR/$PROFILE/flaked-store-tool
-[ "$PROFILE" = dev ] && TOOL=$CARGO_TARGET_DIR/debug/flaked-store-tool
+# Default: the dev profile (dependencies are built at opt-level 2 by the workspace) with this
+# crate at opt-level 3, which avoids a full release build on the shared machine.
+# PROFILE=release uses the real release profile instead.
+PROFILE=${PROFILE:-dev-opt}
+if [ "$PROFILE" = release ]; then
+  cargo build -q --release -p flaked-store --bin flaked-store-tool
+  TOOL=$CARGO_TARGET_DIR/release/flaked-store-tool
+else
+  cargo build -q -p flaked-store --bin flaked-store-tool --config 'profile.dev.package.flaked-store.opt-level=3'
+  TOOL=$CARGO_TARGET_DIR/debug/flaked-store-tool
+fi
 
 B=${BENCH_DIR:-/tmp/store-bench}
 mkdir -p "$B"

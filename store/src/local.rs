@@ -1,0 +1,883 @@
+//! The local store: store objects on disk under a physical root plus Nix's SQLite database.
+//!
+//! Layout matches Nix's `local?root=R` store: objects live at `R + <store dir>/<base name>`,
+//! the database at `R/nix/var/nix/db/db.sqlite` (schema version 10, tables `ValidPaths`,
+//! `Refs`, `DerivationOutputs`), so a real Nix can read a store this module wrote.
+//!
+//! Invariant: a path is registered in `ValidPaths` only after its complete contents are on
+//! disk, synced, canonicalised (read-only, mtime 1) and renamed into place; registration and
+//! its references happen in one SQLite transaction. A crash at any point leaves either a
+//! temporary (`.flaked-add-*`) entry or an unregistered object, both of which are replaced
+//! on the next add. Concurrent adders of the same path serialise on a per-path lock file
+//! (`<path>.lock`, `flock`), the way Nix's `PathLocks` do.
+
+use std::collections::BTreeSet;
+use std::fs;
+use std::io::{self, Write};
+use std::os::fd::AsRawFd;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use rusqlite::{Connection, OptionalExtension, params};
+use thiserror::Error;
+
+use crate::derivation::{
+    Derivation, DerivationError, DrvHashCache, DrvSource, hash_derivation_modulo,
+};
+use crate::hash::{Hash, HashAlgo};
+use crate::nar::{self, FlatHasher, NarError, NarHasher, NarSink, PathFilter, Restorer, TeeSink};
+use crate::store_path::{
+    ContentAddress, ContentAddressMethod, FileIngestionMethod, StoreDir, StorePath, StorePathError,
+    StoreReferences,
+};
+
+/// The database schema version Nix 2.26 writes in `db/schema`.
+pub const SCHEMA_VERSION: u32 = 10;
+
+const SCHEMA_SQL: &str = "
+create table if not exists ValidPaths (
+    id               integer primary key autoincrement not null,
+    path             text unique not null,
+    hash             text not null,
+    registrationTime integer not null,
+    deriver          text,
+    narSize          integer,
+    ultimate         integer,
+    sigs             text,
+    ca               text
+);
+create table if not exists Refs (
+    referrer  integer not null,
+    reference integer not null,
+    primary key (referrer, reference),
+    foreign key (referrer) references ValidPaths(id) on delete cascade,
+    foreign key (reference) references ValidPaths(id) on delete restrict
+);
+create index if not exists IndexReferrer on Refs(referrer);
+create index if not exists IndexReference on Refs(reference);
+create trigger if not exists DeleteSelfRefs before delete on ValidPaths
+  begin
+    delete from Refs where referrer = old.id and reference = old.id;
+  end;
+create table if not exists DerivationOutputs (
+    drv  integer not null,
+    id   text not null,
+    path text not null,
+    primary key (drv, id),
+    foreign key (drv) references ValidPaths(id) on delete cascade
+);
+create index if not exists IndexDerivationOutputs on DerivationOutputs(path);
+";
+
+/// Errors from the local store.
+#[derive(Debug, Error)]
+pub enum StoreError {
+    #[error("{context} '{path}': {source}")]
+    Io {
+        context: &'static str,
+        path: PathBuf,
+        source: io::Error,
+    },
+    #[error("database '{path}': {source}")]
+    Db {
+        path: PathBuf,
+        source: rusqlite::Error,
+    },
+    #[error("current Nix store schema is version {found}, but I only support {SCHEMA_VERSION}")]
+    SchemaTooNew { found: String },
+    #[error(
+        "Nix store schema at '{path}' is version {found}; migrating old schemas is not supported"
+    )]
+    SchemaTooOld { path: PathBuf, found: String },
+    #[error(transparent)]
+    StorePath(#[from] StorePathError),
+    #[error(transparent)]
+    Nar(#[from] NarError),
+    #[error(transparent)]
+    Derivation(#[from] DerivationError),
+    #[error("path '{0}' is not valid")]
+    InvalidPath(String),
+    #[error("'{0}' is not a regular file; flat ingestion needs one")]
+    NotRegularFile(PathBuf),
+    #[error("database entry for '{path}' is corrupt: {reason}")]
+    Corrupt { path: String, reason: String },
+}
+
+type Result<T, E = StoreError> = std::result::Result<T, E>;
+
+fn io_err<'a>(context: &'static str, path: &'a Path) -> impl FnOnce(io::Error) -> StoreError + 'a {
+    move |source| StoreError::Io {
+        context,
+        path: path.to_owned(),
+        source,
+    }
+}
+
+/// What the database knows about a valid path (Nix's `ValidPathInfo`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PathInfo {
+    pub path: StorePath,
+    pub nar_hash: Hash,
+    pub nar_size: u64,
+    pub references: BTreeSet<StorePath>,
+    pub deriver: Option<StorePath>,
+    pub registration_time: i64,
+    pub ultimate: bool,
+    pub sigs: Vec<String>,
+    /// Rendered content address, e.g. `fixed:r:sha256:…` or `text:sha256:…`.
+    pub ca: Option<String>,
+}
+
+/// The result of adding a file system object.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AddedPath {
+    pub path: StorePath,
+    /// The content hash in the requested algorithm and method (what `outputHash` compares to).
+    pub hash: Hash,
+    pub nar_hash: Hash,
+    pub nar_size: u64,
+}
+
+/// Hook for making repeated imports of unchanged source trees cheap.
+///
+/// `LocalStore::add_path` asks the cache before walking an unfiltered tree; an implementation
+/// keys entries on whatever metadata it trusts (say, a walk of `(inode, size, mtime, mode)` or a
+/// file-watcher generation) and returns the previous result. The store still checks that the
+/// returned path is valid before using it.
+pub trait ImportCache: Send + Sync {
+    fn lookup(
+        &self,
+        src: &Path,
+        name: &str,
+        method: FileIngestionMethod,
+        algo: HashAlgo,
+    ) -> Option<AddedPath>;
+    fn record(
+        &self,
+        src: &Path,
+        name: &str,
+        method: FileIngestionMethod,
+        algo: HashAlgo,
+        result: &AddedPath,
+    );
+}
+
+/// A local Nix store rooted at a physical directory.
+pub struct LocalStore {
+    store_dir: StoreDir,
+    real_store_dir: PathBuf,
+    db_path: PathBuf,
+    db: Mutex<Connection>,
+    _big_lock: fs::File,
+    drv_hashes: DrvHashCache,
+    import_cache: Option<Arc<dyn ImportCache>>,
+}
+
+static TEMP_COUNTER: AtomicU64 = AtomicU64::new(0);
+
+fn join_root(root: &Path, abs: &str) -> PathBuf {
+    let mut p = root.to_path_buf();
+    p.push(abs.trim_start_matches('/'));
+    p
+}
+
+/// An exclusive `flock` on `<path>.lock`, released (and the lock file deleted) on drop.
+struct PathLock {
+    file: fs::File,
+    path: PathBuf,
+}
+
+impl PathLock {
+    fn acquire(path: &Path) -> Result<PathLock> {
+        loop {
+            let file = fs::OpenOptions::new()
+                .read(true)
+                .write(true)
+                .create(true)
+                .truncate(false)
+                .open(path)
+                .map_err(io_err("opening lock file", path))?;
+            flock(&file, libc::LOCK_EX).map_err(io_err("acquiring lock", path))?;
+            // A non-empty lock file was deleted by its previous holder: retry with a fresh one.
+            let len = file
+                .metadata()
+                .map_err(io_err("getting status of", path))?
+                .len();
+            if len == 0 {
+                return Ok(PathLock {
+                    file,
+                    path: path.to_owned(),
+                });
+            }
+        }
+    }
+}
+
+impl Drop for PathLock {
+    fn drop(&mut self) {
+        // Mark stale before unlinking so a waiter that opened the old inode retries.
+        let _ = fs::remove_file(&self.path);
+        let _ = self.file.write_all(b"d");
+        let _ = flock(&self.file, libc::LOCK_UN);
+    }
+}
+
+fn flock(f: &fs::File, op: libc::c_int) -> io::Result<()> {
+    loop {
+        // SAFETY: the descriptor is owned by `f` and stays open for the call.
+        let r = unsafe { libc::flock(f.as_raw_fd(), op) };
+        if r == 0 {
+            return Ok(());
+        }
+        let e = io::Error::last_os_error();
+        if e.kind() != io::ErrorKind::Interrupted {
+            return Err(e);
+        }
+    }
+}
+
+/// Flush everything of the file system holding `f` (one call instead of an fsync per file).
+fn syncfs(f: &fs::File) -> io::Result<()> {
+    // SAFETY: the descriptor is owned by `f` and stays open for the call.
+    let r = unsafe { libc::syncfs(f.as_raw_fd()) };
+    if r == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
+
+fn now() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0)
+}
+
+impl LocalStore {
+    /// Open (creating if needed) the store with logical directory `store_dir` under physical
+    /// root `root` (`/` for the real store).
+    pub fn open(store_dir: StoreDir, root: impl AsRef<Path>) -> Result<LocalStore> {
+        let root = root.as_ref();
+        let real_store_dir = join_root(root, store_dir.as_str());
+        let db_dir = join_root(root, "/nix/var/nix/db");
+        fs::create_dir_all(&real_store_dir)
+            .map_err(io_err("creating directory", &real_store_dir))?;
+        fs::create_dir_all(&db_dir).map_err(io_err("creating directory", &db_dir))?;
+        let big_lock_path = db_dir.join("big-lock");
+        let big_lock = fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(&big_lock_path)
+            .map_err(io_err("opening lock file", &big_lock_path))?;
+        // Shared, like Nix: an exclusive holder is migrating the schema or collecting garbage.
+        flock(&big_lock, libc::LOCK_SH).map_err(io_err("acquiring lock", &big_lock_path))?;
+
+        let schema_path = db_dir.join("schema");
+        let db_path = db_dir.join("db.sqlite");
+        let schema = match fs::read_to_string(&schema_path) {
+            Ok(s) => Some(s.trim().to_owned()),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => None,
+            Err(e) => return Err(io_err("reading", &schema_path)(e)),
+        };
+        let db_err = |source| StoreError::Db {
+            path: db_path.clone(),
+            source,
+        };
+        let conn = Connection::open(&db_path).map_err(db_err)?;
+        conn.busy_timeout(std::time::Duration::from_secs(3600))
+            .map_err(db_err)?;
+        conn.execute_batch("pragma foreign_keys = 1; pragma synchronous = normal;")
+            .map_err(db_err)?;
+        let _: String = conn
+            .query_row("pragma main.journal_mode = wal", [], |r| r.get(0))
+            .map_err(db_err)?;
+        match schema {
+            None => {
+                conn.execute_batch(SCHEMA_SQL).map_err(db_err)?;
+                let tmp = schema_path.with_extension("tmp");
+                fs::write(&tmp, SCHEMA_VERSION.to_string()).map_err(io_err("writing", &tmp))?;
+                fs::rename(&tmp, &schema_path).map_err(io_err("renaming to", &schema_path))?;
+            }
+            Some(s) => match s.parse::<u32>() {
+                Ok(SCHEMA_VERSION) => {}
+                Ok(v) if v > SCHEMA_VERSION => return Err(StoreError::SchemaTooNew { found: s }),
+                _ => {
+                    return Err(StoreError::SchemaTooOld {
+                        path: schema_path,
+                        found: s,
+                    });
+                }
+            },
+        }
+        tracing::debug!(store = %store_dir, root = %root.display(), "opened local store");
+        Ok(LocalStore {
+            store_dir,
+            real_store_dir,
+            db_path,
+            db: Mutex::new(conn),
+            _big_lock: big_lock,
+            drv_hashes: DrvHashCache::new(),
+            import_cache: None,
+        })
+    }
+
+    /// Install the metadata-keyed import cache.
+    pub fn set_import_cache(&mut self, cache: Arc<dyn ImportCache>) {
+        self.import_cache = Some(cache);
+    }
+
+    pub fn store_dir(&self) -> &StoreDir {
+        &self.store_dir
+    }
+
+    /// The memo of derivation hashes shared by everything using this store.
+    pub fn drv_hashes(&self) -> &DrvHashCache {
+        &self.drv_hashes
+    }
+
+    /// Physical location of a store path.
+    pub fn real_path(&self, p: &StorePath) -> PathBuf {
+        self.real_store_dir.join(p.base_name())
+    }
+
+    fn conn(&self) -> std::sync::MutexGuard<'_, Connection> {
+        self.db.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn db_err(&self) -> impl FnOnce(rusqlite::Error) -> StoreError + '_ {
+        |source| StoreError::Db {
+            path: self.db_path.clone(),
+            source,
+        }
+    }
+
+    pub fn is_valid_path(&self, p: &StorePath) -> Result<bool> {
+        let conn = self.conn();
+        let r: Option<i64> = conn
+            .query_row(
+                "select id from ValidPaths where path = ?",
+                [self.store_dir.print(p)],
+                |r| r.get(0),
+            )
+            .optional()
+            .map_err(self.db_err())?;
+        Ok(r.is_some())
+    }
+
+    /// Nix's `queryPathInfo`; `None` when the path is not valid.
+    pub fn query_path_info(&self, p: &StorePath) -> Result<Option<PathInfo>> {
+        let printed = self.store_dir.print(p);
+        let conn = self.conn();
+        type Row = (
+            i64,
+            String,
+            i64,
+            Option<String>,
+            Option<i64>,
+            Option<i64>,
+            Option<String>,
+            Option<String>,
+        );
+        let row: Option<Row> = conn
+            .query_row(
+                "select id, hash, registrationTime, deriver, narSize, ultimate, sigs, ca from ValidPaths where path = ?",
+                [&printed],
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?, r.get(6)?, r.get(7)?)),
+            )
+            .optional()
+            .map_err(self.db_err())?;
+        let Some((id, hash, reg, deriver, nar_size, ultimate, sigs, ca)) = row else {
+            return Ok(None);
+        };
+        let corrupt = |reason: String| StoreError::Corrupt {
+            path: printed.clone(),
+            reason,
+        };
+        let nar_hash = Hash::parse_any_prefixed(&hash).map_err(|e| corrupt(e.to_string()))?;
+        let mut references = BTreeSet::new();
+        let mut stmt = conn
+            .prepare_cached(
+                "select path from Refs join ValidPaths on reference = id where referrer = ?",
+            )
+            .map_err(self.db_err())?;
+        let rows = stmt
+            .query_map([id], |r| r.get::<_, String>(0))
+            .map_err(self.db_err())?;
+        for r in rows {
+            let r = r.map_err(self.db_err())?;
+            references.insert(
+                self.store_dir
+                    .parse(&r)
+                    .map_err(|e| corrupt(e.to_string()))?,
+            );
+        }
+        let deriver = match deriver.filter(|d| !d.is_empty()) {
+            Some(d) => Some(
+                self.store_dir
+                    .parse(&d)
+                    .map_err(|e| corrupt(e.to_string()))?,
+            ),
+            None => None,
+        };
+        Ok(Some(PathInfo {
+            path: p.clone(),
+            nar_hash,
+            nar_size: nar_size.unwrap_or(0) as u64,
+            references,
+            deriver,
+            registration_time: reg,
+            ultimate: ultimate == Some(1),
+            sigs: sigs
+                .map(|s| {
+                    s.split(' ')
+                        .filter(|x| !x.is_empty())
+                        .map(str::to_owned)
+                        .collect()
+                })
+                .unwrap_or_default(),
+            ca,
+        }))
+    }
+
+    /// Register a path whose contents are in place, with its references, in one transaction.
+    /// For a `.drv`, also records its outputs in `DerivationOutputs`.
+    fn register(&self, info: &PathInfo, drv: Option<&Derivation>) -> Result<()> {
+        let mut conn = self.conn();
+        let tx = conn.transaction().map_err(self.db_err())?;
+        let printed = self.store_dir.print(&info.path);
+        tx.execute(
+            "insert into ValidPaths (path, hash, registrationTime, deriver, narSize, ultimate, sigs, ca) values (?, ?, ?, ?, ?, ?, ?, ?)",
+            params![
+                printed,
+                info.nar_hash.render(crate::hash::HashFormat::Base16, true),
+                info.registration_time,
+                info.deriver.as_ref().map(|d| self.store_dir.print(d)),
+                if info.nar_size != 0 { Some(info.nar_size as i64) } else { None },
+                if info.ultimate { Some(1) } else { None },
+                if info.sigs.is_empty() { None } else { Some(info.sigs.join(" ")) },
+                info.ca,
+            ],
+        )
+        .map_err(self.db_err())?;
+        let id = tx.last_insert_rowid();
+        for r in &info.references {
+            let rp = self.store_dir.print(r);
+            let rid: Option<i64> = tx
+                .query_row("select id from ValidPaths where path = ?", [&rp], |row| {
+                    row.get(0)
+                })
+                .optional()
+                .map_err(self.db_err())?;
+            let rid = rid.ok_or_else(|| StoreError::InvalidPath(rp.clone()))?;
+            tx.execute(
+                "insert or replace into Refs (referrer, reference) values (?, ?)",
+                params![id, rid],
+            )
+            .map_err(self.db_err())?;
+        }
+        if let Some(drv) = drv {
+            for name in drv.outputs.keys() {
+                if let Some(p) = drv.output_path(&self.store_dir, name)? {
+                    tx.execute(
+                        "insert or replace into DerivationOutputs (drv, id, path) values (?, ?, ?)",
+                        params![id, name, self.store_dir.print(&p)],
+                    )
+                    .map_err(self.db_err())?;
+                }
+            }
+        }
+        tx.commit().map_err(self.db_err())?;
+        tracing::debug!(path = %printed, "registered valid path");
+        Ok(())
+    }
+
+    fn temp_path(&self) -> PathBuf {
+        let n = TEMP_COUNTER.fetch_add(1, Ordering::Relaxed);
+        let nanos = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.subsec_nanos())
+            .unwrap_or(0);
+        self.real_store_dir
+            .join(format!(".flaked-add-{}-{n}-{nanos:x}", std::process::id()))
+    }
+
+    /// Move a fully written, canonicalised temporary object into place and register it,
+    /// unless another writer already did. Holds the per-path lock throughout.
+    fn install(&self, tmp: &Path, info: PathInfo, drv: Option<&Derivation>) -> Result<StorePath> {
+        let dest = self.real_path(&info.path);
+        let lock_path = PathBuf::from(format!("{}.lock", dest.display()));
+        let _lock = PathLock::acquire(&lock_path)?;
+        if self.is_valid_path(&info.path)? {
+            nar::remove_tree_force(tmp).map_err(io_err("removing", tmp))?;
+            return Ok(info.path);
+        }
+        // Left over from a crash between rename and registration: replace it.
+        nar::remove_tree_force(&dest).map_err(io_err("removing stale", &dest))?;
+        let store_fd = fs::File::open(&self.real_store_dir)
+            .map_err(io_err("opening", &self.real_store_dir))?;
+        syncfs(&store_fd).map_err(io_err("syncing file system of", &self.real_store_dir))?;
+        fs::rename(tmp, &dest).map_err(io_err("moving into place", &dest))?;
+        store_fd
+            .sync_all()
+            .map_err(io_err("syncing directory", &self.real_store_dir))?;
+        self.register(&info, drv)?;
+        Ok(info.path)
+    }
+
+    fn write_regular_tmp(&self, contents: &[u8]) -> Result<PathBuf> {
+        let tmp = self.temp_path();
+        let mut r = Restorer::new(&tmp, true);
+        let res = (|| {
+            r.file_start(false, contents.len() as u64)?;
+            r.file_chunk(contents)?;
+            r.file_end()
+        })();
+        if let Err(e) = res {
+            let _ = nar::remove_tree_force(&tmp);
+            return Err(io_err("writing", &tmp)(e));
+        }
+        Ok(tmp)
+    }
+
+    fn nar_of_regular(contents: &[u8]) -> (Hash, u64) {
+        let mut h = NarHasher::new(HashAlgo::Sha256);
+        // Writing to a hasher cannot fail.
+        let _ = h.file_start(false, contents.len() as u64);
+        let _ = h.file_chunk(contents);
+        let _ = h.file_end();
+        h.finish()
+    }
+
+    /// Add a text object (what `builtins.toFile` and `.drv` writing do).
+    pub fn add_text(
+        &self,
+        name: &str,
+        contents: &[u8],
+        references: &BTreeSet<StorePath>,
+    ) -> Result<StorePath> {
+        self.add_text_inner(name, contents, references, None)
+    }
+
+    fn add_text_inner(
+        &self,
+        name: &str,
+        contents: &[u8],
+        references: &BTreeSet<StorePath>,
+        drv: Option<&Derivation>,
+    ) -> Result<StorePath> {
+        let hash = Hash::sha256(contents);
+        let path = self.store_dir.make_text_path(name, &hash, references)?;
+        if self.is_valid_path(&path)? {
+            return Ok(path);
+        }
+        for r in references {
+            if !self.is_valid_path(r)? {
+                return Err(StoreError::InvalidPath(self.store_dir.print(r)));
+            }
+        }
+        let (nar_hash, nar_size) = Self::nar_of_regular(contents);
+        let tmp = self.write_regular_tmp(contents)?;
+        let info = PathInfo {
+            path,
+            nar_hash,
+            nar_size,
+            references: references.clone(),
+            deriver: None,
+            registration_time: now(),
+            ultimate: false,
+            sigs: Vec::new(),
+            ca: Some(
+                ContentAddress {
+                    method: ContentAddressMethod::Text,
+                    hash,
+                }
+                .render(),
+            ),
+        };
+        let res = self.install(&tmp, info, drv);
+        if res.is_err() {
+            let _ = nar::remove_tree_force(&tmp);
+        }
+        res
+    }
+
+    /// Write a finished derivation (outputs already filled in) and return its path. Its hash
+    /// modulo is memoised so dependents never re-read it.
+    pub fn add_derivation(&self, drv: &Derivation) -> Result<StorePath> {
+        let aterm = drv.to_aterm(&self.store_dir)?;
+        let path = self.add_text_inner(
+            &format!("{}.drv", drv.name),
+            aterm.as_bytes(),
+            &drv.references(),
+            Some(drv),
+        )?;
+        if self.drv_hashes.get(&path).is_none() {
+            let h = hash_derivation_modulo(&self.store_dir, drv, false, self, &self.drv_hashes)?;
+            self.drv_hashes.insert(path.clone(), h);
+        }
+        Ok(path)
+    }
+
+    /// What `builtins.derivation` does after collecting attributes: compute output paths
+    /// (input-addressed or fixed), write the `.drv`, and return its path with the completed
+    /// derivation.
+    pub fn instantiate(&self, mut drv: Derivation) -> Result<(StorePath, Derivation)> {
+        drv.fill_output_paths(&self.store_dir, self, &self.drv_hashes)?;
+        let p = self.add_derivation(&drv)?;
+        Ok((p, drv))
+    }
+
+    /// Read and parse a `.drv` from the store.
+    pub fn read_derivation(&self, path: &StorePath) -> Result<Derivation> {
+        let real = self.real_path(path);
+        let text = fs::read(&real).map_err(io_err("reading derivation", &real))?;
+        let name = path
+            .name()
+            .strip_suffix(".drv")
+            .ok_or_else(|| StorePathError::NotDerivation(self.store_dir.print(path)))?;
+        Ok(Derivation::parse(&self.store_dir, &text, name)?)
+    }
+
+    /// Compute the store path `add_path` would produce, without writing anything.
+    pub fn compute_path(
+        &self,
+        src: &Path,
+        name: &str,
+        method: FileIngestionMethod,
+        algo: HashAlgo,
+        filter: Option<&mut PathFilter<'_>>,
+    ) -> Result<(StorePath, Hash)> {
+        compute_path(&self.store_dir, src, name, method, algo, filter)
+    }
+
+    /// Import a file system object (`builtins.path`, `./path` coercion, `filterSource`):
+    /// one streaming pass copies it into a temporary store entry while hashing it, then the
+    /// entry is moved into place and registered. Flat ingestion needs a regular file (symlinks
+    /// are followed for the top-level object only when flat, as in Nix).
+    pub fn add_path(
+        &self,
+        src: &Path,
+        name: &str,
+        method: FileIngestionMethod,
+        algo: HashAlgo,
+        filter: Option<&mut PathFilter<'_>>,
+    ) -> Result<AddedPath> {
+        crate::store_path::check_name(name).map_err(|e| StorePathError::BadName {
+            path: format!("{}/…-{name}", self.store_dir),
+            reason: Box::new(e),
+        })?;
+        let cacheable = filter.is_none();
+        if cacheable
+            && let Some(c) = &self.import_cache
+            && let Some(hit) = c.lookup(src, name, method, algo)
+            && self.is_valid_path(&hit.path)?
+        {
+            return Ok(hit);
+        }
+        let tmp = self.temp_path();
+        let res = self.add_path_to_tmp(src, &tmp, name, method, algo, filter);
+        let res = match res {
+            Ok((info, hash)) => {
+                let (nar_hash, nar_size) = (info.nar_hash, info.nar_size);
+                self.install(&tmp, info, None).map(|path| AddedPath {
+                    path,
+                    hash,
+                    nar_hash,
+                    nar_size,
+                })
+            }
+            Err(e) => Err(e),
+        };
+        if res.is_err() {
+            let _ = nar::remove_tree_force(&tmp);
+        }
+        let res = res?;
+        if cacheable && let Some(c) = &self.import_cache {
+            c.record(src, name, method, algo, &res);
+        }
+        Ok(res)
+    }
+
+    fn add_path_to_tmp(
+        &self,
+        src: &Path,
+        tmp: &Path,
+        name: &str,
+        method: FileIngestionMethod,
+        algo: HashAlgo,
+        filter: Option<&mut PathFilter<'_>>,
+    ) -> Result<(PathInfo, Hash)> {
+        let mut restorer = Restorer::new(tmp, true);
+        let mut nar_hasher = NarHasher::new(HashAlgo::Sha256);
+        let hash = match method {
+            FileIngestionMethod::Recursive => {
+                if algo == HashAlgo::Sha256 {
+                    nar::dump_path(src, &mut TeeSink(&mut nar_hasher, &mut restorer), filter)?;
+                    let (h, n) = nar_hasher.finish();
+                    return self.finish_info(name, method, h, h, n).map(|i| (i, h));
+                }
+                let mut ca_hasher = NarHasher::new(algo);
+                let mut both = TeeSink(&mut nar_hasher, &mut ca_hasher);
+                nar::dump_path(src, &mut TeeSink(&mut both, &mut restorer), filter)?;
+                ca_hasher.finish().0
+            }
+            FileIngestionMethod::Flat => {
+                let md = fs::metadata(src).map_err(io_err("getting status of", src))?;
+                if !md.is_file() {
+                    return Err(StoreError::NotRegularFile(src.to_owned()));
+                }
+                // Flat objects are stored non-executable regardless of the source mode.
+                let mut flat = FlatHasher::new(algo);
+                let mut both = TeeSink(&mut nar_hasher, &mut flat);
+                let mut sink = NonExecutable(TeeSink(&mut both, &mut restorer));
+                let real = fs::canonicalize(src).map_err(io_err("resolving", src))?;
+                nar::dump_path(&real, &mut sink, None)?;
+                flat.finish()
+                    .ok_or_else(|| StoreError::NotRegularFile(src.to_owned()))?
+            }
+        };
+        let (nh, n) = nar_hasher.finish();
+        self.finish_info(name, method, hash, nh, n)
+            .map(|i| (i, hash))
+    }
+
+    fn finish_info(
+        &self,
+        name: &str,
+        method: FileIngestionMethod,
+        hash: Hash,
+        nar_hash: Hash,
+        nar_size: u64,
+    ) -> Result<PathInfo> {
+        let path = self.store_dir.make_fixed_output_path(
+            method,
+            &hash,
+            name,
+            &StoreReferences::default(),
+        )?;
+        let cm = match method {
+            FileIngestionMethod::Flat => ContentAddressMethod::Flat,
+            FileIngestionMethod::Recursive => ContentAddressMethod::Recursive,
+        };
+        Ok(PathInfo {
+            path,
+            nar_hash,
+            nar_size,
+            references: BTreeSet::new(),
+            deriver: None,
+            registration_time: now(),
+            ultimate: false,
+            sigs: Vec::new(),
+            ca: Some(ContentAddress { method: cm, hash }.render()),
+        })
+    }
+
+    /// Import a NAR stream as a recursive SHA-256 content-addressed path (fetchers).
+    pub fn add_nar(&self, name: &str, nar_stream: &mut dyn io::Read) -> Result<AddedPath> {
+        let tmp = self.temp_path();
+        let res: Result<AddedPath> = (|| {
+            let mut restorer = Restorer::new(&tmp, true);
+            let mut h = NarHasher::new(HashAlgo::Sha256);
+            nar::parse_nar(nar_stream, &mut TeeSink(&mut h, &mut restorer))?;
+            let (nh, n) = h.finish();
+            let info = self.finish_info(name, FileIngestionMethod::Recursive, nh, nh, n)?;
+            let path = self.install(&tmp, info, None)?;
+            Ok(AddedPath {
+                path,
+                hash: nh,
+                nar_hash: nh,
+                nar_size: n,
+            })
+        })();
+        if res.is_err() {
+            let _ = nar::remove_tree_force(&tmp);
+        }
+        res
+    }
+}
+
+/// The store path and content hash of importing `src` (Nix's `computeStorePath`), without a
+/// store: what read-only evaluation and `builtins.path { sha256 = …; }` checks need.
+pub fn compute_path(
+    store_dir: &StoreDir,
+    src: &Path,
+    name: &str,
+    method: FileIngestionMethod,
+    algo: HashAlgo,
+    filter: Option<&mut PathFilter<'_>>,
+) -> Result<(StorePath, Hash)> {
+    let hash = match method {
+        FileIngestionMethod::Recursive => {
+            let mut h = NarHasher::new(algo);
+            nar::dump_path(src, &mut h, filter)?;
+            h.finish().0
+        }
+        FileIngestionMethod::Flat => {
+            let md = fs::metadata(src).map_err(io_err("getting status of", src))?;
+            if !md.is_file() {
+                return Err(StoreError::NotRegularFile(src.to_owned()));
+            }
+            nar::hash_path(src, false, algo)?
+        }
+    };
+    let path =
+        store_dir.make_fixed_output_path(method, &hash, name, &StoreReferences::default())?;
+    Ok((path, hash))
+}
+
+/// Passes events through but marks regular files non-executable (flat ingestion).
+struct NonExecutable<S: NarSink>(S);
+
+impl<S: NarSink> NarSink for NonExecutable<S> {
+    fn file_start(&mut self, _executable: bool, size: u64) -> io::Result<()> {
+        self.0.file_start(false, size)
+    }
+    fn file_chunk(&mut self, data: &[u8]) -> io::Result<()> {
+        self.0.file_chunk(data)
+    }
+    fn file_end(&mut self) -> io::Result<()> {
+        self.0.file_end()
+    }
+    fn symlink(&mut self, target: &[u8]) -> io::Result<()> {
+        self.0.symlink(target)
+    }
+    fn directory_start(&mut self) -> io::Result<()> {
+        self.0.directory_start()
+    }
+    fn entry_start(&mut self, name: &[u8]) -> io::Result<()> {
+        self.0.entry_start(name)
+    }
+    fn entry_end(&mut self) -> io::Result<()> {
+        self.0.entry_end()
+    }
+    fn directory_end(&mut self) -> io::Result<()> {
+        self.0.directory_end()
+    }
+}
+
+impl DrvSource for LocalStore {
+    fn read_derivation(&self, path: &StorePath) -> Result<Derivation, DerivationError> {
+        LocalStore::read_derivation(self, path).map_err(|e| DerivationError::Read {
+            path: self.store_dir.print(path),
+            reason: e.to_string(),
+        })
+    }
+}
+
+/// Make a permission-restricted tree writable again (for tests and cleanup).
+pub fn make_writable(path: &Path) -> io::Result<()> {
+    let md = fs::symlink_metadata(path)?;
+    if md.is_dir() {
+        fs::set_permissions(path, fs::Permissions::from_mode(0o755))?;
+        for e in fs::read_dir(path)? {
+            make_writable(&e?.path())?;
+        }
+    }
+    Ok(())
+}

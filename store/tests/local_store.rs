@@ -1,0 +1,376 @@
+//! The local store: adding text, trees, flat files and derivations; atomicity and
+//! concurrency; agreement with the golden paths and NAR hashes of the reference.
+
+mod common;
+
+use std::collections::{BTreeSet, HashMap};
+use std::fs;
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+use std::sync::Arc;
+
+use flaked_store::derivation::DerivationOutput;
+use flaked_store::hash::{HashAlgo, HashFormat};
+use flaked_store::local::make_writable;
+use flaked_store::nar::{self, FileKind, FilterAborted};
+use flaked_store::{Derivation, FileIngestionMethod, LocalStore, StoreDir, StorePath};
+
+struct Fixture {
+    _dir: tempfile::TempDir,
+    root: std::path::PathBuf,
+    src: std::path::PathBuf,
+}
+
+impl Drop for Fixture {
+    fn drop(&mut self) {
+        let _ = make_writable(&self.root);
+    }
+}
+
+fn fixture() -> Fixture {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let root = dir.path().join("root");
+    let src = dir.path().join("fixture");
+    common::build_fixture_tree(&src);
+    Fixture {
+        _dir: dir,
+        root,
+        src,
+    }
+}
+
+fn db_count(root: &Path, sql: &str) -> i64 {
+    let c = rusqlite::Connection::open(root.join("nix/var/nix/db/db.sqlite")).expect("open db");
+    c.query_row(sql, [], |r| r.get(0)).expect("query")
+}
+
+#[test]
+fn add_tree_matches_reference_path_and_nar_hash() {
+    let f = fixture();
+    let store = LocalStore::open(StoreDir::default(), &f.root).expect("open");
+    let added = store
+        .add_path(
+            &f.src,
+            "fixture",
+            FileIngestionMethod::Recursive,
+            HashAlgo::Sha256,
+            None,
+        )
+        .expect("add");
+    let g = common::golden_json("paths-default.json");
+    let expected = g["source"][0]["path"].as_str().expect("path");
+    assert_eq!(store.store_dir().print(&added.path), expected);
+    // The object on disk dumps to the golden NAR and is canonicalised.
+    let real = store.real_path(&added.path);
+    let mut v = Vec::new();
+    nar::dump_path_to(&real, &mut v).expect("dump");
+    assert!(v == common::read_golden("nar/tree.nar"));
+    let md = fs::metadata(&real).expect("stat");
+    assert_eq!(md.permissions().mode() & 0o777, 0o555);
+    assert_eq!(
+        fs::symlink_metadata(real.join("hello.txt"))
+            .expect("stat")
+            .permissions()
+            .mode()
+            & 0o777,
+        0o444
+    );
+    let info = store
+        .query_path_info(&added.path)
+        .expect("query")
+        .expect("valid");
+    assert_eq!(info.nar_hash, added.nar_hash);
+    assert_eq!(info.nar_size as usize, v.len());
+    assert_eq!(
+        info.ca.as_deref(),
+        Some(format!("fixed:r:sha256:{}", added.hash.to_nix32()).as_str())
+    );
+    // Adding again is a no-op returning the same path.
+    let again = store
+        .add_path(
+            &f.src,
+            "fixture",
+            FileIngestionMethod::Recursive,
+            HashAlgo::Sha256,
+            None,
+        )
+        .expect("add");
+    assert_eq!(again, added);
+    assert_eq!(db_count(&f.root, "select count(*) from ValidPaths"), 1);
+}
+
+#[test]
+fn add_flat_and_text_and_references() {
+    let f = fixture();
+    let store = LocalStore::open(StoreDir::default(), &f.root).expect("open");
+    let g = common::golden_json("paths-default.json");
+    let flat = store
+        .add_path(
+            &f.src.join("script.sh"),
+            "script-flat",
+            FileIngestionMethod::Flat,
+            HashAlgo::Sha256,
+            None,
+        )
+        .expect("flat");
+    assert_eq!(
+        store.store_dir().print(&flat.path),
+        g["source"][4]["path"].as_str().expect("path")
+    );
+    // Flat objects are stored non-executable.
+    assert_eq!(
+        fs::metadata(store.real_path(&flat.path))
+            .expect("stat")
+            .permissions()
+            .mode()
+            & 0o777,
+        0o444
+    );
+    assert!(
+        store
+            .add_path(
+                &f.src,
+                "x",
+                FileIngestionMethod::Flat,
+                HashAlgo::Sha256,
+                None
+            )
+            .is_err()
+    );
+
+    let a = store
+        .add_text("a.txt", b"hello", &BTreeSet::new())
+        .expect("text");
+    assert_eq!(
+        store.store_dir().print(&a),
+        g["text"][0]["path"].as_str().expect("path")
+    );
+    let contents = format!("refers to {}", store.store_dir().print(&a));
+    let b = store
+        .add_text("b.txt", contents.as_bytes(), &BTreeSet::from([a.clone()]))
+        .expect("text");
+    assert_eq!(
+        store.store_dir().print(&b),
+        g["text"][1]["path"].as_str().expect("path")
+    );
+    let info = store.query_path_info(&b).expect("query").expect("valid");
+    assert_eq!(info.references, BTreeSet::from([a.clone()]));
+    assert_eq!(
+        fs::read(store.real_path(&b)).expect("read"),
+        contents.as_bytes()
+    );
+
+    // A reference to an invalid path is refused and nothing is registered.
+    let bogus = StorePath::from_base_name("00000000000000000000000000000000-bogus").expect("path");
+    assert!(
+        store
+            .add_text("c.txt", b"c", &BTreeSet::from([bogus]))
+            .is_err()
+    );
+    assert_eq!(db_count(&f.root, "select count(*) from ValidPaths"), 3);
+}
+
+#[test]
+fn filter_and_other_algorithms() {
+    let f = fixture();
+    let store = LocalStore::open(StoreDir::default(), &f.root).expect("open");
+    let mut filter = |p: &Path, k: FileKind| Ok(!(k == FileKind::Symlink || p.ends_with("dir")));
+    let added = store
+        .add_path(
+            &f.src,
+            "filtered",
+            FileIngestionMethod::Recursive,
+            HashAlgo::Sha256,
+            Some(&mut filter),
+        )
+        .expect("add");
+    let real = store.real_path(&added.path);
+    assert!(real.join("hello.txt").exists() && !real.join("dir").exists());
+    assert!(fs::symlink_metadata(real.join("link")).is_err());
+
+    let mut abort = |_: &Path, _: FileKind| Err(FilterAborted);
+    assert!(
+        store
+            .add_path(
+                &f.src,
+                "aborted",
+                FileIngestionMethod::Recursive,
+                HashAlgo::Sha256,
+                Some(&mut abort)
+            )
+            .is_err()
+    );
+    // No temporary left behind after the failed add.
+    let leftovers: Vec<_> = fs::read_dir(f.root.join("nix/store"))
+        .expect("ls")
+        .filter_map(|e| e.ok())
+        .filter(|e| e.file_name().to_string_lossy().starts_with(".flaked-add"))
+        .collect();
+    assert!(leftovers.is_empty());
+
+    // Recursive sha1: the CA hash is sha1 of the NAR, the narHash still sha256.
+    let s1 = store
+        .add_path(
+            &f.src.join("dir"),
+            "dir",
+            FileIngestionMethod::Recursive,
+            HashAlgo::Sha1,
+            None,
+        )
+        .expect("add");
+    assert_eq!(
+        s1.hash,
+        nar::hash_path(&f.src.join("dir"), true, HashAlgo::Sha1).expect("hash")
+    );
+    assert_eq!(s1.nar_hash.algo(), HashAlgo::Sha256);
+    let info = store.query_path_info(&s1.path).expect("q").expect("valid");
+    assert_eq!(
+        info.ca,
+        Some(format!("fixed:r:sha1:{}", s1.hash.to_nix32()))
+    );
+    assert_eq!(
+        info.nar_hash.render(HashFormat::Base16, true),
+        format!("{}", s1.nar_hash)
+    );
+}
+
+#[test]
+fn stale_unregistered_object_is_replaced() {
+    let f = fixture();
+    let store = LocalStore::open(StoreDir::default(), &f.root).expect("open");
+    let (p, _) = store
+        .compute_path(
+            &f.src,
+            "fixture",
+            FileIngestionMethod::Recursive,
+            HashAlgo::Sha256,
+            None,
+        )
+        .expect("compute");
+    // Simulate a crash after the rename but before registration: garbage at the final path.
+    fs::create_dir_all(store.real_path(&p).join("junk")).expect("mkdir");
+    assert!(!store.is_valid_path(&p).expect("valid?"));
+    let added = store
+        .add_path(
+            &f.src,
+            "fixture",
+            FileIngestionMethod::Recursive,
+            HashAlgo::Sha256,
+            None,
+        )
+        .expect("add");
+    assert_eq!(added.path, p);
+    assert!(!store.real_path(&p).join("junk").exists());
+    assert!(store.real_path(&p).join("hello.txt").exists());
+}
+
+#[test]
+fn concurrent_adders_of_the_same_path() {
+    let f = fixture();
+    let root = f.root.clone();
+    let src = f.src.clone();
+    let store = Arc::new(LocalStore::open(StoreDir::default(), &root).expect("open"));
+    let mut handles = Vec::new();
+    for i in 0..6 {
+        // Half share one store handle, half open their own (separate connections and locks).
+        let store = if i % 2 == 0 {
+            store.clone()
+        } else {
+            Arc::new(LocalStore::open(StoreDir::default(), &root).expect("open"))
+        };
+        let src = src.clone();
+        handles.push(std::thread::spawn(move || {
+            let a = store
+                .add_path(
+                    &src,
+                    "fixture",
+                    FileIngestionMethod::Recursive,
+                    HashAlgo::Sha256,
+                    None,
+                )
+                .expect("add");
+            let t = store
+                .add_text("same.txt", b"same", &BTreeSet::new())
+                .expect("text");
+            (a.path, t)
+        }));
+    }
+    let results: BTreeSet<_> = handles
+        .into_iter()
+        .map(|h| h.join().expect("thread"))
+        .collect();
+    assert_eq!(results.len(), 1);
+    assert_eq!(db_count(&root, "select count(*) from ValidPaths"), 2);
+}
+
+#[test]
+fn derivations_are_written_and_registered() {
+    let f = fixture();
+    let store = LocalStore::open(StoreDir::default(), &f.root).expect("open");
+    let sd = store.store_dir().clone();
+    let mut simple = Derivation {
+        name: "simple".into(),
+        platform: "x86_64-linux".into(),
+        builder: "/bin/sh".into(),
+        args: vec!["-c".into(), "echo hi > $out".into()],
+        ..Default::default()
+    };
+    for (k, v) in [
+        ("builder", "/bin/sh"),
+        ("name", "simple"),
+        ("system", "x86_64-linux"),
+    ] {
+        simple.env.insert(k.into(), v.into());
+    }
+    simple
+        .outputs
+        .insert("out".into(), DerivationOutput::Deferred);
+    let (simple_path, simple) = store.instantiate(simple).expect("instantiate");
+    let cases = common::golden_json("drv/cases.json");
+    assert_eq!(
+        sd.print(&simple_path),
+        cases["simple"]["drvPath"].as_str().expect("drvPath")
+    );
+    let golden = common::read_golden(&format!("drv/{}", simple_path.base_name()));
+    assert_eq!(
+        fs::read(store.real_path(&simple_path)).expect("read"),
+        golden
+    );
+    assert_eq!(
+        store.read_derivation(&simple_path).expect("read drv"),
+        simple
+    );
+
+    // A dependent derivation: its input is hashed from the memo, not re-read.
+    let out = simple
+        .output_path(&sd, "out")
+        .expect("path")
+        .expect("known");
+    let mut dep = Derivation {
+        name: "dep2".into(),
+        platform: "x86_64-linux".into(),
+        builder: "/bin/sh".into(),
+        ..Default::default()
+    };
+    dep.env.insert("s".into(), sd.print(&out));
+    dep.input_drvs
+        .insert(simple_path.clone(), BTreeSet::from(["out".to_owned()]));
+    dep.outputs.insert("out".into(), DerivationOutput::Deferred);
+    let (dep_path, dep) = store.instantiate(dep).expect("instantiate dep");
+    let info = store.query_path_info(&dep_path).expect("q").expect("valid");
+    assert_eq!(info.references, BTreeSet::from([simple_path.clone()]));
+    assert_eq!(
+        db_count(&f.root, "select count(*) from DerivationOutputs"),
+        2,
+        "one output row per derivation"
+    );
+    let source: HashMap<StorePath, Derivation> = HashMap::from([(simple_path, simple)]);
+    let mut again = dep.clone();
+    again
+        .outputs
+        .insert("out".into(), DerivationOutput::Deferred);
+    again
+        .fill_output_paths(&sd, &source, &flaked_store::DrvHashCache::new())
+        .expect("fill");
+    assert_eq!(again, dep);
+}
