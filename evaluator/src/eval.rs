@@ -53,6 +53,7 @@ pub struct Syms {
     pub line: Symbol,
     pub column: Symbol,
     pub body: Symbol,
+    pub overrides: Symbol,
 }
 
 /// One evaluation's state.
@@ -107,6 +108,7 @@ impl Evaluator {
             line: Symbol::intern("line"),
             column: Symbol::intern("column"),
             body: Symbol::intern("body"),
+            overrides: Symbol::intern("__overrides"),
         };
         let mut ev = Evaluator {
             config,
@@ -906,57 +908,100 @@ impl Evaluator {
         .at(pos))
     }
 
-    /// Builds an attribute set (or `let` bindings). Returns the set and the frame its values see.
+    /// Builds an attribute set (or `let` bindings). Returns the set (if `want_value`) and the
+    /// frame the bindings' plain values see (the body of a `let` is evaluated in it).
     fn build_attrs(
         &mut self,
         a: &AttrsExpr,
         env: &Rc<Env>,
         want_value: bool,
     ) -> Result<(Value, Rc<Env>)> {
-        let outer = if a.inherit_from.is_empty() {
+        let inner = if a.rec {
+            Env::new_recursive(Some(env.clone()), a.attrs.len())
+        } else {
             env.clone()
-        } else {
-            let vals = a.inherit_from.iter().map(|e| self.lazy(e, env)).collect();
-            Env::new_filled(Some(env.clone()), vals)
         };
-        let (inner, mut entries) = if a.rec {
-            let renv = Env::new_recursive(Some(outer.clone()), a.attrs.len());
-            let mut entries = Vec::with_capacity(if want_value {
-                a.attrs.len() + a.dynamic.len()
-            } else {
-                0
-            });
-            for d in &a.attrs {
-                let v = match d.kind {
-                    AttrKind::Plain => self.lazy(&d.value, &renv),
-                    AttrKind::Inherited => self.lazy(&d.value, &outer),
-                };
-                renv.slots.borrow_mut().push(v.clone());
-                if want_value {
-                    entries.push(Attr {
-                        name: d.name,
-                        value: v,
-                        pos: d.pos,
-                    });
-                }
-            }
-            (renv, entries)
+        let from_env = if a.inherit_from.is_empty() {
+            None
         } else {
-            let mut entries = Vec::with_capacity(a.attrs.len() + a.dynamic.len());
-            for d in &a.attrs {
+            let vals = a
+                .inherit_from
+                .iter()
+                .map(|e| self.lazy(e, &inner))
+                .collect();
+            Some(Env::new_filled(Some(inner.clone()), vals))
+        };
+        let has_overrides =
+            a.rec && want_value && a.attrs.iter().any(|d| d.name == self.syms.overrides);
+        let mut entries = Vec::with_capacity(if want_value {
+            a.attrs.len() + a.dynamic.len()
+        } else {
+            0
+        });
+        for d in &a.attrs {
+            let target = match d.kind {
+                AttrKind::Plain => &inner,
+                AttrKind::Inherited => env,
+                AttrKind::InheritedFrom => from_env.as_ref().expect("sources frame exists"),
+            };
+            let v = if has_overrides && d.kind != AttrKind::Inherited {
+                Value::Thunk(Thunk::new(ThunkState::Pending(
+                    d.value.clone(),
+                    target.clone(),
+                )))
+            } else {
+                self.lazy(&d.value, target)
+            };
+            if a.rec {
+                inner.slots.borrow_mut().push(v.clone());
+            }
+            if want_value {
                 entries.push(Attr {
                     name: d.name,
-                    value: self.lazy(&d.value, &outer),
+                    value: v,
                     pos: d.pos,
                 });
             }
-            (outer.clone(), entries)
-        };
+        }
         if !want_value {
             return Ok((Value::Null, inner));
         }
+        let mut sorted = true;
+        if has_overrides {
+            let i = a
+                .attrs
+                .iter()
+                .position(|d| d.name == self.syms.overrides)
+                .expect("checked");
+            let ov = entries[i].value.clone();
+            let ov = self.force_attrs(
+                &ov,
+                Pos::NONE,
+                "while evaluating the `__overrides` attribute",
+            )?;
+            for o in ov.entries.iter() {
+                match a.attrs.iter().position(|d| d.name == o.name) {
+                    Some(j) => {
+                        entries[j] = o.clone();
+                        inner.slots.borrow_mut()[j] = o.value.clone();
+                    }
+                    None => {
+                        entries.push(o.clone());
+                        sorted = false;
+                    }
+                }
+            }
+        }
         if a.dynamic.is_empty() {
-            return Ok((Value::attrs(Attrs { entries }), inner));
+            let attrs = if sorted {
+                Attrs { entries }
+            } else {
+                Attrs::from_unsorted(entries)
+            };
+            return Ok((Value::attrs(attrs), inner));
+        }
+        if !sorted {
+            entries = Attrs::from_unsorted(entries).entries;
         }
         let mut extra: Vec<Attr> = Vec::new();
         for d in &a.dynamic {

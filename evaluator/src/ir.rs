@@ -114,10 +114,12 @@ pub enum AttrName {
 /// Which frame an attribute's value expression is evaluated in.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum AttrKind {
-    /// The attribute set's own frame (rec sets, let) or the enclosing one (plain sets).
+    /// The set's own recursive frame (rec sets, let), or the enclosing frame (plain sets).
     Plain,
-    /// `inherit x;` in a rec set / let: evaluated in the frame outside the recursive one.
+    /// `inherit x;`: the enclosing frame.
     Inherited,
+    /// `inherit (e) x;`: the frame holding the `inherit (e)` sources.
+    InheritedFrom,
 }
 
 /// A static attribute definition.
@@ -139,9 +141,10 @@ pub struct DynAttrDef {
 
 /// An attribute set literal (also the bindings of `let`).
 ///
-/// Frames at run time: if `inherit_from` is non-empty, a frame holding those expressions' values
-/// (one slot each) is pushed first; if `rec`, a frame with one slot per static attribute (in
-/// `attrs` order) is pushed next, and `Plain` values are evaluated in it.
+/// Frames at run time: if `rec`, a frame with one slot per static attribute (in `attrs` order),
+/// in which `Plain` values, dynamic attributes and the `inherit (e)` source expressions are
+/// evaluated; if `inherit_from` is non-empty, a frame above that holding the sources' values
+/// (one slot each), in which `InheritedFrom` values are evaluated.
 #[derive(Debug)]
 pub struct AttrsExpr {
     pub rec: bool,

@@ -43,7 +43,6 @@ enum Scope {
         index: Option<HashMap<Symbol, u32>>,
     },
     With(Pos),
-    Anon,
 }
 
 impl Scope {
@@ -75,15 +74,37 @@ impl Scope {
 struct Lowerer<'a> {
     ctx: &'a LowerCtx<'a>,
     scopes: Vec<Scope>,
+    /// The source before lone-CR normalisation (same length; for indented strings).
+    orig: &'a str,
 }
 
 /// Parses and lowers a registered source. The returned expression expects, at run time, an
 /// environment whose frame count equals the number of outer scopes (one frame if `outer_names`
 /// is non-empty, else none).
 pub fn parse_and_lower(ctx: &LowerCtx<'_>, text: &str) -> Result<Rc<Expr>> {
+    // Nix ends lines (and `#` comments) at a lone CR; rnix does not. Replace lone CRs by LF
+    // (same length, so offsets are unchanged); indented strings, which keep CRs, read the
+    // original text.
+    let normalised;
+    let orig = text;
+    let text: &str = if text.contains('\r') {
+        let b = text.as_bytes();
+        let mut out = String::with_capacity(text.len());
+        for (i, c) in text.char_indices() {
+            if c == '\r' && b.get(i + 1) != Some(&b'\n') {
+                out.push('\n');
+            } else {
+                out.push(c);
+            }
+        }
+        normalised = out;
+        &normalised
+    } else {
+        text
+    };
     let parse = rnix::Root::parse(text);
     if let Some(err) = parse.errors().first() {
-        return Err(parse_error(ctx.file, text, err));
+        return Err(parse_error(ctx.file, text, &parse.syntax(), err));
     }
     let root = parse.tree();
     let Some(expr) = root.expr() else {
@@ -97,6 +118,7 @@ pub fn parse_and_lower(ctx: &LowerCtx<'_>, text: &str) -> Result<Rc<Expr>> {
     let mut l = Lowerer {
         ctx,
         scopes: Vec::new(),
+        orig,
     };
     if !ctx.outer_names.is_empty() {
         l.scopes.push(Scope::names(ctx.outer_names.clone()));
@@ -172,50 +194,299 @@ fn wanted_name(kind: SyntaxKind) -> Option<String> {
     })
 }
 
-fn parse_error(file: u32, text: &str, err: &rnix::ParseError) -> EvalError {
-    use rnix::ParseError as P;
-    let tok_at = |range: TextRange| -> (String, u32) {
-        let start = u32::from(range.start());
-        let toks = rnix::tokenize(&text[start as usize..]);
-        let name = toks
-            .into_iter()
-            .find(|(k, _)| *k != SyntaxKind::TOKEN_WHITESPACE && *k != SyntaxKind::TOKEN_COMMENT)
-            .map(|(k, t)| token_name(k, t))
-            .unwrap_or_else(|| "end of file".to_string());
-        (name, start)
+/// What Nix's parser would say it expected, from the syntactic context of the error.
+fn context_expectation(root: &SyntaxNode, offset: u32, at_eof: bool) -> Option<&'static str> {
+    use SyntaxKind::*;
+    let start = if at_eof {
+        root.descendants_with_tokens()
+            .filter_map(|e| e.into_token())
+            .last()
+            .and_then(|t| t.parent())
+    } else {
+        match root.covering_element(TextRange::empty(rnix::TextSize::from(offset))) {
+            rowan::NodeOrToken::Node(n) => Some(n),
+            rowan::NodeOrToken::Token(t) => t.parent(),
+        }
     };
+    let mut node = start;
+    while let Some(n) = node {
+        let has = |k: SyntaxKind| n.children_with_tokens().any(|c| c.kind() == k);
+        let complete_leaf = matches!(
+            n.kind(),
+            NODE_IDENT
+                | NODE_LITERAL
+                | NODE_PAT_ENTRY
+                | NODE_PAT_BIND
+                | NODE_IDENT_PARAM
+                | NODE_DYNAMIC
+        ) || (matches!(n.kind(), NODE_ATTRPATH_VALUE | NODE_INHERIT)
+            && has(TOKEN_SEMICOLON))
+            || (n.kind() == NODE_STRING
+                && n.children_with_tokens()
+                    .filter(|c| c.kind() == TOKEN_STRING_END)
+                    .count()
+                    > 0)
+            || (n.kind() == NODE_ATTRPATH && n.children().next().is_some());
+        if at_eof && complete_leaf {
+            node = n.parent();
+            continue;
+        }
+        match n.kind() {
+            NODE_ERROR | NODE_ROOT => {}
+            NODE_PAREN => {
+                return (n.children().next().is_some() && !has(TOKEN_R_PAREN)).then_some("')'");
+            }
+            NODE_SELECT | NODE_HAS_ATTR
+                if !n
+                    .children()
+                    .any(|c| c.kind() == NODE_ATTRPATH && c.children().next().is_some()) =>
+            {
+                return Some("ID or OR_KW or DOLLAR_CURLY or '\"'");
+            }
+            NODE_ATTRPATH if n.children().next().is_none() => {
+                return Some("ID or OR_KW or DOLLAR_CURLY or '\"'");
+            }
+            NODE_PATTERN => {
+                return Some(if has(TOKEN_R_BRACE) {
+                    "':' or '@'"
+                } else {
+                    "'}' or ','"
+                });
+            }
+            NODE_LAMBDA => {
+                if n.children()
+                    .next()
+                    .is_some_and(|c| c.kind() == NODE_PATTERN)
+                    && !has(TOKEN_COLON)
+                {
+                    return Some("':' or '@'");
+                }
+                return None;
+            }
+            NODE_ATTR_SET => {
+                if has(TOKEN_R_BRACE) {
+                    return None;
+                }
+                return Some(if has(TOKEN_REC) {
+                    "INHERIT or '}'"
+                } else {
+                    "INHERIT"
+                });
+            }
+            NODE_LET_IN => return (!has(TOKEN_IN)).then_some("IN_KW or INHERIT"),
+            NODE_IF_ELSE => {
+                if !has(TOKEN_THEN) {
+                    return Some("THEN");
+                }
+                if !has(TOKEN_ELSE) {
+                    return Some("ELSE");
+                }
+                return None;
+            }
+            NODE_ASSERT | NODE_WITH => return (!has(TOKEN_SEMICOLON)).then_some("';'"),
+            _ => return None,
+        }
+        node = n.parent();
+    }
+    None
+}
+
+fn parse_error(file: u32, text: &str, root: &SyntaxNode, err: &rnix::ParseError) -> EvalError {
+    use rnix::ParseError as P;
+    let at = |off: u32| Pos { file, offset: off };
     let eof = text.len() as u32;
+    let toks: Vec<(SyntaxKind, &str, u32)> = {
+        let mut off = 0u32;
+        rnix::tokenize(text)
+            .map(|(k, t)| {
+                let o = off;
+                off += t.len() as u32;
+                (k, t, o)
+            })
+            .collect()
+    };
+    let significant =
+        |k: SyntaxKind| k != SyntaxKind::TOKEN_WHITESPACE && k != SyntaxKind::TOKEN_COMMENT;
+    // Lexer-level errors first: unclosed comments, bad paths, unterminated strings.
+    for (i, (k, t, o)) in toks.iter().enumerate() {
+        if *k == SyntaxKind::TOKEN_ERROR
+            && (t.starts_with("./")
+                || t.starts_with("../")
+                || t.starts_with('/')
+                || t.starts_with("~/"))
+            && !t.starts_with("/*")
+        {
+            let msg = if t.ends_with('/') {
+                "path has a trailing slash"
+            } else {
+                "syntax error, unexpected PATH_END, expecting DOLLAR_CURLY"
+            };
+            return EvalError::new(ErrorKind::Parse, msg).at(at(*o));
+        }
+        let unclosed_comment = t.starts_with("/*") && !(t.len() >= 4 && t.ends_with("*/"));
+        if unclosed_comment && (*k == SyntaxKind::TOKEN_ERROR || *k == SyntaxKind::TOKEN_COMMENT) {
+            let prev = toks[..i]
+                .iter()
+                .rev()
+                .find(|x| significant(x.0))
+                .map(|x| x.0);
+            use SyntaxKind::*;
+            let operand_end = matches!(
+                prev,
+                Some(
+                    TOKEN_IDENT
+                        | TOKEN_INTEGER
+                        | TOKEN_FLOAT
+                        | TOKEN_URI
+                        | TOKEN_R_PAREN
+                        | TOKEN_R_BRACK
+                        | TOKEN_R_BRACE
+                        | TOKEN_STRING_END
+                        | TOKEN_PATH_ABS
+                        | TOKEN_PATH_REL
+                        | TOKEN_PATH_HOME
+                        | TOKEN_PATH_SEARCH
+                )
+            );
+            let (tok, o) = if operand_end {
+                ("'*'", *o + 1)
+            } else {
+                ("'/'", *o)
+            };
+            return EvalError::new(ErrorKind::Parse, format!("syntax error, unexpected {tok}"))
+                .at(at(o));
+        }
+        if matches!(
+            k,
+            SyntaxKind::TOKEN_PATH_ABS | SyntaxKind::TOKEN_PATH_REL | SyntaxKind::TOKEN_PATH_HOME
+        ) {
+            // A path token followed directly by a lone `/` (trailing slash or `//`).
+            if let Some((nk, nt, _)) = toks.get(i + 1)
+                && nt.starts_with('/')
+                && !matches!(nk, SyntaxKind::TOKEN_WHITESPACE)
+            {
+                let double = toks
+                    .get(i + 2)
+                    .is_some_and(|x| significant(x.0) && x.0 != SyntaxKind::TOKEN_WHITESPACE);
+                let msg = if double && *nt == "/" {
+                    "syntax error, unexpected PATH_END, expecting DOLLAR_CURLY"
+                } else {
+                    "path has a trailing slash"
+                };
+                return EvalError::new(ErrorKind::Parse, msg).at(at(*o));
+            }
+            if t.ends_with('/') && t.len() > 1 {
+                return EvalError::new(ErrorKind::Parse, "path has a trailing slash").at(at(*o));
+            }
+        }
+    }
+    let mut stack: Vec<bool> = Vec::new(); // true = inside a string, false = inside `${`
+    for (k, t, _) in &toks {
+        match k {
+            SyntaxKind::TOKEN_STRING_START => stack.push(true),
+            SyntaxKind::TOKEN_STRING_END => {
+                stack.pop();
+            }
+            SyntaxKind::TOKEN_INTERPOL_START => stack.push(false),
+            SyntaxKind::TOKEN_INTERPOL_END => {
+                stack.pop();
+            }
+            _ => {}
+        }
+        let _ = t;
+    }
+    if stack.last() == Some(&true)
+        || (stack.contains(&true) && matches!(err, P::UnexpectedEOF | P::UnexpectedEOFWanted(_)))
+    {
+        let opener = toks
+            .iter()
+            .rev()
+            .find(|x| x.0 == SyntaxKind::TOKEN_STRING_START)
+            .map(|x| x.1)
+            .unwrap_or("\"");
+        let exp = if opener == "''" {
+            "IND_STR or DOLLAR_CURLY or IND_STRING_CLOSE"
+        } else {
+            "'\"'"
+        };
+        return EvalError::new(
+            ErrorKind::Parse,
+            format!("syntax error, unexpected end of file, expecting {exp}"),
+        )
+        .at(at(eof));
+    }
+    let tok_at = |off: u32| -> String {
+        toks.iter()
+            .find(|(k, _, o)| *o >= off && significant(*k))
+            .map(|(k, t, _)| token_name(*k, t))
+            .unwrap_or_else(|| "end of file".to_string())
+    };
+    let first_sig = |off: u32| -> u32 {
+        toks.iter()
+            .find(|(k, _, o)| *o >= off && significant(*k))
+            .map(|x| x.2)
+            .unwrap_or(eof)
+    };
+    let with_exp = |base: String, exp: Option<String>| match exp {
+        Some(e) => format!("{base}, expecting {e}"),
+        None => base,
+    };
     let (msg, off) = match err {
-        P::Unexpected(r) | P::UnexpectedExtra(r) | P::UnexpectedDoubleBind(r) => {
-            let (n, o) = tok_at(*r);
-            (format!("syntax error, unexpected {n}"), o)
+        P::UnexpectedExtra(r) => {
+            let o = first_sig(u32::from(r.start()));
+            (
+                format!(
+                    "syntax error, unexpected {}, expecting end of file",
+                    tok_at(o)
+                ),
+                o,
+            )
+        }
+        P::Unexpected(r) | P::UnexpectedDoubleBind(r) => {
+            let o = first_sig(u32::from(r.start()));
+            let exp = context_expectation(root, o, false).map(str::to_string);
+            (
+                with_exp(format!("syntax error, unexpected {}", tok_at(o)), exp),
+                o,
+            )
         }
         P::UnexpectedWanted(_, r, wanted) => {
-            let (n, o) = tok_at(*r);
-            let exp = if wanted.len() == 1 {
-                wanted_name(wanted[0])
-            } else {
-                None
-            };
-            match exp {
-                Some(e) => (format!("syntax error, unexpected {n}, expecting {e}"), o),
-                None => (format!("syntax error, unexpected {n}"), o),
-            }
+            let o = first_sig(u32::from(r.start()));
+            let exp = context_expectation(root, o, false)
+                .map(str::to_string)
+                .or_else(|| {
+                    if wanted.len() == 1 {
+                        wanted_name(wanted[0])
+                    } else {
+                        None
+                    }
+                });
+            (
+                with_exp(format!("syntax error, unexpected {}", tok_at(o)), exp),
+                o,
+            )
         }
-        P::UnexpectedEOF => ("syntax error, unexpected end of file".to_string(), eof),
+        P::UnexpectedEOF => {
+            let exp = context_expectation(root, eof, true).map(str::to_string);
+            (
+                with_exp("syntax error, unexpected end of file".to_string(), exp),
+                eof,
+            )
+        }
         P::UnexpectedEOFWanted(wanted) => {
-            let exp = if wanted.len() == 1 {
-                wanted_name(wanted[0])
-            } else {
-                None
-            };
-            match exp {
-                Some(e) => (
-                    format!("syntax error, unexpected end of file, expecting {e}"),
-                    eof,
-                ),
-                None => ("syntax error, unexpected end of file".to_string(), eof),
-            }
+            let exp = context_expectation(root, eof, true)
+                .map(str::to_string)
+                .or_else(|| {
+                    if wanted.len() == 1 {
+                        wanted_name(wanted[0])
+                    } else {
+                        None
+                    }
+                });
+            (
+                with_exp("syntax error, unexpected end of file".to_string(), exp),
+                eof,
+            )
         }
         P::DuplicatedArgs(r, name) => (
             format!("duplicate formal function argument '{name}'"),
@@ -224,7 +495,7 @@ fn parse_error(file: u32, text: &str, err: &rnix::ParseError) -> EvalError {
         P::RecursionLimitExceeded => ("syntax error, expression nested too deeply".to_string(), 0),
         _ => ("syntax error".to_string(), 0),
     };
-    EvalError::new(ErrorKind::Parse, msg).at(Pos { file, offset: off })
+    EvalError::new(ErrorKind::Parse, msg).at(at(off))
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -527,6 +798,10 @@ impl<'a> Lowerer<'a> {
     }
 
     /// Lowers bindings; `body` (for `let`) is lowered inside the bindings' scopes.
+    ///
+    /// Frames (as Nix): a recursive set / let pushes one frame with a slot per static attribute;
+    /// `inherit (e)` sources live in a further frame above it (their expressions see the
+    /// recursive frame); plain values see the recursive frame, `inherit x` the enclosing one.
     fn lower_pattrs_body(
         &mut self,
         mut p: PAttrs,
@@ -534,18 +809,48 @@ impl<'a> Lowerer<'a> {
         body: Option<&ast::Expr>,
     ) -> Result<(AttrsExpr, Option<Rc<Expr>>)> {
         let rec = p.rec || is_let;
-        let mut inherit_from = Vec::new();
-        for e in std::mem::take(&mut p.inherit_from) {
-            inherit_from.push(self.lower(&e)?);
-        }
-        let has_from = !inherit_from.is_empty();
-        if has_from {
-            self.scopes.push(Scope::Anon);
+        if is_let && !p.dynamic.is_empty() {
+            return Err(
+                EvalError::new(ErrorKind::Parse, "dynamic attributes not allowed in let").at(p.pos),
+            );
         }
         p.attrs.sort_by_key(|a| a.name);
         if rec {
             self.scopes
                 .push(Scope::names(p.attrs.iter().map(|a| a.name).collect()));
+        }
+        let result = self.lower_bindings(&mut p, rec, body);
+        if rec {
+            self.scopes.pop();
+        }
+        let (attrs, dynamic, inherit_from, body) = result?;
+        Ok((
+            AttrsExpr {
+                rec,
+                attrs,
+                dynamic,
+                inherit_from,
+                pos: p.pos,
+            },
+            body,
+        ))
+    }
+
+    #[allow(clippy::type_complexity)]
+    fn lower_bindings(
+        &mut self,
+        p: &mut PAttrs,
+        rec: bool,
+        body: Option<&ast::Expr>,
+    ) -> Result<(
+        Vec<AttrDef>,
+        Vec<DynAttrDef>,
+        Vec<Rc<Expr>>,
+        Option<Rc<Expr>>,
+    )> {
+        let mut inherit_from = Vec::new();
+        for e in std::mem::take(&mut p.inherit_from) {
+            inherit_from.push(self.lower(&e)?);
         }
         let mut attrs = Vec::with_capacity(p.attrs.len());
         for a in p.attrs.drain(..) {
@@ -562,13 +867,12 @@ impl<'a> Lowerer<'a> {
                         self.scopes.push(s);
                         (v?, AttrKind::Inherited)
                     } else {
-                        (self.resolve(a.name, a.pos)?, AttrKind::Plain)
+                        (self.resolve(a.name, a.pos)?, AttrKind::Inherited)
                     }
                 }
                 PVal::InheritFrom(i) => {
-                    let depth = if rec { 1 } else { 0 };
                     let from = Rc::new(Expr::Var {
-                        depth,
+                        depth: 0,
                         slot: i as u32,
                         pos: a.pos,
                     });
@@ -579,7 +883,7 @@ impl<'a> Lowerer<'a> {
                             default: None,
                             pos: a.pos,
                         }),
-                        AttrKind::Plain,
+                        AttrKind::InheritedFrom,
                     )
                 }
             };
@@ -591,48 +895,22 @@ impl<'a> Lowerer<'a> {
             });
         }
         let mut dynamic = Vec::new();
-        if !is_let {
-            for d in p.dynamic.drain(..) {
-                let name = self.lower(&d.name)?;
-                let name = match &*name {
-                    Expr::Concat { .. } | Expr::Const(_) => name,
-                    _ => name,
-                };
-                let _ = d.name_pos;
-                let value = match d.val {
-                    PVal::Expr(e) => self.lower(&e)?,
-                    PVal::Nested(n) => {
-                        Rc::new(Expr::Attrs(Box::new(self.lower_pattrs(*n, false)?)))
-                    }
-                    PVal::Inherit | PVal::InheritFrom(_) => {
-                        unreachable!("inherit is never dynamic")
-                    }
-                };
-                dynamic.push(DynAttrDef {
-                    name,
-                    value,
-                    pos: d.pos,
-                });
-            }
+        for d in p.dynamic.drain(..) {
+            let name = self.lower(&d.name)?;
+            let _ = d.name_pos;
+            let value = match d.val {
+                PVal::Expr(e) => self.lower(&e)?,
+                PVal::Nested(n) => Rc::new(Expr::Attrs(Box::new(self.lower_pattrs(*n, false)?))),
+                PVal::Inherit | PVal::InheritFrom(_) => unreachable!("inherit is never dynamic"),
+            };
+            dynamic.push(DynAttrDef {
+                name,
+                value,
+                pos: d.pos,
+            });
         }
-        let body = body.map(|b| self.lower(b));
-        if rec {
-            self.scopes.pop();
-        }
-        if has_from {
-            self.scopes.pop();
-        }
-        let body = body.transpose()?;
-        Ok((
-            AttrsExpr {
-                rec,
-                attrs,
-                dynamic,
-                inherit_from,
-                pos: p.pos,
-            },
-            body,
-        ))
+        let body = body.map(|b| self.lower(b)).transpose()?;
+        Ok((attrs, dynamic, inherit_from, body))
     }
 
     // -----------------------------------------------------------------------------------------
@@ -643,7 +921,6 @@ impl<'a> Lowerer<'a> {
         for (depth, scope) in self.scopes.iter().rev().enumerate() {
             match scope {
                 Scope::With(p) => withs.push((depth as u32, *p)),
-                Scope::Anon => {}
                 Scope::Names { .. } => {
                     if let Some(slot) = scope.lookup(name) {
                         return Ok(Rc::new(Expr::Var {
@@ -746,7 +1023,7 @@ impl<'a> Lowerer<'a> {
                     e: Rc::new(Expr::Attrs(Box::new(attrs))),
                     path: Box::new([AttrName::Static(Symbol::intern("body"))]),
                     default: None,
-                    pos,
+                    pos: Pos::NONE,
                 }
             }
             ast::Expr::Lambda(l) => return self.lower_lambda(l, None),
@@ -1100,9 +1377,28 @@ impl<'a> Lowerer<'a> {
         })
     }
 
+    /// Nix rejects string literals containing NUL bytes at parse time.
+    fn check_nul(&self, s: &ast::Str) -> Result<()> {
+        for p in s.parts() {
+            if let InterpolPart::Literal(c) = p
+                && c.syntax().text().contains('\0')
+            {
+                let shown =
+                    String::from_utf8_lossy(&unescape_normal(c.syntax().text())).replace('\0', "␀");
+                return Err(EvalError::new(
+                    ErrorKind::Parse,
+                    format!("input string '{shown}' cannot be represented as Nix string because it contains null bytes"),
+                )
+                .at(self.pos_off(c.syntax().text_range().start())));
+            }
+        }
+        Ok(())
+    }
+
     /// A string with no interpolation, as bytes (None if it interpolates).
     fn static_string(&mut self, s: &ast::Str) -> Result<Option<Vec<u8>>> {
-        let parts = string_parts(s);
+        self.check_nul(s)?;
+        let parts = string_parts(s, Some(self.orig));
         if parts.iter().any(|p| matches!(p, SPart::Interp(_))) {
             return Ok(None);
         }
@@ -1117,7 +1413,8 @@ impl<'a> Lowerer<'a> {
 
     fn lower_string(&mut self, s: &ast::Str) -> Result<Expr> {
         let pos = self.pos_of(s.syntax());
-        let parts = string_parts(s);
+        self.check_nul(s)?;
+        let parts = string_parts(s, Some(self.orig));
         let mut out: Vec<(Pos, Rc<Expr>)> = Vec::new();
         let mut all_lit = true;
         for p in &parts {
@@ -1253,7 +1550,7 @@ enum SPart {
 
 /// Nix's view of a string literal: escapes applied, CR/CRLF normalised (normal strings only),
 /// indentation stripped (indented strings), non-UTF-8 bytes restored.
-fn string_parts(s: &ast::Str) -> Vec<SPart> {
+fn string_parts(s: &ast::Str, orig: Option<&str>) -> Vec<SPart> {
     let indented = s
         .syntax()
         .children_with_tokens()
@@ -1282,7 +1579,11 @@ fn string_parts(s: &ast::Str) -> Vec<SPart> {
     for p in s.parts() {
         match p {
             InterpolPart::Literal(c) => {
-                let raw = source::unmap_bytes(c.syntax().text());
+                let r = c.syntax().text_range();
+                let text = orig
+                    .and_then(|o| o.get(usize::from(r.start())..usize::from(r.end())))
+                    .unwrap_or(c.syntax().text());
+                let raw = source::unmap_bytes(text);
                 let mut raw: &[u8] = &raw;
                 if first {
                     // The lexer eats `''` followed by spaces and a newline.
@@ -1526,7 +1827,7 @@ mod tests {
         let ast::Expr::Str(s) = e else {
             panic!("not a string")
         };
-        let parts = string_parts(&s);
+        let parts = string_parts(&s, None);
         let mut out = Vec::new();
         for p in parts {
             match p {
