@@ -38,6 +38,20 @@ fn make_tree(root: &Path, files: usize) -> std::io::Result<u64> {
     Ok(total)
 }
 
+/// Lower bound of any metadata check: visit every entry and lstat it.
+fn bare_walk(dir: &Path) -> std::io::Result<usize> {
+    let mut n = 0;
+    for entry in std::fs::read_dir(dir)? {
+        let entry = entry?;
+        let meta = entry.metadata()?;
+        n += 1;
+        if meta.is_dir() {
+            n += bare_walk(&entry.path())?;
+        }
+    }
+    Ok(n)
+}
+
 fn time<T>(f: impl FnOnce() -> T) -> (T, Duration) {
     let start = Instant::now();
     let out = f();
@@ -98,6 +112,25 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         out,
         "check unchanged (load index + walk + stat), median of 5: {:.2?} (min {:.2?})",
         warm[2], warm[0]
+    )?;
+
+    // Breakdown: index load alone, and the floor (a bare walk + lstat of every entry).
+    let mut loads = Vec::new();
+    let mut floors = Vec::new();
+    for _ in 0..5 {
+        let (idx, t) = time(|| TreeIndex::load(&index_path));
+        assert_eq!(idx.len(), files);
+        loads.push(t);
+        let (n, t) = time(|| bare_walk(&root));
+        assert!(n? >= files);
+        floors.push(t);
+    }
+    loads.sort();
+    floors.sort();
+    writeln!(
+        out,
+        "  of which index load, median: {:.2?}; floor (bare walk + lstat, no index), median: {:.2?}",
+        loads[2], floors[2]
     )?;
 
     // The same through an explicit file list (the git work-tree case).

@@ -207,14 +207,15 @@ impl TreeIndex {
         let mut seen: HashMap<Vec<u8>, Entry> = HashMap::with_capacity(listed.len());
         for (rel, meta) in listed {
             stats.entries += 1;
-            let full = root.join(std::ffi::OsStr::from_bytes(&rel));
+            let full = || root.join(std::ffi::OsStr::from_bytes(&rel));
+            let mut keep = None;
             let (kind, hash) = match meta {
                 None => (kind::DELETED, [0u8; 32]),
                 Some(m) if m.is_dir() => (kind::DIR, [0u8; 32]),
                 Some(m) if m.file_type().is_symlink() => {
-                    let target = fs::read_link(&full).map_err(|source| CacheError::Io {
+                    let target = fs::read_link(full()).map_err(|source| CacheError::Io {
                         op: "readlink",
-                        path: full.clone(),
+                        path: full(),
                         source,
                     })?;
                     (
@@ -226,12 +227,12 @@ impl TreeIndex {
                     let exec = m.permissions().mode() & 0o100 != 0;
                     let entry = self.file_entry(&rel, &full, &m, exec, &mut stats)?;
                     let hash = entry.hash;
-                    seen.insert(rel.clone(), entry);
+                    keep = Some(entry);
                     (if exec { kind::EXEC } else { kind::FILE }, hash)
                 }
                 Some(_) => {
                     return Err(CacheError::BadPath {
-                        path: full,
+                        path: full(),
                         reason: "unsupported file type (not a file, directory or symlink)".into(),
                     });
                 }
@@ -240,6 +241,9 @@ impl TreeIndex {
             key.update(&rel);
             key.update(&[kind]);
             key.update(&hash);
+            if let Some(entry) = keep {
+                seen.insert(rel, entry);
+            }
         }
         if seen.len() != self.entries.len() {
             self.changed = true;
@@ -252,7 +256,7 @@ impl TreeIndex {
     fn file_entry(
         &mut self,
         rel: &[u8],
-        full: &Path,
+        full: &dyn Fn() -> PathBuf,
         m: &fs::Metadata,
         exec: bool,
         stats: &mut KeyStats,
@@ -274,9 +278,10 @@ impl TreeIndex {
             }
         }
         let hashed_at = now_ns();
-        let mut file = fs::File::open(full).map_err(|source| CacheError::Io {
+        let full = full();
+        let mut file = fs::File::open(&full).map_err(|source| CacheError::Io {
             op: "opening",
-            path: full.to_owned(),
+            path: full.clone(),
             source,
         })?;
         let mut hasher = blake3::Hasher::new();
@@ -285,7 +290,7 @@ impl TreeIndex {
         loop {
             let n = file.read(&mut buf).map_err(|source| CacheError::Io {
                 op: "reading",
-                path: full.to_owned(),
+                path: full.clone(),
                 source,
             })?;
             if n == 0 {
@@ -299,7 +304,7 @@ impl TreeIndex {
         self.changed = true;
         let after = file.metadata().map_err(|source| CacheError::Io {
             op: "stat",
-            path: full.to_owned(),
+            path: full.clone(),
             source,
         })?;
         // If the file changed while we read it, never trust this entry later.
