@@ -31,6 +31,9 @@ paths+=("$("$TOOL" add --root "$R" --name tree-sha1 --type sha1 "$SRC/tree")")
 paths+=("$("$TOOL" add --root "$R" --flat --name flat.txt "$SRC/flat.txt")")
 paths+=("$("$TOOL" add --root "$R" --flat --type sha512 --name flat512 "$SRC/flat.txt")")
 paths+=("$("$TOOL" add-text --root "$R" conf "$SRC/conf")")
+# A text object referring to two others (like builtins.toFile with string context).
+printf 'uses %s and %s\n' "${paths[0]}" "${paths[4]}" > "$SRC/refs.txt"
+paths+=("$("$TOOL" add-text --root "$R" --ref "${paths[0]}" --ref "${paths[4]}" refs.txt "$SRC/refs.txt")")
 
 cd /tmp
 fail=0

@@ -15,7 +15,7 @@ const USAGE: &str = "usage:
   flaked-store-tool hash-path [--type ALGO] [--flat] [--base32|--sri] PATH
   flaked-store-tool dump PATH                    (NAR to stdout)
   flaked-store-tool add --root R [--store-dir D] [--flat] [--type ALGO] [--name N] PATH
-  flaked-store-tool add-text --root R [--store-dir D] NAME FILE
+  flaked-store-tool add-text --root R [--store-dir D] [--ref STORE-PATH]... NAME FILE
   flaked-store-tool path-info --root R [--store-dir D] STORE-PATH";
 
 struct Opts {
@@ -25,6 +25,7 @@ struct Opts {
     root: Option<PathBuf>,
     store_dir: String,
     name: Option<String>,
+    refs: Vec<String>,
     rest: Vec<String>,
 }
 
@@ -36,6 +37,7 @@ fn parse(args: &[String]) -> Result<Opts, String> {
         root: None,
         store_dir: "/nix/store".into(),
         name: None,
+        refs: vec![],
         rest: vec![],
     };
     let mut it = args.iter();
@@ -53,6 +55,7 @@ fn parse(args: &[String]) -> Result<Opts, String> {
             "--root" => o.root = Some(PathBuf::from(val()?)),
             "--store-dir" => o.store_dir = val()?,
             "--name" => o.name = Some(val()?),
+            "--ref" => o.refs.push(val()?),
             _ => o.rest.push(a.clone()),
         }
     }
@@ -115,8 +118,13 @@ fn run(args: &[String]) -> Result<(), String> {
                 return Err(USAGE.to_string());
             };
             let contents = std::fs::read(file).map_err(|e| format!("reading '{file}': {e}"))?;
+            let refs = o
+                .refs
+                .iter()
+                .map(|r| store.store_dir().parse(r).map_err(|e| e.to_string()))
+                .collect::<Result<BTreeSet<_>, _>>()?;
             let p = store
-                .add_text(name, &contents, &BTreeSet::new())
+                .add_text(name, &contents, &refs)
                 .map_err(|e| e.to_string())?;
             w(&mut out, store.store_dir().print(&p))
         }
