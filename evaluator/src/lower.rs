@@ -200,6 +200,7 @@ fn context_expectation(root: &SyntaxNode, offset: u32, at_eof: bool) -> Option<&
     let start = if at_eof {
         root.descendants_with_tokens()
             .filter_map(|e| e.into_token())
+            .filter(|t| t.kind() != TOKEN_WHITESPACE && t.kind() != TOKEN_COMMENT)
             .last()
             .and_then(|t| t.parent())
     } else {
@@ -316,12 +317,22 @@ fn parse_error(file: u32, text: &str, root: &SyntaxNode, err: &rnix::ParseError)
                 || t.starts_with("~/"))
             && !t.starts_with("/*")
         {
-            let msg = if t.ends_with('/') {
-                "path has a trailing slash"
-            } else {
-                "syntax error, unexpected PATH_END, expecting DOLLAR_CURLY"
+            // Positions as Nix's lexer reports them (EOF right after the path shifts them).
+            let end = *o + t.len() as u32;
+            let at_eof = end >= eof;
+            if t.ends_with('/') {
+                let p = if at_eof { 0 } else { end };
+                return EvalError::new(ErrorKind::Parse, "path has a trailing slash").at(at(p));
+            }
+            let p = match (at_eof, t.find("//")) {
+                (false, Some(i)) => *o + i as u32 + 1,
+                _ => *o,
             };
-            return EvalError::new(ErrorKind::Parse, msg).at(at(*o));
+            return EvalError::new(
+                ErrorKind::Parse,
+                "syntax error, unexpected PATH_END, expecting DOLLAR_CURLY",
+            )
+            .at(at(p));
         }
         let unclosed_comment = t.starts_with("/*") && !(t.len() >= 4 && t.ends_with("*/"));
         if unclosed_comment && (*k == SyntaxKind::TOKEN_ERROR || *k == SyntaxKind::TOKEN_COMMENT) {
@@ -434,13 +445,16 @@ fn parse_error(file: u32, text: &str, root: &SyntaxNode, err: &rnix::ParseError)
     let (msg, off) = match err {
         P::UnexpectedExtra(r) => {
             let o = first_sig(u32::from(r.start()));
-            (
-                format!(
-                    "syntax error, unexpected {}, expecting end of file",
-                    tok_at(o)
-                ),
-                o,
-            )
+            let t = tok_at(o);
+            // Non-associative operators fail in a state where bison lists no expectation.
+            if ["EQ", "NEQ", "'<'", "'>'", "LEQ", "GEQ"].contains(&t.as_str()) {
+                (format!("syntax error, unexpected {t}"), o)
+            } else {
+                (
+                    format!("syntax error, unexpected {t}, expecting end of file"),
+                    o,
+                )
+            }
         }
         P::Unexpected(r) | P::UnexpectedDoubleBind(r) => {
             let o = first_sig(u32::from(r.start()));
@@ -1102,7 +1116,7 @@ impl<'a> Lowerer<'a> {
             ast::Expr::Assert(a) => {
                 let c = a.condition().ok_or_else(|| self.syntax_err(a.syntax()))?;
                 let b = a.body().ok_or_else(|| self.syntax_err(a.syntax()))?;
-                let text = show_expr(&c);
+                let text = crate::show::show_in(&c, &self.ctx.base_dir);
                 Expr::Assert {
                     cond: self.lower(&c)?,
                     body: self.lower(&b)?,
@@ -1535,12 +1549,6 @@ pub fn canon_path(p: &str) -> String {
 
 fn ident_text(i: &ast::Ident) -> String {
     i.syntax().text().to_string()
-}
-
-/// Source text of an expression as Nix shows it in assertion messages (approximation: the
-/// original text, with Nix's parenthesisation of binary operators).
-fn show_expr(e: &ast::Expr) -> String {
-    crate::show::show(e)
 }
 
 enum SPart {

@@ -166,6 +166,13 @@ fn is_var_name(s: &[u8]) -> bool {
         .all(|&c| c.is_ascii_alphanumeric() || c == b'_' || c == b'-' || c == b'\'')
 }
 
+/// An attribute name as Nix prints it (quoted unless it is a plain identifier).
+pub fn attr_name_string(s: &[u8]) -> String {
+    let mut out = Vec::new();
+    attr_name_bytes(s, &mut out);
+    String::from_utf8_lossy(&out).into_owned()
+}
+
 fn attr_name_bytes(s: &[u8], out: &mut Vec<u8>) {
     if is_var_name(s) {
         out.extend_from_slice(s);

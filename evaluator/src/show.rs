@@ -8,6 +8,16 @@ use rowan::ast::AstNode;
 
 use crate::print::{fmt_float, literal_string};
 
+thread_local! {
+    static BASE_DIR: std::cell::RefCell<String> = const { std::cell::RefCell::new(String::new()) };
+}
+
+/// Shows `e`, resolving relative path literals against `base_dir` as Nix's parser does.
+pub fn show_in(e: &ast::Expr, base_dir: &str) -> String {
+    BASE_DIR.with(|b| *b.borrow_mut() = base_dir.to_string());
+    show(e)
+}
+
 pub fn show(e: &ast::Expr) -> String {
     let mut s = String::new();
     go(e, &mut s);
@@ -18,11 +28,20 @@ fn attr_text(a: &ast::Attr) -> String {
     match a {
         ast::Attr::Ident(i) => i.syntax().text().to_string(),
         ast::Attr::Str(s) => {
-            let t = s.syntax().text().to_string();
-            if t.contains("${") {
-                format!("\"${{{}}}\"", t)
+            let parts = s.normalized_parts();
+            if parts
+                .iter()
+                .any(|p| matches!(p, ast::InterpolPart::Interpolation(_)))
+            {
+                format!("\"${{{}}}\"", show(&ast::Expr::Str(s.clone())))
             } else {
-                t.trim_matches('"').to_string()
+                let mut name = String::new();
+                for p in parts {
+                    if let ast::InterpolPart::Literal(l) = p {
+                        name.push_str(&l);
+                    }
+                }
+                crate::print::attr_name_string(name.as_bytes())
             }
         }
         ast::Attr::Dynamic(d) => match d.expr() {
@@ -129,10 +148,25 @@ fn go(e: &ast::Expr, out: &mut String) {
                 }
             }
         }
-        ast::Expr::PathAbs(_)
-        | ast::Expr::PathRel(_)
-        | ast::Expr::PathHome(_)
-        | ast::Expr::PathSearch(_) => out.push_str(&e.syntax().text().to_string()),
+        ast::Expr::PathAbs(_) | ast::Expr::PathHome(_) => {
+            out.push_str(&crate::lower::canon_path(&e.syntax().text().to_string()))
+        }
+        ast::Expr::PathRel(_) => {
+            let base = BASE_DIR.with(|b| b.borrow().clone());
+            out.push_str(&crate::lower::canon_path(&format!(
+                "{}/{}",
+                base,
+                e.syntax().text()
+            )))
+        }
+        ast::Expr::PathSearch(p) => {
+            let t = p.syntax().text().to_string();
+            let name = t.trim_start_matches('<').trim_end_matches('>');
+            out.push_str(&format!(
+                "(__findFile __nixPath {})",
+                literal_string(name.as_bytes())
+            ));
+        }
         ast::Expr::Select(s) => {
             out.push('(');
             if let Some(i) = s.expr() {
