@@ -42,7 +42,8 @@ fn any_or_all(ev: &mut Evaluator, pos: Pos, args: &[Value], any: bool) -> Result
         pos,
         &format!("while evaluating the second argument passed to builtins.{name}"),
     )?;
-    let ctx = format!("while evaluating the return value of the function passed to builtins.{name}");
+    let ctx =
+        format!("while evaluating the return value of the function passed to builtins.{name}");
     for x in l.iter() {
         let r = ev.call(&f, std::slice::from_ref(x), pos)?;
         if ev.force_bool(&r, pos, &ctx)? == any {
@@ -348,11 +349,8 @@ fn prim_zip_attrs_with(ev: &mut Evaluator, pos: Pos, args: &[Value]) -> Result<V
     let entries = seen
         .into_iter()
         .map(|(name, vals)| {
-            let partial = Value::apply_thunk(
-                f.clone(),
-                Value::string(name.bytes().to_vec()),
-                Pos::NONE,
-            );
+            let partial =
+                Value::apply_thunk(f.clone(), Value::string(name.bytes().to_vec()), Pos::NONE);
             Attr {
                 name,
                 value: Value::apply_thunk(partial, Value::list(vals), Pos::NONE),

@@ -44,12 +44,21 @@ use crate::value::{Attr, Attrs, Thunk, ThunkState, Value};
 
 mod arith;
 pub mod attrs;
+mod context;
 mod control;
 mod env;
+mod fs;
+mod hash;
 pub mod import;
+mod json;
 mod lists;
+mod listsextra;
+mod misc;
 pub mod paths;
+mod regex;
 mod strings;
+mod stringsextra;
+mod toml;
 mod types;
 
 /// The signature of every builtin: evaluator, Nix's primop position (usually none), arguments.
@@ -128,6 +137,15 @@ pub fn install(ev: &mut Evaluator) {
     paths::register(&mut r);
     strings::register(&mut r);
     types::register(&mut r);
+    listsextra::register(&mut r);
+    stringsextra::register(&mut r);
+    regex::register(&mut r);
+    json::register(&mut r);
+    toml::register(&mut r);
+    fs::register(&mut r);
+    hash::register(&mut r);
+    context::register(&mut r);
+    misc::register(&mut r);
 
     // `builtins.builtins` refers to the set itself: a thunk filled in after construction.
     let self_ref = Thunk::new(ThunkState::Blackhole);
