@@ -213,13 +213,9 @@ struct Pending {
     next_id: i64,
     next_seq: u64,
     count: u64,
-    /// Decoded name lists of recently used complete attribute sets, by row id,
-    /// so that walking the children of a large set does not decode its name
-    /// list once per child. Invalidated by every write to that row.
-    names: HashMap<i64, Arc<[String]>>,
 }
 
-/// Bound on [`Pending::names`]; the memo is simply cleared when it is full.
+/// Bound on [`Backend::names`]; the memo is simply cleared when it is full.
 const NAMES_MEMO: usize = 64;
 
 /// One open database generation.
@@ -231,6 +227,11 @@ struct Backend {
     sender: Mutex<Option<Sender<Msg>>>,
     writer: Mutex<Option<JoinHandle<()>>>,
     broken: Arc<AtomicBool>,
+    /// Decoded name lists of recently read complete attribute sets, by row id,
+    /// so that looking through a large set does not re-read and re-decode its
+    /// name list each time. Invalidated by every write to that row. Lock
+    /// order: `pending` before `names`.
+    names: Mutex<HashMap<i64, Arc<[String]>>>,
     /// Holds the advisory write lock for as long as the backend lives.
     _lock: Option<File>,
 }
@@ -437,6 +438,7 @@ impl EvalCache {
             return;
         }
         let row = self.stage(
+            &backend,
             &mut pending,
             cursor.id,
             cursor.parent,
@@ -504,7 +506,7 @@ impl EvalCache {
             if value == CachedValue::Placeholder && existing.is_some() {
                 continue;
             }
-            rows.push(self.stage(&mut pending, id, parent.id, name, value));
+            rows.push(self.stage(&backend, &mut pending, id, parent.id, name, value));
         }
         if !rows.is_empty() {
             self.send(&backend, &mut pending, rows);
@@ -591,21 +593,9 @@ impl EvalCache {
                 ),
             };
         }
-        let memo = lock(&backend.pending).names.get(&parent.id).cloned();
-        let names = match memo {
-            Some(names) => names,
-            None => match self.row(backend, parent.parent, &parent.name) {
-                Some((id, CachedValue::Attrs(names))) if id == parent.id => {
-                    let names: Arc<[String]> = names.into();
-                    let mut pending = lock(&backend.pending);
-                    if pending.names.len() >= NAMES_MEMO {
-                        pending.names.clear();
-                    }
-                    pending.names.insert(id, names.clone());
-                    names
-                }
-                _ => return Lookup::Unknown,
-            },
+        let names = match self.row(backend, parent.parent, &parent.name) {
+            Some((id, CachedValue::Attrs(names))) if id == parent.id => names,
+            _ => return Lookup::Unknown,
         };
         if names.binary_search_by(|n| n.as_str().cmp(name)).is_ok() {
             let name: Arc<str> = Arc::from(name);
@@ -665,7 +655,14 @@ impl EvalCache {
         }
         let id = pending.next_id;
         pending.next_id += 1;
-        let row = self.stage(&mut pending, id, parent, name.clone(), value.clone());
+        let row = self.stage(
+            backend,
+            &mut pending,
+            id,
+            parent,
+            name.clone(),
+            value.clone(),
+        );
         self.send(backend, &mut pending, vec![row]);
         Some((
             Cursor {
@@ -682,6 +679,7 @@ impl EvalCache {
     /// holding the lock, so channel order equals sequence order.
     fn stage(
         &self,
+        backend: &Backend,
         pending: &mut Pending,
         id: i64,
         parent: i64,
@@ -690,7 +688,7 @@ impl EvalCache {
     ) -> Row {
         let seq = pending.next_seq;
         pending.next_seq += 1;
-        pending.names.remove(&id);
+        lock(&backend.names).remove(&id);
         let previous = pending.rows.entry(parent).or_default().insert(
             name.clone(),
             PendingRow {
@@ -817,10 +815,11 @@ impl EvalCache {
 
 fn normalize(value: CachedValue) -> CachedValue {
     match value {
-        CachedValue::Attrs(mut names) => {
+        CachedValue::Attrs(names) if !names.windows(2).all(|w| w[0] < w[1]) => {
+            let mut names = names.to_vec();
             names.sort_unstable();
             names.dedup();
-            CachedValue::Attrs(names)
+            CachedValue::Attrs(names.into())
         }
         v => v,
     }
@@ -859,7 +858,10 @@ fn query_row(
     })?;
     let mut stmt = conn
         .prepare_cached(
-            "select id, type, value, context from Attributes where parent = ?1 and name = ?2",
+            // The (possibly large) name list of a complete set is fetched
+            // separately, and only when it is not memoised.
+            "select id, type, case when type = 1 then null else value end, context
+             from Attributes where parent = ?1 and name = ?2",
         )
         .map_err(|e| sql_err("preparing lookup", e))?;
     let raw = stmt
@@ -873,10 +875,28 @@ fn query_row(
         })
         .optional()
         .map_err(|e| sql_err("looking up attribute", e))?;
-    match raw {
-        None => Ok(None),
-        Some((id, code, value, context)) => Ok(Some((id, schema::decode(code, value, context)?))),
+    let Some((id, code, value, context)) = raw else {
+        return Ok(None);
+    };
+    if code != schema::code::ATTRS {
+        return Ok(Some((id, schema::decode(code, value, context)?)));
     }
+    if let Some(names) = lock(&backend.names).get(&id) {
+        return Ok(Some((id, CachedValue::Attrs(names.clone()))));
+    }
+    let value: Option<String> = conn
+        .prepare_cached("select value from Attributes where id = ?1")
+        .and_then(|mut stmt| stmt.query_row(params![id], |r| r.get(0)))
+        .map_err(|e| sql_err("reading attribute names", e))?;
+    let decoded = schema::decode(code, value, context)?;
+    if let CachedValue::Attrs(names) = &decoded {
+        let mut memo = lock(&backend.names);
+        if memo.len() >= NAMES_MEMO {
+            memo.clear();
+        }
+        memo.insert(id, names.clone());
+    }
+    Ok(Some((id, decoded)))
 }
 
 // ----- opening, checking, setting aside ------------------------------------
@@ -1126,7 +1146,6 @@ fn open_backend(
         rows: HashMap::new(),
         next_id,
         next_seq: 0,
-        names: HashMap::new(),
         count: 0,
     }));
     let broken = Arc::new(AtomicBool::new(false));
@@ -1160,6 +1179,7 @@ fn open_backend(
         sender: Mutex::new(sender),
         writer: Mutex::new(writer),
         broken,
+        names: Mutex::new(HashMap::new()),
         _lock: writable.then_some(lock_file),
     })
 }

@@ -11,6 +11,8 @@
 //! `PRAGMA user_version` = [`SCHEMA_VERSION`]; a database with any other version
 //! is discarded and rebuilt.
 
+use std::sync::Arc;
+
 use crate::error::CacheError;
 
 /// Version of the table layout and value encoding, stored in `user_version`.
@@ -57,10 +59,11 @@ pub enum CachedValue {
     /// attribute set, its children may be cached individually (each child lookup
     /// then answers hit / missing / unknown).
     Placeholder,
-    /// An attribute set whose complete list of names is known (sorted). Children
-    /// not yet cached read as [`CachedValue::Placeholder`]; names not in the
-    /// list are definitively missing.
-    Attrs(Vec<String>),
+    /// An attribute set whose complete list of names is known (stored sorted
+    /// and deduplicated; shared, so cloning a large set is cheap). Children not
+    /// yet cached read as [`CachedValue::Placeholder`]; names not in the list
+    /// are definitively missing.
+    Attrs(Arc<[String]>),
     /// A string with its context (store-path context elements as the evaluator
     /// renders them, e.g. `/nix/store/…`, `!out!/nix/store/….drv`, `=/nix/store/….drv`).
     String {
@@ -223,7 +226,7 @@ pub(crate) fn decode(
             let v = need(value)?;
             let names = parse_json_list(&v)
                 .ok_or_else(|| bad("names are not a JSON list of strings", &Some(v.clone())))?;
-            CachedValue::Attrs(names)
+            CachedValue::Attrs(names.into())
         }
         code::STRING => {
             let value = need(value)?;
@@ -287,8 +290,13 @@ mod tests {
     fn all_kinds_roundtrip() {
         for v in [
             CachedValue::Placeholder,
-            CachedValue::Attrs(vec![]),
-            CachedValue::Attrs(vec!["a".into(), "b\tc".into(), "\"q\"".into(), "ü".into()]),
+            CachedValue::Attrs(Arc::from(vec![])),
+            CachedValue::Attrs(Arc::from(vec![
+                "a".into(),
+                "b\tc".into(),
+                "\"q\"".into(),
+                "ü".into(),
+            ])),
             CachedValue::String {
                 value: String::new(),
                 context: vec![],

@@ -17,6 +17,10 @@ fn fingerprint(n: &str) -> Fingerprint {
     }
 }
 
+fn attrs(names: &[&str]) -> CachedValue {
+    CachedValue::Attrs(names.iter().map(|n| n.to_string()).collect())
+}
+
 fn slow_batches() -> CacheOptions {
     // Long delay: nothing commits unless flushed, so pending reads are exercised.
     CacheOptions {
@@ -36,10 +40,7 @@ fn hit(l: Lookup) -> (flaked_cache::Cursor, CachedValue) {
 /// Writes a small flake-like tree.
 fn populate(cache: &EvalCache) {
     let root = cache.root();
-    cache.set(
-        &root,
-        CachedValue::Attrs(vec!["packages".into(), "lib".into(), "checks".into()]),
-    );
+    cache.set(&root, attrs(&["packages", "lib", "checks"]));
     let packages = cache.set_child(&root, "packages", CachedValue::Placeholder);
     let sys = cache.set_child(&packages, "x86_64-linux", CachedValue::Placeholder);
     let hello = cache.set_child(&sys, "hello", CachedValue::Derivation);
@@ -78,11 +79,7 @@ fn populate(cache: &EvalCache) {
             rendered: "error: boom".into(),
         },
     );
-    let lib = cache.set_child(
-        &root,
-        "lib",
-        CachedValue::Attrs(vec!["z".into(), "a".into(), "a".into()]),
-    );
+    let lib = cache.set_child(&root, "lib", attrs(&["z", "a", "a"]));
     cache.set_child(&lib, "a", CachedValue::Int(-7));
     cache.set_child(&lib, "z", CachedValue::Float(0.5));
 }
@@ -90,10 +87,7 @@ fn populate(cache: &EvalCache) {
 fn check(cache: &EvalCache) {
     let root = cache.root();
     let (_, v) = hit(cache.get(&root));
-    assert_eq!(
-        v,
-        CachedValue::Attrs(vec!["checks".into(), "lib".into(), "packages".into()])
-    );
+    assert_eq!(v, attrs(&["checks", "lib", "packages"]));
     let (packages, v) = hit(cache.child(&root, "packages"));
     assert_eq!(v, CachedValue::Placeholder);
     let (sys, _) = hit(cache.child(&packages, "x86_64-linux"));
@@ -124,11 +118,7 @@ fn check(cache: &EvalCache) {
     assert_eq!(v, CachedValue::Placeholder);
     assert_eq!(cache.child(&checks, "x"), Lookup::Unknown);
     let (lib, v) = hit(cache.child(&root, "lib"));
-    assert_eq!(
-        v,
-        CachedValue::Attrs(vec!["a".into(), "z".into()]),
-        "sorted and deduplicated"
-    );
+    assert_eq!(v, attrs(&["a", "z"]), "sorted and deduplicated");
     assert_eq!(hit(cache.child(&lib, "a")).1, CachedValue::Int(-7));
     assert_eq!(hit(cache.child(&lib, "z")).1, CachedValue::Float(0.5));
     // Paths.
@@ -259,13 +249,13 @@ fn placeholders_never_overwrite_values() {
     let b = cache.set_child(&root, "b", CachedValue::Placeholder);
     cache.set_child(&b, "c", CachedValue::Int(1));
     cache.flush().expect("flush");
-    let b2 = cache.set_child(&root, "b", CachedValue::Attrs(vec!["c".into()]));
+    let b2 = cache.set_child(&root, "b", attrs(&["c"]));
     assert_eq!(b, b2);
     cache.flush().expect("flush");
     drop(cache);
     let cache = EvalCache::open(dir.path(), &fp, CacheOptions::default()).expect("reopen");
     let (b, v) = hit(cache.lookup_path(&["b"]).0);
-    assert_eq!(v, CachedValue::Attrs(vec!["c".into()]));
+    assert_eq!(v, attrs(&["c"]));
     assert_eq!(hit(cache.child(&b, "c")).1, CachedValue::Int(1));
 }
 
@@ -390,7 +380,7 @@ fn walking_a_large_complete_set_is_linear() {
     .expect("open");
     let root = cache.root();
     let names: Vec<String> = (0..20_000).map(|i| format!("package-{i:05}")).collect();
-    cache.set(&root, CachedValue::Attrs(names.clone()));
+    cache.set(&root, CachedValue::Attrs(names.clone().into()));
     cache.flush().expect("flush");
     let start = std::time::Instant::now();
     // Each child is a placeholder (created on first lookup), then gets a value.
