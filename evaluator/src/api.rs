@@ -35,6 +35,9 @@ pub enum OutputFormat {
     Json,
     /// `nix eval --raw`.
     Raw,
+    /// `nix-instantiate --eval --strict` (value forced deeply, printed with `<LAMBDA>`,
+    /// `<PRIMOP>`, `<PRIMOP-APP>`, derivations as plain sets; newline).
+    Instantiate,
 }
 
 /// Everything on the caller's side that an answer can depend on.
@@ -335,6 +338,12 @@ fn run_in(ev: &mut Evaluator, req: &EvalRequest) -> Result<Vec<u8>, EvalError> {
         OutputFormat::Json => {
             let mut ctx = Context::new();
             let mut out = print::to_json(ev, &v, Pos::NONE, false, &mut ctx)?;
+            out.push(b'\n');
+            Ok(out)
+        }
+        OutputFormat::Instantiate => {
+            let v = ev.force_deep(&v, Pos::NONE)?;
+            let mut out = print::print_ambiguous(&v);
             out.push(b'\n');
             Ok(out)
         }

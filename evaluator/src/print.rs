@@ -443,6 +443,74 @@ pub fn print_value(ev: &mut Evaluator, v: &Value) -> Result<Vec<u8>> {
     Ok(p.out)
 }
 
+/// Nix's `printAmbiguous` (`nix-instantiate --eval` output): no forcing, `<CODE>` for thunks,
+/// `<LAMBDA>`/`<PRIMOP>`/`<PRIMOP-APP>` for functions.
+pub fn print_ambiguous(v: &Value) -> Vec<u8> {
+    let mut out = Vec::new();
+    let mut seen = HashSet::new();
+    ambiguous_into(v, &mut out, &mut seen, i32::MAX);
+    out
+}
+
+fn ambiguous_into(v: &Value, out: &mut Vec<u8>, seen: &mut HashSet<usize>, depth: i32) {
+    if depth <= 0 {
+        out.extend_from_slice("«too deep»".as_bytes());
+        return;
+    }
+    let v = match v {
+        Value::Thunk(t) => match &*t.state.borrow() {
+            crate::value::ThunkState::Done(x) => x.clone(),
+            crate::value::ThunkState::Blackhole => {
+                out.extend_from_slice("«potential infinite recursion»".as_bytes());
+                return;
+            }
+            _ => {
+                out.extend_from_slice(b"<CODE>");
+                return;
+            }
+        },
+        other => other.clone(),
+    };
+    match &v {
+        Value::Int(i) => out.extend_from_slice(i.to_string().as_bytes()),
+        Value::Float(f) => out.extend_from_slice(fmt_float(*f).as_bytes()),
+        Value::Bool(b) => out.extend_from_slice(if *b { b"true" } else { b"false" }),
+        Value::Null => out.extend_from_slice(b"null"),
+        Value::String(s) => out.extend_from_slice(&literal_string_bytes(&s.bytes, usize::MAX)),
+        Value::Path(p) => out.extend_from_slice(p.as_bytes()),
+        Value::Attrs(a) => {
+            if !a.is_empty() && !seen.insert(Rc::as_ptr(a) as *const u8 as usize) {
+                out.extend_from_slice("«repeated»".as_bytes());
+                return;
+            }
+            out.extend_from_slice(b"{ ");
+            for attr in a.sorted_by_name() {
+                attr_name_bytes(&attr.name.bytes(), out);
+                out.extend_from_slice(b" = ");
+                ambiguous_into(&attr.value, out, seen, depth - 1);
+                out.extend_from_slice(b"; ");
+            }
+            out.push(b'}');
+        }
+        Value::List(l) => {
+            if !l.is_empty() && !seen.insert(l.as_ptr() as *const u8 as usize) {
+                out.extend_from_slice("«repeated»".as_bytes());
+                return;
+            }
+            out.extend_from_slice(b"[ ");
+            for x in l.iter() {
+                ambiguous_into(x, out, seen, depth - 1);
+                out.push(b' ');
+            }
+            out.push(b']');
+        }
+        Value::Lambda(_) => out.extend_from_slice(b"<LAMBDA>"),
+        Value::PrimOp(_) => out.extend_from_slice(b"<PRIMOP>"),
+        Value::PrimOpApp(_) => out.extend_from_slice(b"<PRIMOP-APP>"),
+        Value::Thunk(_) => out.extend_from_slice(b"<CODE>"),
+    }
+}
+
 /// JSON string escaping as nlohmann::json (UTF-8 validated).
 fn json_string(s: &[u8], out: &mut Vec<u8>) -> Result<()> {
     if let Err(e) = std::str::from_utf8(s) {

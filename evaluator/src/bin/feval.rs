@@ -18,6 +18,7 @@ fn main() {
             "--file" => source = args.next().map(|f| EvalSource::File(f.into())),
             "--json" => output = OutputFormat::Json,
             "--raw" => output = OutputFormat::Raw,
+            "--instantiate" => output = OutputFormat::Instantiate,
             "--impure" => pure = Some(false),
             other => attr = Some(other.to_string()),
         }
