@@ -96,8 +96,11 @@ pub struct Diagnostic {
     pub message: String,
     pub position: Option<Position>,
     pub trace: Vec<TraceFrame>,
-    /// Exactly what `nix` prints on stderr for this error (starts with `error:`).
+    /// Exactly what `nix` prints on stderr for this error (starts with `error:`, ends with a
+    /// newline).
     pub rendered: String,
+    /// Trace/warning lines printed before the error (e.g. by `builtins.trace`), in order.
+    pub log: Vec<String>,
 }
 
 /// A successful evaluation's output.
@@ -141,6 +144,7 @@ fn plain_diagnostic(message: &str) -> Diagnostic {
         position: None,
         trace: Vec::new(),
         rendered: format!("error: {message}\n"),
+        log: Vec::new(),
     }
 }
 
@@ -167,6 +171,7 @@ fn to_diagnostic(e: &EvalError) -> Diagnostic {
             })
             .collect(),
         rendered: e.render(),
+        log: Vec::new(),
     }
 }
 
@@ -188,7 +193,11 @@ fn run(req: &EvalRequest) -> Result<EvalOutput, Diagnostic> {
             stdout,
             stderr: std::mem::take(&mut ev.stderr),
         }),
-        Err(e) => Err(to_diagnostic(&e)),
+        Err(e) => {
+            let mut d = to_diagnostic(&e);
+            d.log = std::mem::take(&mut ev.stderr);
+            Err(d)
+        }
     };
     drop(ev);
     source::clear();

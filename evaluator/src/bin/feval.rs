@@ -59,6 +59,9 @@ fn main() {
             let _ = std::io::stdout().write_all(&out.stdout);
         }
         Err(d) => {
+            for l in &d.log {
+                let _ = writeln!(std::io::stderr(), "{l}");
+            }
             let _ = std::io::stderr().write_all(d.rendered.as_bytes());
             std::process::exit(1);
         }
