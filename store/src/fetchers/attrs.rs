@@ -44,7 +44,9 @@ pub type Attrs = BTreeMap<String, Attr>;
 /// else is an error.
 pub fn json_to_attrs(json: &serde_json::Value) -> Result<Attrs, FetchError> {
     let obj = json.as_object().ok_or_else(|| {
-        FetchError::invalid(format!("expected a JSON object for input attributes but got '{json}'"))
+        FetchError::invalid(format!(
+            "expected a JSON object for input attributes but got '{json}'"
+        ))
     })?;
     let mut attrs = Attrs::new();
     for (k, v) in obj {
@@ -59,7 +61,11 @@ pub fn json_to_attrs(json: &serde_json::Value) -> Result<Attrs, FetchError> {
             },
             serde_json::Value::String(s) => Attr::String(s.clone()),
             serde_json::Value::Bool(b) => Attr::Bool(*b),
-            _ => return Err(FetchError::invalid("unsupported input attribute type in lock file")),
+            _ => {
+                return Err(FetchError::invalid(
+                    "unsupported input attribute type in lock file",
+                ));
+            }
         };
         attrs.insert(k.clone(), a);
     }
@@ -123,7 +129,9 @@ pub fn maybe_get_int(attrs: &Attrs, name: &str) -> Result<Option<u64>, FetchErro
     match attrs.get(name) {
         None => Ok(None),
         Some(Attr::Int(n)) => Ok(Some(*n)),
-        Some(_) => Err(FetchError::invalid(format!("input attribute '{name}' is not an integer"))),
+        Some(_) => Err(FetchError::invalid(format!(
+            "input attribute '{name}' is not an integer"
+        ))),
     }
 }
 
@@ -132,6 +140,8 @@ pub fn maybe_get_bool(attrs: &Attrs, name: &str) -> Result<Option<bool>, FetchEr
     match attrs.get(name) {
         None => Ok(None),
         Some(Attr::Bool(b)) => Ok(Some(*b)),
-        Some(_) => Err(FetchError::invalid(format!("input attribute '{name}' is not a Boolean"))),
+        Some(_) => Err(FetchError::invalid(format!(
+            "input attribute '{name}' is not a Boolean"
+        ))),
     }
 }

@@ -80,14 +80,19 @@ impl FetcherCache {
                 let _ = crate::nar::remove_tree_force(tmp);
                 Ok(dest)
             }
-            Err(e) => Err(FetchError::io(format!("moving tree into '{}'", dest.display()), e)),
+            Err(e) => Err(FetchError::io(
+                format!("moving tree into '{}'", dest.display()),
+                e,
+            )),
         }
     }
 
     fn fact_path(&self, domain: &str, key: &Attrs) -> PathBuf {
         let k = format!("{domain}\0{}", to_compact(&attrs_to_json(key)));
         let h = Hash::digest(HashAlgo::Sha256, k.as_bytes());
-        self.root.join("facts").join(format!("{}.json", h.to_nix32()))
+        self.root
+            .join("facts")
+            .join(format!("{}.json", h.to_nix32()))
     }
 
     /// Look up a fact (`domain` + key attributes → value attributes).
@@ -105,7 +110,8 @@ impl FetcherCache {
         use std::io::Write;
         tmp.write_all(to_compact(&attrs_to_json(value)).as_bytes())
             .map_err(io("writing a fetcher cache entry"))?;
-        tmp.persist(&p).map_err(|e| FetchError::io(format!("writing '{}'", p.display()), e.error))?;
+        tmp.persist(&p)
+            .map_err(|e| FetchError::io(format!("writing '{}'", p.display()), e.error))?;
         Ok(())
     }
 }

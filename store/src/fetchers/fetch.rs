@@ -67,9 +67,14 @@ pub struct Fetched {
 /// The NAR hash (SHA-256) of a file system tree: the single function through which every
 /// fetcher hashes, implemented by the store's NAR serialiser.
 pub fn nar_hash_of(path: &Path) -> Result<Hash, FetchError> {
-    crate::nar::nar_hash_path(path).map(|(h, _)| h).map_err(|e| {
-        FetchError::invalid(format!("computing the NAR hash of '{}': {e}", path.display()))
-    })
+    crate::nar::nar_hash_path(path)
+        .map(|(h, _)| h)
+        .map_err(|e| {
+            FetchError::invalid(format!(
+                "computing the NAR hash of '{}': {e}",
+                path.display()
+            ))
+        })
 }
 
 /// Largest modification time in a tree (Nix's `dumpPathAndGetMtime`).
@@ -82,7 +87,9 @@ fn max_mtime(path: &Path) -> Result<u64, FetchError> {
         for e in std::fs::read_dir(path)
             .map_err(|e| FetchError::io(format!("reading directory '{}'", path.display()), e))?
         {
-            let e = e.map_err(|e| FetchError::io(format!("reading directory '{}'", path.display()), e))?;
+            let e = e.map_err(|e| {
+                FetchError::io(format!("reading directory '{}'", path.display()), e)
+            })?;
             t = t.max(max_mtime(&e.path())?);
         }
     }
@@ -100,10 +107,10 @@ fn fetch_path(input: &Input, p: &PathInput) -> Result<(PathBuf, Hash, Input), Fe
     tracing::debug!("copying '{}' to the store", abs.display());
     let hash = nar_hash_of(&abs)?;
     let mut res = input.clone();
-    if let InputKind::Path(rp) = &mut res.kind {
-        if rp.last_modified.is_none() {
-            rp.last_modified = Some(max_mtime(&abs)?);
-        }
+    if let InputKind::Path(rp) = &mut res.kind
+        && rp.last_modified.is_none()
+    {
+        rp.last_modified = Some(max_mtime(&abs)?);
     }
     Ok((abs, hash, res))
 }
@@ -114,13 +121,20 @@ pub fn fetch(input: &Input, settings: &FetchSettings) -> Result<Fetched, FetchEr
     let cache = FetcherCache::open(&settings.cache_dir)?;
 
     // A final input with a NAR hash whose tree we already have needs no fetching.
-    if input.is_final {
-        if let Some(h) = input.nar_hash_parsed()? {
-            if let Some(tree) = cache.lookup_tree(&h) {
-                tracing::debug!("using cached input '{}' in '{}'", input.display(), tree.display());
-                return Ok(Fetched { input: input.clone(), tree, nar_hash: h });
-            }
-        }
+    if input.is_final
+        && let Some(h) = input.nar_hash_parsed()?
+        && let Some(tree) = cache.lookup_tree(&h)
+    {
+        tracing::debug!(
+            "using cached input '{}' in '{}'",
+            input.display(),
+            tree.display()
+        );
+        return Ok(Fetched {
+            input: input.clone(),
+            tree,
+            nar_hash: h,
+        });
     }
 
     let (tree, nar_hash, mut result) = match &input.kind {
@@ -151,7 +165,11 @@ pub fn fetch(input: &Input, settings: &FetchSettings) -> Result<Fetched, FetchEr
     result.set_nar_hash(Some(nar_hash.to_sri()));
     result.is_final = true;
     check_locks(input, &mut result)?;
-    Ok(Fetched { input: result, tree, nar_hash })
+    Ok(Fetched {
+        input: result,
+        tree,
+        nar_hash,
+    })
 }
 
 /// Nix's `Input::checkLocks`: the fetched input must agree with what was specified.
@@ -164,14 +182,14 @@ pub fn check_locks(specified: &Input, result: &mut Input) -> Result<(), FetchErr
         let sa = spec.to_attrs();
         let ra = result.to_attrs();
         for (k, v) in &sa {
-            if let Some(v2) = ra.get(k) {
-                if v != v2 {
-                    return Err(FetchError::invalid(format!(
-                        "mismatch in field '{k}' of input '{}', got '{}'",
-                        attrs_to_json_string(&sa),
-                        attrs_to_json_string(&ra)
-                    )));
-                }
+            if let Some(v2) = ra.get(k)
+                && v != v2
+            {
+                return Err(FetchError::invalid(format!(
+                    "mismatch in field '{k}' of input '{}', got '{}'",
+                    attrs_to_json_string(&sa),
+                    attrs_to_json_string(&ra)
+                )));
             }
         }
         *result = spec;
@@ -194,31 +212,31 @@ pub fn check_locks(specified: &Input, result: &mut Input) -> Result<(), FetchErr
             });
         }
     }
-    if let Some(prev) = specified.last_modified() {
-        if result.last_modified() != Some(prev) {
-            return Err(FetchError::invalid(format!(
-                "'lastModified' attribute mismatch in input '{}', expected {prev}, got {}",
-                result.display(),
-                result.last_modified().map_or(-1, |x| x as i64)
-            )));
-        }
+    if let Some(prev) = specified.last_modified()
+        && result.last_modified() != Some(prev)
+    {
+        return Err(FetchError::invalid(format!(
+            "'lastModified' attribute mismatch in input '{}', expected {prev}, got {}",
+            result.display(),
+            result.last_modified().map_or(-1, |x| x as i64)
+        )));
     }
-    if let Some(prev) = specified.rev_hash()? {
-        if result.rev_hash()?.as_ref() != Some(&prev) {
-            return Err(FetchError::invalid(format!(
-                "'rev' attribute mismatch in input '{}', expected {}",
-                result.display(),
-                prev.to_base16()
-            )));
-        }
+    if let Some(prev) = specified.rev_hash()?
+        && result.rev_hash()?.as_ref() != Some(&prev)
+    {
+        return Err(FetchError::invalid(format!(
+            "'rev' attribute mismatch in input '{}', expected {}",
+            result.display(),
+            prev.to_base16()
+        )));
     }
-    if let Some(prev) = specified.rev_count() {
-        if result.rev_count() != Some(prev) {
-            return Err(FetchError::invalid(format!(
-                "'revCount' attribute mismatch in input '{}', expected {prev}",
-                result.display()
-            )));
-        }
+    if let Some(prev) = specified.rev_count()
+        && result.rev_count() != Some(prev)
+    {
+        return Err(FetchError::invalid(format!(
+            "'revCount' attribute mismatch in input '{}', expected {prev}",
+            result.display()
+        )));
     }
     Ok(())
 }

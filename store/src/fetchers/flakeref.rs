@@ -53,7 +53,9 @@ impl FlakeRef {
     pub fn to_url(&self) -> Result<ParsedUrl, FetchError> {
         let mut url = self.input.to_url()?;
         if !self.subdir.is_empty() {
-            url.query.entry("dir".into()).or_insert_with(|| self.subdir.clone());
+            url.query
+                .entry("dir".into())
+                .or_insert_with(|| self.subdir.clone());
         }
         Ok(url)
     }
@@ -62,7 +64,8 @@ impl FlakeRef {
     pub fn to_attrs(&self) -> Attrs {
         let mut a = self.input.to_attrs();
         if !self.subdir.is_empty() {
-            a.entry("dir".into()).or_insert_with(|| Attr::String(self.subdir.clone()));
+            a.entry("dir".into())
+                .or_insert_with(|| Attr::String(self.subdir.clone()));
         }
         a
     }
@@ -72,7 +75,10 @@ impl FlakeRef {
         let mut a = attrs.clone();
         let dir = maybe_get_str(attrs, "dir")?;
         a.remove("dir");
-        Ok(FlakeRef { input: Input::from_attrs(&a)?, subdir: dir.unwrap_or_default() })
+        Ok(FlakeRef {
+            input: Input::from_attrs(&a)?,
+            subdir: dir.unwrap_or_default(),
+        })
     }
 
     /// `parseFlakeRef`: a reference without a fragment.
@@ -104,9 +110,9 @@ impl FlakeRef {
 
     /// A display form that never fails (URL, or attributes as JSON).
     pub fn display(&self) -> String {
-        self.to_url().map(|u| u.to_string()).unwrap_or_else(|_| {
-            super::attrs::attrs_to_json_string(&self.to_attrs())
-        })
+        self.to_url()
+            .map(|u| u.to_string())
+            .unwrap_or_else(|_| super::attrs::attrs_to_json_string(&self.to_attrs()))
     }
 }
 
@@ -116,13 +122,16 @@ impl fmt::Display for FlakeRef {
     }
 }
 
-fn from_parsed_url(
-    mut url: ParsedUrl,
-    is_flake: bool,
-) -> Result<(FlakeRef, String), FetchError> {
+fn from_parsed_url(mut url: ParsedUrl, is_flake: bool) -> Result<(FlakeRef, String), FetchError> {
     let dir = url.query.remove("dir").unwrap_or_default();
     let fragment = std::mem::take(&mut url.fragment);
-    Ok((FlakeRef { input: Input::from_url(&url, is_flake)?, subdir: dir }, fragment))
+    Ok((
+        FlakeRef {
+            input: Input::from_url(&url, is_flake)?,
+            subdir: dir,
+        },
+        fragment,
+    ))
 }
 
 fn parse_flake_id_ref(
@@ -137,25 +146,33 @@ fn parse_flake_id_ref(
         ))
         .expect("the regular expression is built from constants")
     });
-    let Some(m) = RE.captures(url) else { return Ok(None) };
+    let Some(m) = RE.captures(url) else {
+        return Ok(None);
+    };
     let path = m.get(1).map_or("", |x| x.as_str()).to_owned();
-    let parsed = ParsedUrl { scheme: "flake".into(), path, ..Default::default() };
+    let parsed = ParsedUrl {
+        scheme: "flake".into(),
+        path,
+        ..Default::default()
+    };
     let input = Input::from_url(&parsed, opts.is_flake())?;
     let fragment = percent_decode(m.get(6).map_or("", |x| x.as_str()))?;
-    Ok(Some((FlakeRef { input, subdir: String::new() }, fragment)))
+    Ok(Some((
+        FlakeRef {
+            input,
+            subdir: String::new(),
+        },
+        fragment,
+    )))
 }
 
-fn parse_url_flake_ref(
-    url: &str,
-    opts: &ParseOptions,
-) -> Result<(FlakeRef, String), FetchError> {
+fn parse_url_flake_ref(url: &str, opts: &ParseOptions) -> Result<(FlakeRef, String), FetchError> {
     let mut parsed = parse_url(url)?;
-    if let Some(base) = &opts.base_dir {
-        if (parsed.scheme == "path" || parsed.scheme == "git+file")
-            && !parsed.path.starts_with('/')
-        {
-            parsed.path = abs_path(&parsed.path, base);
-        }
+    if let Some(base) = &opts.base_dir
+        && (parsed.scheme == "path" || parsed.scheme == "git+file")
+        && !parsed.path.starts_with('/')
+    {
+        parsed.path = abs_path(&parsed.path, base);
     }
     from_parsed_url(parsed, opts.is_flake())
 }
@@ -163,8 +180,11 @@ fn parse_url_flake_ref(
 /// Nix's `absPath` + `canonPath`: make absolute and remove `.`/`..`/duplicate slashes
 /// (lexically; symlinks are not resolved).
 pub fn abs_path(path: &str, base: &Path) -> String {
-    let joined =
-        if path.starts_with('/') { path.to_owned() } else { format!("{}/{path}", base.display()) };
+    let joined = if path.starts_with('/') {
+        path.to_owned()
+    } else {
+        format!("{}/{path}", base.display())
+    };
     canon_path(&joined)
 }
 
@@ -194,10 +214,7 @@ fn base_name_of(path: &str) -> &str {
     path.rsplit('/').next().unwrap_or(path)
 }
 
-fn parse_path_flake_ref(
-    url: &str,
-    opts: &ParseOptions,
-) -> Result<(FlakeRef, String), FetchError> {
+fn parse_path_flake_ref(url: &str, opts: &ParseOptions) -> Result<(FlakeRef, String), FetchError> {
     // ([^?#]*)(\?([^#]*))?(#(.*))?
     let (before_frag, frag) = match url.find('#') {
         Some(i) => (&url[..i], Some(&url[i + 1..])),
@@ -244,8 +261,7 @@ fn parse_path_flake_ref(
                         return Err(FetchError::invalid(format!(
                             "path '{path}' is not part of a flake (neither it nor its parent directories contain a 'flake.nix' file)"
                         )));
-                    } else if std::fs::symlink_metadata(&path).map(|m| m.dev()).ok()
-                        != Some(device)
+                    } else if std::fs::symlink_metadata(&path).map(|m| m.dev()).ok() != Some(device)
                     {
                         return Err(FetchError::invalid(format!(
                             "unable to find a flake before encountering filesystem boundary at '{path}'"
@@ -300,7 +316,13 @@ fn parse_path_flake_ref(
         )));
     }
     from_parsed_url(
-        ParsedUrl { scheme: "path".into(), authority: Some(String::new()), path, query, fragment },
+        ParsedUrl {
+            scheme: "path".into(),
+            authority: Some(String::new()),
+            path,
+            query,
+            fragment,
+        },
         opts.is_flake(),
     )
 }

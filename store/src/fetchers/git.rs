@@ -11,11 +11,11 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use super::FetchError;
+use super::attrs::{Attr, Attrs, maybe_get_int, maybe_get_str};
 use super::cache::FetcherCache;
 use super::fetch::{FetchSettings, nar_hash_of};
 use super::input::{GitInput, Input, InputKind, parse_rev};
 use super::url::parse_url;
-use super::attrs::{Attr, Attrs, maybe_get_int, maybe_get_str};
 
 const NULL_REV: &str = "0000000000000000000000000000000000000000";
 
@@ -47,9 +47,8 @@ fn git_err(repo: &Path) -> impl Fn(&dyn std::fmt::Display) -> FetchError + '_ {
 }
 
 fn open(path: &Path) -> Result<gix::Repository, FetchError> {
-    gix::open(path).map_err(|e| {
-        FetchError::git(format!("opening Git repository '{}'", path.display()), e)
-    })
+    gix::open(path)
+        .map_err(|e| FetchError::git(format!("opening Git repository '{}'", path.display()), e))
 }
 
 fn kind_of_tree_entry(mode: gix::objs::tree::EntryMode) -> Option<FileKind> {
@@ -71,9 +70,8 @@ fn flatten_commit(
     repo: &gix::Repository,
     rev: gix::ObjectId,
 ) -> Result<BTreeMap<String, (FileKind, gix::ObjectId)>, FetchError> {
-    let e = |x: &dyn std::fmt::Display| {
-        FetchError::git(format!("reading the tree of commit {rev}"), x)
-    };
+    let e =
+        |x: &dyn std::fmt::Display| FetchError::git(format!("reading the tree of commit {rev}"), x);
     let commit = repo.find_commit(rev).map_err(|x| e(&x))?;
     let tree = commit.tree().map_err(|x| e(&x))?;
     let mut rec = gix::traverse::tree::Recorder::default();
@@ -103,14 +101,17 @@ fn index_kind(mode: gix::index::entry::Mode) -> Option<FileKind> {
 }
 
 /// The kind and Git blob id of a work-tree file, or `None` if it does not exist.
-fn worktree_state(
-    path: &Path,
-) -> Result<Option<(FileKind, gix::ObjectId)>, FetchError> {
+fn worktree_state(path: &Path) -> Result<Option<(FileKind, gix::ObjectId)>, FetchError> {
     use std::os::unix::fs::PermissionsExt;
     let meta = match std::fs::symlink_metadata(path) {
         Ok(m) => m,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-        Err(e) => return Err(FetchError::io(format!("getting status of '{}'", path.display()), e)),
+        Err(e) => {
+            return Err(FetchError::io(
+                format!("getting status of '{}'", path.display()),
+                e,
+            ));
+        }
     };
     let (kind, data) = if meta.file_type().is_symlink() {
         let t = std::fs::read_link(path)
@@ -126,7 +127,10 @@ fn worktree_state(
         };
         (k, d)
     } else if meta.is_dir() {
-        return Ok(Some((FileKind::Submodule, gix::ObjectId::null(gix::hash::Kind::Sha1))));
+        return Ok(Some((
+            FileKind::Submodule,
+            gix::ObjectId::null(gix::hash::Kind::Sha1),
+        )));
     } else {
         return Ok(None);
     };
@@ -149,7 +153,10 @@ pub fn workdir_info(repo_path: &Path) -> Result<WorkdirInfo, FetchError> {
         None => BTreeMap::new(),
     };
     let index = repo.index_or_empty().map_err(|e| ge(&e))?;
-    let workdir = repo.workdir().map(Path::to_path_buf).unwrap_or_else(|| repo_path.to_path_buf());
+    let workdir = repo
+        .workdir()
+        .map(Path::to_path_buf)
+        .unwrap_or_else(|| repo_path.to_path_buf());
     let mut files = Vec::new();
     let mut is_dirty = false;
     let mut in_index = std::collections::BTreeSet::new();
@@ -161,7 +168,9 @@ pub fn workdir_info(repo_path: &Path) -> Result<WorkdirInfo, FetchError> {
             in_index.insert(path);
             continue;
         }
-        let Some(kind) = index_kind(entry.mode) else { continue };
+        let Some(kind) = index_kind(entry.mode) else {
+            continue;
+        };
         in_index.insert(path.clone());
         // Index vs HEAD.
         match head_tree.get(&path) {
@@ -187,7 +196,12 @@ pub fn workdir_info(repo_path: &Path) -> Result<WorkdirInfo, FetchError> {
     if head_tree.keys().any(|p| !in_index.contains(p)) {
         is_dirty = true; // deleted from the index
     }
-    Ok(WorkdirInfo { files, head_rev: head_rev.map(|r| r.to_string()), is_dirty, head_ref })
+    Ok(WorkdirInfo {
+        files,
+        head_rev: head_rev.map(|r| r.to_string()),
+        is_dirty,
+        head_ref,
+    })
 }
 
 fn write_file(dest: &Path, data: &[u8], executable: bool) -> Result<(), FetchError> {
@@ -208,7 +222,11 @@ fn ensure_parent(dest: &Path) -> Result<(), FetchError> {
 }
 
 /// Write the tree of commit `rev` into `dest` (which must not exist).
-fn export_commit(repo: &gix::Repository, rev: gix::ObjectId, dest: &Path) -> Result<(), FetchError> {
+fn export_commit(
+    repo: &gix::Repository,
+    rev: gix::ObjectId,
+    dest: &Path,
+) -> Result<(), FetchError> {
     std::fs::create_dir_all(dest)
         .map_err(|e| FetchError::io(format!("creating '{}'", dest.display()), e))?;
     for (path, (kind, id)) in flatten_commit(repo, rev)? {
@@ -277,7 +295,9 @@ fn commit_time(repo: &gix::Repository, rev: gix::ObjectId) -> Result<u64, FetchE
     let c = repo
         .find_commit(rev)
         .map_err(|e| FetchError::git(format!("reading commit {rev}"), e))?;
-    let t = c.time().map_err(|e| FetchError::git(format!("reading commit {rev}"), e))?;
+    let t = c
+        .time()
+        .map_err(|e| FetchError::git(format!("reading commit {rev}"), e))?;
     Ok(t.seconds.max(0) as u64)
 }
 
@@ -296,11 +316,20 @@ fn rev_count(repo: &gix::Repository, rev: gix::ObjectId) -> Result<u64, FetchErr
 }
 
 /// Resolve a ref name as `git rev-parse REF^{commit}` would.
-fn resolve_ref(repo: &gix::Repository, repo_path: &Path, r: &str) -> Result<gix::ObjectId, FetchError> {
+fn resolve_ref(
+    repo: &gix::Repository,
+    repo_path: &Path,
+    r: &str,
+) -> Result<gix::ObjectId, FetchError> {
     let id = repo.rev_parse_single(r).map_err(|e| {
-        FetchError::git(format!("resolving Git reference '{r}' in '{}'", repo_path.display()), e)
+        FetchError::git(
+            format!("resolving Git reference '{r}' in '{}'", repo_path.display()),
+            e,
+        )
     })?;
-    let obj = id.object().map_err(|e| FetchError::git(format!("reading '{r}'"), e))?;
+    let obj = id
+        .object()
+        .map_err(|e| FetchError::git(format!("reading '{r}'"), e))?;
     let commit = obj
         .peel_to_commit()
         .map_err(|e| FetchError::git(format!("'{r}' does not name a commit"), e))?;
@@ -314,22 +343,23 @@ fn fetch_commit_tree(
     cache: &FetcherCache,
     with_rev_count: bool,
 ) -> Result<(PathBuf, crate::hash::Hash, u64, Option<u64>), FetchError> {
-    let key: Attrs = [("rev".to_owned(), Attr::String(rev.to_string()))].into_iter().collect();
-    if let Some(f) = cache.lookup_fact("gitRevTree", &key) {
-        if let (Ok(Some(h)), Ok(Some(lm))) =
-            (maybe_get_str(&f, "narHash"), maybe_get_int(&f, "lastModified"))
-        {
-            if let Ok(hash) = crate::hash::Hash::parse_sri(&h) {
-                if let Some(tree) = cache.lookup_tree(&hash) {
-                    let rc = match maybe_get_int(&f, "revCount").ok().flatten() {
-                        Some(rc) => Some(rc),
-                        None if with_rev_count => Some(rev_count(repo, rev)?),
-                        None => None,
-                    };
-                    return Ok((tree, hash, lm, rc.filter(|_| with_rev_count)));
-                }
-            }
-        }
+    let key: Attrs = [("rev".to_owned(), Attr::String(rev.to_string()))]
+        .into_iter()
+        .collect();
+    if let Some(f) = cache.lookup_fact("gitRevTree", &key)
+        && let (Ok(Some(h)), Ok(Some(lm))) = (
+            maybe_get_str(&f, "narHash"),
+            maybe_get_int(&f, "lastModified"),
+        )
+        && let Ok(hash) = crate::hash::Hash::parse_sri(&h)
+        && let Some(tree) = cache.lookup_tree(&hash)
+    {
+        let rc = match maybe_get_int(&f, "revCount").ok().flatten() {
+            Some(rc) => Some(rc),
+            None if with_rev_count => Some(rev_count(repo, rev)?),
+            None => None,
+        };
+        return Ok((tree, hash, lm, rc.filter(|_| with_rev_count)));
     }
     let tmp = cache.temp_dir()?;
     let dest = tmp.path().join("tree");
@@ -337,7 +367,11 @@ fn fetch_commit_tree(
     let hash = nar_hash_of(&dest)?;
     let tree = cache.insert_tree(&dest, &hash)?;
     let lm = commit_time(repo, rev)?;
-    let rc = if with_rev_count { Some(rev_count(repo, rev)?) } else { None };
+    let rc = if with_rev_count {
+        Some(rev_count(repo, rev)?)
+    } else {
+        None
+    };
     let mut facts = Attrs::new();
     facts.insert("narHash".into(), Attr::String(hash.to_sri()));
     facts.insert("lastModified".into(), Attr::Int(lm));
@@ -364,20 +398,26 @@ pub fn fetch_git(
         )));
     }
     if g.submodules == Some(true) {
-        tracing::warn!("Git submodules of '{}' are not fetched (not supported)", g.url);
+        tracing::warn!(
+            "Git submodules of '{}' are not fetched (not supported)",
+            g.url
+        );
     }
     let repo_path = PathBuf::from(&url.path);
     let is_bare = !repo_path.join(".git").exists();
     let repo = open(&repo_path)?;
     let mut res = g.clone();
     let rev_given = input.rev_hash()?;
-    if let Some(h) = &rev_given {
-        if !matches!(h.algo(), crate::hash::HashAlgo::Sha1 | crate::hash::HashAlgo::Sha256) {
-            return Err(FetchError::invalid(format!(
-                "Hash '{}' is not supported by Git. Supported types are sha1 and sha256.",
-                h.to_string(crate::hash::HashFormat::Base16, true)
-            )));
-        }
+    if let Some(h) = &rev_given
+        && !matches!(
+            h.algo(),
+            crate::hash::HashAlgo::Sha1 | crate::hash::HashAlgo::Sha256
+        )
+    {
+        return Err(FetchError::invalid(format!(
+            "Hash '{}' is not supported by Git. Supported types are sha1 and sha256.",
+            h.to_string(crate::hash::HashFormat::Base16, true)
+        )));
     }
     let shallow = g.shallow == Some(true);
 
@@ -416,14 +456,22 @@ pub fn fetch_git(
         res.rev = Some(rev.to_string());
         res.rev_count = rc;
         res.last_modified = Some(lm);
-        return Ok((tree, hash, Input { kind: InputKind::Git(res), is_final: input.is_final }));
+        return Ok((
+            tree,
+            hash,
+            Input {
+                kind: InputKind::Git(res),
+                is_final: input.is_final,
+            },
+        ));
     }
 
     // Work-tree mode.
     let info = workdir_info(&repo_path)?;
     let head = match &info.head_rev {
         Some(h) => Some(
-            gix::ObjectId::from_hex(h.as_bytes()).map_err(|e| FetchError::git("parsing HEAD", e))?,
+            gix::ObjectId::from_hex(h.as_bytes())
+                .map_err(|e| FetchError::git("parsing HEAD", e))?,
         ),
         None => None,
     };
@@ -448,10 +496,20 @@ pub fn fetch_git(
         };
         res.rev = Some(info.head_rev.clone().unwrap_or_else(|| NULL_REV.into()));
         res.last_modified = Some(lm);
-        return Ok((tree, hash, Input { kind: InputKind::Git(res), is_final: input.is_final }));
+        return Ok((
+            tree,
+            hash,
+            Input {
+                kind: InputKind::Git(res),
+                is_final: input.is_final,
+            },
+        ));
     }
     if !settings.allow_dirty {
-        return Err(FetchError::invalid(format!("Git tree '{}' is dirty", repo_path.display())));
+        return Err(FetchError::invalid(format!(
+            "Git tree '{}' is dirty",
+            repo_path.display()
+        )));
     }
     if settings.warn_dirty {
         tracing::warn!("Git tree '{}' is dirty", repo_path.display());
@@ -464,7 +522,14 @@ pub fn fetch_git(
     let (tree, hash) = export_to_cache(&repo_path, &info.files, cache)?;
     // A dirty tree is not locked: the rev it might carry from the input is dropped.
     let _ = parse_rev;
-    Ok((tree, hash, Input { kind: InputKind::Git(res), is_final: input.is_final }))
+    Ok((
+        tree,
+        hash,
+        Input {
+            kind: InputKind::Git(res),
+            is_final: input.is_final,
+        },
+    ))
 }
 
 fn export_to_cache(

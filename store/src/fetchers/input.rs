@@ -161,12 +161,24 @@ pub struct InputSettings {
 
 impl Default for InputSettings {
     fn default() -> Self {
-        InputSettings { trust_tarballs_from_git_forges: true, allow_dirty_locks: false }
+        InputSettings {
+            trust_tarballs_from_git_forges: true,
+            allow_dirty_locks: false,
+        }
     }
 }
 
-const SCHEME_NAMES: [&str; 9] =
-    ["file", "git", "github", "gitlab", "hg", "indirect", "path", "sourcehut", "tarball"];
+const SCHEME_NAMES: [&str; 9] = [
+    "file",
+    "git",
+    "github",
+    "gitlab",
+    "hg",
+    "indirect",
+    "path",
+    "sourcehut",
+    "tarball",
+];
 
 fn allowed_attrs(scheme: &str) -> &'static [&'static str] {
     match scheme {
@@ -190,12 +202,26 @@ fn allowed_attrs(scheme: &str) -> &'static [&'static str] {
             "publicKey",
             "publicKeys",
         ],
-        "github" | "gitlab" | "sourcehut" => {
-            &["owner", "repo", "ref", "rev", "narHash", "lastModified", "host", "treeHash"]
-        }
-        "tarball" | "file" => {
-            &["type", "url", "narHash", "name", "unpack", "rev", "revCount", "lastModified"]
-        }
+        "github" | "gitlab" | "sourcehut" => &[
+            "owner",
+            "repo",
+            "ref",
+            "rev",
+            "narHash",
+            "lastModified",
+            "host",
+            "treeHash",
+        ],
+        "tarball" | "file" => &[
+            "type",
+            "url",
+            "narHash",
+            "name",
+            "unpack",
+            "rev",
+            "revCount",
+            "lastModified",
+        ],
         "indirect" => &["id", "ref", "rev", "narHash"],
         "hg" => &["url", "ref", "rev", "revCount", "narHash", "name"],
         _ => &[],
@@ -212,7 +238,11 @@ pub fn parse_rev(s: &str) -> Result<Hash, FetchError> {
 
 /// Parse a `narHash` as `Input::getNarHash` does (an empty string is the all-zero hash).
 pub fn parse_nar_hash(s: &str) -> Result<Hash, FetchError> {
-    let h = if s.is_empty() { Hash::zero(HashAlgo::Sha256) } else { Hash::parse_sri(s)? };
+    let h = if s.is_empty() {
+        Hash::zero(HashAlgo::Sha256)
+    } else {
+        Hash::parse_sri(s)?
+    };
     if h.algo() != HashAlgo::Sha256 {
         return Err(FetchError::invalid("narHash must use SHA-256"));
     }
@@ -220,9 +250,11 @@ pub fn parse_nar_hash(s: &str) -> Result<Hash, FetchError> {
 }
 
 fn has_tarball_extension(path: &str) -> bool {
-    [".zip", ".tar", ".tgz", ".tar.gz", ".tar.xz", ".tar.bz2", ".tar.zst"]
-        .iter()
-        .any(|e| path.ends_with(e))
+    [
+        ".zip", ".tar", ".tgz", ".tar.gz", ".tar.xz", ".tar.bz2", ".tar.zst",
+    ]
+    .iter()
+    .any(|e| path.ends_with(e))
 }
 
 fn parse_u64(s: &str) -> Option<u64> {
@@ -251,7 +283,10 @@ fn put_bool(a: &mut Attrs, k: &str, v: Option<bool>) {
 
 impl Input {
     fn new(kind: InputKind) -> Input {
-        Input { kind, is_final: false }
+        Input {
+            kind,
+            is_final: false,
+        }
     }
 
     /// `Input::fromAttrs`.
@@ -267,7 +302,10 @@ impl Input {
             maybe_get_str(attrs, "ref")?;
             maybe_get_int(attrs, "revCount")?;
             maybe_get_int(attrs, "lastModified")?;
-            return Ok(Input { kind: InputKind::Unsupported(attrs.clone()), is_final });
+            return Ok(Input {
+                kind: InputKind::Unsupported(attrs.clone()),
+                is_final,
+            });
         }
         let allowed = allowed_attrs(&ty);
         for name in attrs.keys() {
@@ -295,12 +333,12 @@ impl Input {
             "git" => {
                 b("verifyCommit")?;
                 let ref_ = s("ref")?;
-                if let Some(r) = &ref_ {
-                    if BAD_GIT_REF_REGEX.is_match(r) {
-                        return Err(FetchError::bad_url(format!(
-                            "invalid Git branch/tag name '{r}'"
-                        )));
-                    }
+                if let Some(r) = &ref_
+                    && BAD_GIT_REF_REGEX.is_match(r)
+                {
+                    return Err(FetchError::bad_url(format!(
+                        "invalid Git branch/tag name '{r}'"
+                    )));
                 }
                 let url = fix_git_url(&get_str(attrs, "url")?);
                 parse_url(&url)?;
@@ -346,12 +384,12 @@ impl Input {
                 let url = get_str(attrs, "url")?;
                 parse_url(&url)?;
                 let ref_ = s("ref")?;
-                if let Some(r) = &ref_ {
-                    if !REF_REGEX.is_match(r) {
-                        return Err(FetchError::bad_url(format!(
-                            "invalid Mercurial branch/tag name '{r}'"
-                        )));
-                    }
+                if let Some(r) = &ref_
+                    && !REF_REGEX.is_match(r)
+                {
+                    return Err(FetchError::bad_url(format!(
+                        "invalid Mercurial branch/tag name '{r}'"
+                    )));
                 }
                 InputKind::Mercurial(MercurialInput {
                     url,
@@ -372,12 +410,18 @@ impl Input {
                     rev_count: i("revCount")?,
                     last_modified: i("lastModified")?,
                 };
-                if ty == "tarball" { InputKind::Tarball(c) } else { InputKind::File(c) }
+                if ty == "tarball" {
+                    InputKind::Tarball(c)
+                } else {
+                    InputKind::File(c)
+                }
             }
             _ => {
                 let id = get_str(attrs, "id")?;
                 if !FLAKE_ID_REGEX.is_match(&id) {
-                    return Err(FetchError::bad_url(format!("'{id}' is not a valid flake ID")));
+                    return Err(FetchError::bad_url(format!(
+                        "'{id}' is not a valid flake ID"
+                    )));
                 }
                 InputKind::Indirect(IndirectInput {
                     id,
@@ -559,14 +603,14 @@ impl Input {
                         url.query.insert(k.into(), "1".into());
                     }
                 }
-                if let Some(pk) = &g.public_key {
-                    if g.public_keys.is_none() {
-                        url.query.insert(
-                            "keytype".into(),
-                            g.keytype.clone().unwrap_or_else(|| "ssh-ed25519".into()),
-                        );
-                        url.query.insert("publicKey".into(), pk.clone());
-                    }
+                if let Some(pk) = &g.public_key
+                    && g.public_keys.is_none()
+                {
+                    url.query.insert(
+                        "keytype".into(),
+                        g.keytype.clone().unwrap_or_else(|| "ssh-ed25519".into()),
+                    );
+                    url.query.insert("publicKey".into(), pk.clone());
                 }
                 if let Some(pks) = &g.public_keys {
                     url.query.insert("publicKeys".into(), pks.clone());
@@ -623,7 +667,11 @@ impl Input {
                     path.push('/');
                     path.push_str(&rev.to_base16());
                 }
-                Ok(ParsedUrl { scheme: "flake".into(), path, ..Default::default() })
+                Ok(ParsedUrl {
+                    scheme: "flake".into(),
+                    path,
+                    ..Default::default()
+                })
             }
         }
     }
@@ -636,7 +684,8 @@ impl Input {
     /// `to_url_string`, or the attributes as JSON when the input cannot be shown as a URL
     /// (for error messages).
     pub fn display(&self) -> String {
-        self.to_url_string().unwrap_or_else(|_| attrs_to_json_string(&self.to_attrs()))
+        self.to_url_string()
+            .unwrap_or_else(|_| attrs_to_json_string(&self.to_attrs()))
     }
 
     /// The `rev` attribute as written.
@@ -896,7 +945,11 @@ fn curl_from_url(
         u.query.remove(*p);
     }
     c.url = u.to_string();
-    Ok(Some(Input::new(if tarball { InputKind::Tarball(c) } else { InputKind::File(c) })))
+    Ok(Some(Input::new(if tarball {
+        InputKind::Tarball(c)
+    } else {
+        InputKind::File(c)
+    })))
 }
 
 fn git_from_url(url: &ParsedUrl) -> Result<Option<Input>, FetchError> {
@@ -1071,27 +1124,41 @@ fn indirect_from_url(url: &ParsedUrl) -> Result<Option<Input>, FetchError> {
             }
             rev = Some(Hash::parse_any(path[2], Some(HashAlgo::Sha1))?.to_base16());
         }
-        _ => return Err(FetchError::bad_url(format!("GitHub URL '{url}' is invalid"))),
+        _ => {
+            return Err(FetchError::bad_url(format!(
+                "GitHub URL '{url}' is invalid"
+            )));
+        }
     }
     let id = path[0].to_owned();
     if !FLAKE_ID_REGEX.is_match(&id) {
-        return Err(FetchError::bad_url(format!("'{id}' is not a valid flake ID")));
+        return Err(FetchError::bad_url(format!(
+            "'{id}' is not a valid flake ID"
+        )));
     }
-    Ok(Some(Input::new(InputKind::Indirect(IndirectInput { id, ref_, rev, nar_hash: None }))))
+    Ok(Some(Input::new(InputKind::Indirect(IndirectInput {
+        id,
+        ref_,
+        rev,
+        nar_hash: None,
+    }))))
 }
 
 fn path_from_url(url: &ParsedUrl) -> Result<Option<Input>, FetchError> {
     if url.scheme != "path" {
         return Ok(None);
     }
-    if let Some(a) = &url.authority {
-        if !a.is_empty() {
-            return Err(FetchError::invalid(format!(
-                "path URL '{url}' should not have an authority ('{a}')"
-            )));
-        }
+    if let Some(a) = &url.authority
+        && !a.is_empty()
+    {
+        return Err(FetchError::invalid(format!(
+            "path URL '{url}' should not have an authority ('{a}')"
+        )));
     }
-    let mut p = PathInput { path: url.path.clone(), ..Default::default() };
+    let mut p = PathInput {
+        path: url.path.clone(),
+        ..Default::default()
+    };
     for (name, value) in &url.query {
         match name.as_str() {
             "rev" => p.rev = Some(value.clone()),

@@ -110,7 +110,10 @@ mod tests {
             to_pretty(&v),
             "{\n  \"a\": {},\n  \"b\": [\n    1,\n    \"x\"\n  ],\n  \"c\": [],\n  \"d\": {\n    \"z\": true\n  }\n}"
         );
-        assert_eq!(to_compact(&v), r#"{"a":{},"b":[1,"x"],"c":[],"d":{"z":true}}"#);
+        assert_eq!(
+            to_compact(&v),
+            r#"{"a":{},"b":[1,"x"],"c":[],"d":{"z":true}}"#
+        );
     }
 
     #[test]

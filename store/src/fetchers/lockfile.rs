@@ -73,7 +73,9 @@ pub fn parse_input_path(s: &str) -> Result<InputPath, FetchError> {
     let mut p = Vec::new();
     for e in s.split('/').filter(|e| !e.is_empty()) {
         if !FLAKE_ID_REGEX.is_match(e) {
-            return Err(FetchError::invalid(format!("invalid flake input path element '{e}'")));
+            return Err(FetchError::invalid(format!(
+                "invalid flake input path element '{e}'"
+            )));
         }
         p.push(e.to_owned());
     }
@@ -82,14 +84,16 @@ pub fn parse_input_path(s: &str) -> Result<InputPath, FetchError> {
 
 fn get_flake_ref(json: &Value, attr: &str, info: Option<&str>) -> Result<FlakeRef, FetchError> {
     let Some(v) = json.get(attr) else {
-        return Err(FetchError::invalid(format!("attribute '{attr}' missing in lock file")));
+        return Err(FetchError::invalid(format!(
+            "attribute '{attr}' missing in lock file"
+        )));
     };
     let mut attrs = json_to_attrs(v)?;
-    if let Some(info) = info {
-        if let Some(j) = json.get(info) {
-            for (k, v) in json_to_attrs(j)? {
-                attrs.insert(k, v);
-            }
+    if let Some(info) = info
+        && let Some(j) = json.get(info)
+    {
+        for (k, v) in json_to_attrs(j)? {
+            attrs.insert(k, v);
         }
     }
     FlakeRef::from_attrs(&attrs)
@@ -135,7 +139,12 @@ impl LockedNode {
         }
         // Lock file entries are implicitly final.
         locked.input.is_final = true;
-        Ok(LockedNode { locked, original, is_flake, parent })
+        Ok(LockedNode {
+            locked,
+            original,
+            is_flake,
+            parent,
+        })
     }
 }
 
@@ -145,12 +154,17 @@ impl LockFile {
 
     /// An empty lock file (a root without inputs).
     pub fn new() -> LockFile {
-        LockFile { nodes: vec![Node::default()] }
+        LockFile {
+            nodes: vec![Node::default()],
+        }
     }
 
     /// Add a locked node (not yet connected) and return its id.
     pub fn add_node(&mut self, node: LockedNode) -> NodeId {
-        self.nodes.push(Node { inputs: BTreeMap::new(), locked: Some(node) });
+        self.nodes.push(Node {
+            inputs: BTreeMap::new(),
+            locked: Some(node),
+        });
         self.nodes.len() - 1
     }
 
@@ -167,13 +181,14 @@ impl LockFile {
         path: &str,
         settings: &InputSettings,
     ) -> Result<LockFile, FetchError> {
-        let json: Value = serde_json::from_str(contents).map_err(|e| {
-            FetchError::invalid(format!("cannot parse lock file '{path}': {e}"))
-        })?;
+        let json: Value = serde_json::from_str(contents)
+            .map_err(|e| FetchError::invalid(format!("cannot parse lock file '{path}': {e}")))?;
         let version = match json.get("version") {
             None => 0,
             Some(v) => v.as_i64().ok_or_else(|| {
-                FetchError::invalid(format!("lock file '{path}' has a non-integer version '{v}'"))
+                FetchError::invalid(format!(
+                    "lock file '{path}' has a non-integer version '{v}'"
+                ))
             })?,
         };
         if !(5..=7).contains(&version) {
@@ -181,9 +196,12 @@ impl LockFile {
                 "lock file '{path}' has unsupported version {version}"
             )));
         }
-        let nodes_json = json.get("nodes").and_then(Value::as_object).ok_or_else(|| {
-            FetchError::invalid(format!("lock file '{path}' has no 'nodes' object"))
-        })?;
+        let nodes_json = json
+            .get("nodes")
+            .and_then(Value::as_object)
+            .ok_or_else(|| {
+                FetchError::invalid(format!("lock file '{path}' has no 'nodes' object"))
+            })?;
         let root_key = json.get("root").and_then(Value::as_str).ok_or_else(|| {
             FetchError::invalid(format!("lock file '{path}' has no 'root' string"))
         })?;
@@ -197,7 +215,9 @@ impl LockFile {
         // Iterative depth-first walk: (node id, its JSON).
         let mut stack: Vec<(NodeId, &Value)> = vec![(LockFile::ROOT, root_json)];
         while let Some((id, node_json)) = stack.pop() {
-            let Some(inputs) = node_json.get("inputs") else { continue };
+            let Some(inputs) = node_json.get("inputs") else {
+                continue;
+            };
             let inputs = inputs.as_object().ok_or_else(|| {
                 FetchError::invalid(format!("lock file '{path}': 'inputs' is not an object"))
             })?;
@@ -252,10 +272,19 @@ impl LockFile {
         let mut nodes = serde_json::Map::new();
         let mut node_keys: HashMap<NodeId, String> = HashMap::new();
         let mut keys: HashSet<String> = HashSet::new();
-        self.dump_node("root".into(), LockFile::ROOT, &mut nodes, &mut node_keys, &mut keys);
+        self.dump_node(
+            "root".into(),
+            LockFile::ROOT,
+            &mut nodes,
+            &mut node_keys,
+            &mut keys,
+        );
         let mut json = serde_json::Map::new();
         json.insert("version".into(), Value::from(7));
-        json.insert("root".into(), Value::String(node_keys[&LockFile::ROOT].clone()));
+        json.insert(
+            "root".into(),
+            Value::String(node_keys[&LockFile::ROOT].clone()),
+        );
         json.insert("nodes".into(), Value::Object(nodes));
         (Value::Object(json), node_keys)
     }
@@ -392,14 +421,15 @@ impl LockFile {
     /// `LockFile::check`: every `follows` must point at an existing input.
     pub fn check(&self) -> Result<(), FetchError> {
         for (path, edge) in self.all_inputs() {
-            if let Edge::Follows(f) = edge {
-                if !f.is_empty() && self.find_input(&f)?.is_none() {
-                    return Err(FetchError::invalid(format!(
-                        "input '{}' follows a non-existent input '{}'",
-                        print_input_path(&path),
-                        print_input_path(&f)
-                    )));
-                }
+            if let Edge::Follows(f) = edge
+                && !f.is_empty()
+                && self.find_input(&f)?.is_none()
+            {
+                return Err(FetchError::invalid(format!(
+                    "input '{}' follows a non-existent input '{}'",
+                    print_input_path(&path),
+                    print_input_path(&f)
+                )));
             }
         }
         Ok(())
@@ -421,12 +451,15 @@ impl LockFile {
                 }
             }
         }
-        order.into_iter().filter(|id| *id != LockFile::ROOT).find_map(|id| {
-            let l = self.nodes[id].locked.as_ref()?;
-            let i = &l.locked.input;
-            ((!i.is_considered_locked(settings) || !i.is_final) && i.is_relative().is_none())
-                .then_some(&l.locked)
-        })
+        order
+            .into_iter()
+            .filter(|id| *id != LockFile::ROOT)
+            .find_map(|id| {
+                let l = self.nodes[id].locked.as_ref()?;
+                let i = &l.locked.input;
+                ((!i.is_considered_locked(settings) || !i.is_final) && i.is_relative().is_none())
+                    .then_some(&l.locked)
+            })
     }
 
     fn describe_edge(&self, e: &Edge) -> String {
@@ -471,8 +504,7 @@ impl LockFile {
                     new.describe_edge(&new_flat[j].1)
                 ));
                 j += 1;
-            } else if i < old_flat.len() && (j == new_flat.len() || old_flat[i].0 < new_flat[j].0)
-            {
+            } else if i < old_flat.len() && (j == new_flat.len() || old_flat[i].0 < new_flat[j].0) {
                 res.push_str(&format!(
                     "• \x1b[31;1mRemoved input '{}'\x1b[0m\n",
                     print_input_path(&old_flat[i].0)

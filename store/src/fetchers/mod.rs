@@ -56,21 +56,35 @@ pub enum FetchError {
     Download { url: String, message: String },
     /// The fetched tree does not have the `narHash` the input was locked to.
     #[error("NAR hash mismatch in input '{input}', expected '{expected}' but got '{got}'")]
-    NarHashMismatch { input: String, expected: String, got: String },
+    NarHashMismatch {
+        input: String,
+        expected: String,
+        got: String,
+    },
 }
 
 impl FetchError {
     pub(crate) fn bad_url(message: impl Into<String>) -> FetchError {
-        FetchError::BadUrl { message: message.into() }
+        FetchError::BadUrl {
+            message: message.into(),
+        }
     }
     pub(crate) fn invalid(message: impl Into<String>) -> FetchError {
-        FetchError::Invalid { message: message.into() }
+        FetchError::Invalid {
+            message: message.into(),
+        }
     }
     pub(crate) fn io(context: impl Into<String>, source: std::io::Error) -> FetchError {
-        FetchError::Io { context: context.into(), source }
+        FetchError::Io {
+            context: context.into(),
+            source,
+        }
     }
     pub(crate) fn git(context: impl Into<String>, e: impl std::fmt::Display) -> FetchError {
-        FetchError::Git { context: context.into(), message: e.to_string() }
+        FetchError::Git {
+            context: context.into(),
+            message: e.to_string(),
+        }
     }
     /// Whether this is Nix's `BadURL`.
     pub fn is_bad_url(&self) -> bool {

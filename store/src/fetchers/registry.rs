@@ -45,7 +45,10 @@ pub struct Registry {
 impl Registry {
     /// An empty registry.
     pub fn new(kind: RegistryType) -> Registry {
-        Registry { kind, entries: Vec::new() }
+        Registry {
+            kind,
+            entries: Vec::new(),
+        }
     }
 
     /// Parse registry JSON text.
@@ -149,7 +152,12 @@ impl Registry {
 
     /// `Registry::add`.
     pub fn add(&mut self, from: Input, to: Input, extra_attrs: Attrs) {
-        self.entries.push(RegistryEntry { from, to, extra_attrs, exact: false });
+        self.entries.push(RegistryEntry {
+            from,
+            to,
+            extra_attrs,
+            exact: false,
+        });
     }
 
     /// `Registry::remove`: drop every entry whose `from` equals `input`.
@@ -226,8 +234,16 @@ impl Registries {
                             continue 'restart;
                         }
                     } else if e.from.contains(&cur) {
-                        let r = if e.from.ref_().is_none() { cur.ref_() } else { None };
-                        let rev = if e.from.rev().is_none() { cur.rev_hash()? } else { None };
+                        let r = if e.from.ref_().is_none() {
+                            cur.ref_()
+                        } else {
+                            None
+                        };
+                        let rev = if e.from.rev().is_none() {
+                            cur.rev_hash()?
+                        } else {
+                            None
+                        };
                         cur = e.to.apply_overrides(r, rev.as_ref())?;
                         extra = e.extra_attrs.clone();
                         continue 'restart;

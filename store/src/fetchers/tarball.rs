@@ -45,9 +45,10 @@ fn client() -> Result<reqwest::blocking::Client, FetchError> {
             .build()
             .map_err(|e| e.to_string())
     });
-    CLIENT
-        .clone()
-        .map_err(|e| FetchError::Download { url: String::new(), message: e })
+    CLIENT.clone().map_err(|e| FetchError::Download {
+        url: String::new(),
+        message: e,
+    })
 }
 
 /// Download `url` (http, https or file) into a temporary file in the cache.
@@ -56,7 +57,10 @@ pub fn download(
     headers: &[(String, String)],
     cache: &FetcherCache,
 ) -> Result<Download, FetchError> {
-    let derr = |m: String| FetchError::Download { url: url.to_owned(), message: m };
+    let derr = |m: String| FetchError::Download {
+        url: url.to_owned(),
+        message: m,
+    };
     let mut file = cache.temp_file()?;
     if let Some(rest) = url.strip_prefix("file://") {
         let parsed = parse_url(url)?;
@@ -64,7 +68,12 @@ pub fn download(
         let mut src = std::fs::File::open(&parsed.path)
             .map_err(|e| derr(format!("opening '{}': {e}", parsed.path)))?;
         std::io::copy(&mut src, file.as_file_mut()).map_err(|e| derr(e.to_string()))?;
-        return Ok(Download { file, etag: None, effective_url: url.to_owned(), immutable_url: None });
+        return Ok(Download {
+            file,
+            etag: None,
+            effective_url: url.to_owned(),
+            immutable_url: None,
+        });
     }
     let mut req = client()?.get(url);
     for (k, v) in headers {
@@ -90,13 +99,23 @@ pub fn download(
     let effective_url = resp.url().to_string();
     let expected = resp.content_length();
     let n = std::io::copy(&mut resp, file.as_file_mut()).map_err(|e| derr(error_chain(&e)))?;
-    if let Some(len) = expected {
-        if n != len {
-            return Err(derr(format!("transfer closed with {} bytes remaining", len - n)));
-        }
+    if let Some(len) = expected
+        && n != len
+    {
+        return Err(derr(format!(
+            "transfer closed with {} bytes remaining",
+            len - n
+        )));
     }
-    file.as_file_mut().flush().map_err(|e| derr(e.to_string()))?;
-    Ok(Download { file, etag, effective_url, immutable_url })
+    file.as_file_mut()
+        .flush()
+        .map_err(|e| derr(e.to_string()))?;
+    Ok(Download {
+        file,
+        etag,
+        effective_url,
+        immutable_url,
+    })
 }
 
 fn error_chain(e: &dyn std::error::Error) -> String {
@@ -115,7 +134,10 @@ fn parse_immutable_link(v: &str) -> Option<String> {
         let part = part.trim();
         let (url, params) = part.split_once(';')?;
         let url = url.trim().strip_prefix('<')?.strip_suffix('>')?;
-        if params.split(';').any(|p| p.trim().replace(' ', "") == "rel=\"immutable\"") {
+        if params
+            .split(';')
+            .any(|p| p.trim().replace(' ', "") == "rel=\"immutable\"")
+        {
             return Some(url.to_owned());
         }
     }
@@ -133,15 +155,14 @@ pub fn unpack_archive(archive: &Path, dest: &Path) -> Result<u64, FetchError> {
         Box::new(flate2::read::MultiGzDecoder::new(r))
     } else if magic.starts_with(&[0xfd, b'7', b'z', b'X', b'Z', 0]) {
         let mut out = Vec::new();
-        lzma_rs::xz_decompress(&mut r, &mut out)
-            .map_err(|e| FetchError::invalid(format!("decompressing '{}': {e}", archive.display())))?;
+        lzma_rs::xz_decompress(&mut r, &mut out).map_err(|e| {
+            FetchError::invalid(format!("decompressing '{}': {e}", archive.display()))
+        })?;
         Box::new(std::io::Cursor::new(out))
     } else if magic.starts_with(&[0x28, 0xb5, 0x2f, 0xfd]) {
-        Box::new(
-            ruzstd::decoding::StreamingDecoder::new(r).map_err(|e| {
-                FetchError::invalid(format!("decompressing '{}': {e}", archive.display()))
-            })?,
-        )
+        Box::new(ruzstd::decoding::StreamingDecoder::new(r).map_err(|e| {
+            FetchError::invalid(format!("decompressing '{}': {e}", archive.display()))
+        })?)
     } else if magic.starts_with(b"BZh") || magic.starts_with(b"PK") {
         return Err(FetchError::invalid(format!(
             "unsupported archive format of '{}' (bzip2 and zip are not supported)",
@@ -170,7 +191,10 @@ fn unpack_tar(reader: Box<dyn Read>, dest: &Path) -> Result<u64, FetchError> {
     let mut last_modified = 0u64;
     for entry in ar.entries().map_err(ioe("reading the archive"))? {
         let mut entry = entry.map_err(ioe("reading the archive"))?;
-        let raw = entry.path().map_err(ioe("reading an archive entry name"))?.into_owned();
+        let raw = entry
+            .path()
+            .map_err(ioe("reading an archive entry name"))?
+            .into_owned();
         let mut rel = PathBuf::new();
         for c in raw.components() {
             match c {
@@ -194,13 +218,13 @@ fn unpack_tar(reader: Box<dyn Read>, dest: &Path) -> Result<u64, FetchError> {
             std::fs::create_dir_all(p).map_err(ioe("creating a directory"))?;
         }
         let kind = header.entry_type();
-        if !kind.is_dir() {
-            if let Ok(m) = std::fs::symlink_metadata(&target) {
-                if m.is_dir() {
-                    crate::nar::remove_tree_force(&target).map_err(ioe("replacing an entry"))?;
-                } else {
-                    std::fs::remove_file(&target).map_err(ioe("replacing an entry"))?;
-                }
+        if !kind.is_dir()
+            && let Ok(m) = std::fs::symlink_metadata(&target)
+        {
+            if m.is_dir() {
+                crate::nar::remove_tree_force(&target).map_err(ioe("replacing an entry"))?;
+            } else {
+                std::fs::remove_file(&target).map_err(ioe("replacing an entry"))?;
             }
         }
         match kind {
@@ -235,7 +259,10 @@ fn unpack_tar(reader: Box<dyn Read>, dest: &Path) -> Result<u64, FetchError> {
             }
             tar::EntryType::XGlobalHeader | tar::EntryType::XHeader => {}
             other => {
-                tracing::warn!("ignoring archive entry '{}' of type {other:?}", raw.display());
+                tracing::warn!(
+                    "ignoring archive entry '{}' of type {other:?}",
+                    raw.display()
+                );
             }
         }
     }
@@ -251,7 +278,10 @@ pub fn strip_singleton_dir(dir: &Path) -> Result<PathBuf, FetchError> {
         .map_err(|e| FetchError::io(format!("reading '{}'", dir.display()), e))?;
     if entries.len() == 1 {
         let p = entries[0].path();
-        if std::fs::symlink_metadata(&p).map(|m| m.is_dir()).unwrap_or(false) {
+        if std::fs::symlink_metadata(&p)
+            .map(|m| m.is_dir())
+            .unwrap_or(false)
+        {
             return Ok(p);
         }
     }
@@ -273,20 +303,22 @@ pub fn download_tarball(
     settings: &FetchSettings,
     cache: &FetcherCache,
 ) -> Result<(PathBuf, Hash, u64, Option<String>), FetchError> {
-    let key: Attrs = [("url".to_owned(), Attr::String(url.to_owned()))].into_iter().collect();
+    let key: Attrs = [("url".to_owned(), Attr::String(url.to_owned()))]
+        .into_iter()
+        .collect();
     if let Some(f) = cache.lookup_fact("tarball", &key) {
-        let fresh = maybe_get_int(&f, "time").ok().flatten().is_some_and(|t| {
-            now().saturating_sub(t) < settings.tarball_ttl
-        });
-        if fresh {
-            if let (Ok(h), Ok(Some(lm))) = (get_str(&f, "narHash"), maybe_get_int(&f, "lastModified")) {
-                if let Ok(hash) = Hash::parse_sri(&h) {
-                    if let Some(tree) = cache.lookup_tree(&hash) {
-                        let imm = maybe_get_str(&f, "immutableUrl").ok().flatten();
-                        return Ok((tree, hash, lm, imm));
-                    }
-                }
-            }
+        let fresh = maybe_get_int(&f, "time")
+            .ok()
+            .flatten()
+            .is_some_and(|t| now().saturating_sub(t) < settings.tarball_ttl);
+        if fresh
+            && let (Ok(h), Ok(Some(lm))) =
+                (get_str(&f, "narHash"), maybe_get_int(&f, "lastModified"))
+            && let Ok(hash) = Hash::parse_sri(&h)
+            && let Some(tree) = cache.lookup_tree(&hash)
+        {
+            let imm = maybe_get_str(&f, "immutableUrl").ok().flatten();
+            return Ok((tree, hash, lm, imm));
         }
     }
     let dl = download(url, headers, cache)?;
@@ -308,8 +340,9 @@ pub fn download_tarball(
     }
     cache.upsert_fact("tarball", &key, &facts)?;
     if dl.effective_url != url {
-        let key2: Attrs =
-            [("url".to_owned(), Attr::String(dl.effective_url.clone()))].into_iter().collect();
+        let key2: Attrs = [("url".to_owned(), Attr::String(dl.effective_url.clone()))]
+            .into_iter()
+            .collect();
         cache.upsert_fact("tarball", &key2, &facts)?;
     }
     Ok((tree, hash, lm, dl.immutable_url))
@@ -331,12 +364,16 @@ pub fn fetch_tarball(
                 "tarball 'Link' headers that redirect to non-tarball URLs are not supported",
             ));
         }
-        res = Input { kind: i.kind, is_final: input.is_final };
+        res = Input {
+            kind: i.kind,
+            is_final: input.is_final,
+        };
     }
-    if let InputKind::Tarball(rc) = &mut res.kind {
-        if lm != 0 && rc.last_modified.is_none() {
-            rc.last_modified = Some(lm);
-        }
+    if let InputKind::Tarball(rc) = &mut res.kind
+        && lm != 0
+        && rc.last_modified.is_none()
+    {
+        rc.last_modified = Some(lm);
     }
     Ok((tree, hash, res))
 }
@@ -361,11 +398,17 @@ pub fn fetch_file(
 }
 
 fn scheme_for(host: &str, settings: &FetchSettings) -> &'static str {
-    if settings.http_hosts.iter().any(|h| h == host) { "http" } else { "https" }
+    if settings.http_hosts.iter().any(|h| h == host) {
+        "http"
+    } else {
+        "https"
+    }
 }
 
 fn auth_headers(forge: Forge, host: &str, settings: &FetchSettings) -> Vec<(String, String)> {
-    let Some(token) = settings.access_tokens.get(host) else { return Vec::new() };
+    let Some(token) = settings.access_tokens.get(host) else {
+        return Vec::new();
+    };
     match forge {
         Forge::GitHub => vec![("Authorization".into(), format!("token {token}"))],
         Forge::SourceHut => vec![("Authorization".into(), format!("Bearer {token}"))],
@@ -402,15 +445,24 @@ fn forge_rev_from_ref(
     settings: &FetchSettings,
     cache: &FetcherCache,
 ) -> Result<String, FetchError> {
-    let host = f.host.clone().unwrap_or_else(|| f.forge.default_host().to_owned());
+    let host = f
+        .host
+        .clone()
+        .unwrap_or_else(|| f.forge.default_host().to_owned());
     let scheme = scheme_for(&host, settings);
     let headers = auth_headers(f.forge, &host, settings);
     match f.forge {
         Forge::GitHub => {
             let url = if host == "github.com" {
-                format!("{scheme}://api.{host}/repos/{}/{}/commits/{r}", f.owner, f.repo)
+                format!(
+                    "{scheme}://api.{host}/repos/{}/{}/commits/{r}",
+                    f.owner, f.repo
+                )
             } else {
-                format!("{scheme}://{host}/api/v3/repos/{}/{}/commits/{r}", f.owner, f.repo)
+                format!(
+                    "{scheme}://{host}/api/v3/repos/{}/{}/commits/{r}",
+                    f.owner, f.repo
+                )
             };
             let j = read_json(&download(&url, &headers, cache)?, &url)?;
             let sha = j.get("sha").and_then(|s| s.as_str()).ok_or_else(|| {
@@ -441,7 +493,11 @@ fn forge_rev_from_ref(
         }
         Forge::SourceHut => {
             let base = format!("{scheme}://{host}/{}/{}", f.owner, f.repo);
-            let display = Input { kind: InputKind::Forge(f.clone()), is_final: false }.display();
+            let display = Input {
+                kind: InputKind::Forge(f.clone()),
+                is_final: false,
+            }
+            .display();
             let target_re = if r == "HEAD" {
                 let url = format!("{base}/HEAD");
                 let dl = download(&url, &headers, cache)?;
@@ -469,29 +525,47 @@ fn forge_rev_from_ref(
                 .map_err(|e| FetchError::io(format!("reading '{url}'"), e))?;
             for line in text.lines() {
                 let mut parts = line.split_whitespace();
-                if let (Some(id), Some(name)) = (parts.next(), parts.next()) {
-                    if re.is_match(name) {
-                        return sha1_rev(id);
-                    }
+                if let (Some(id), Some(name)) = (parts.next(), parts.next())
+                    && re.is_match(name)
+                {
+                    return sha1_rev(id);
                 }
             }
-            Err(FetchError::bad_url(format!("in '{display}', couldn't find ref '{r}'")))
+            Err(FetchError::bad_url(format!(
+                "in '{display}', couldn't find ref '{r}'"
+            )))
         }
     }
 }
 
-fn forge_archive_url(f: &ForgeInput, rev: &str, settings: &FetchSettings) -> (String, Vec<(String, String)>) {
-    let host = f.host.clone().unwrap_or_else(|| f.forge.default_host().to_owned());
+fn forge_archive_url(
+    f: &ForgeInput,
+    rev: &str,
+    settings: &FetchSettings,
+) -> (String, Vec<(String, String)>) {
+    let host = f
+        .host
+        .clone()
+        .unwrap_or_else(|| f.forge.default_host().to_owned());
     let scheme = scheme_for(&host, settings);
     let headers = auth_headers(f.forge, &host, settings);
     let url = match f.forge {
         Forge::GitHub => {
             if host != "github.com" {
-                format!("{scheme}://{host}/api/v3/repos/{}/{}/tarball/{rev}", f.owner, f.repo)
+                format!(
+                    "{scheme}://{host}/api/v3/repos/{}/{}/tarball/{rev}",
+                    f.owner, f.repo
+                )
             } else if headers.is_empty() {
-                format!("{scheme}://{host}/{}/{}/archive/{rev}.tar.gz", f.owner, f.repo)
+                format!(
+                    "{scheme}://{host}/{}/{}/archive/{rev}.tar.gz",
+                    f.owner, f.repo
+                )
             } else {
-                format!("{scheme}://api.{host}/repos/{}/{}/tarball/{rev}", f.owner, f.repo)
+                format!(
+                    "{scheme}://api.{host}/repos/{}/{}/tarball/{rev}",
+                    f.owner, f.repo
+                )
             }
         }
         Forge::GitLab => format!(
@@ -500,7 +574,10 @@ fn forge_archive_url(f: &ForgeInput, rev: &str, settings: &FetchSettings) -> (St
             percent_encode(&f.repo, "")
         ),
         Forge::SourceHut => {
-            format!("{scheme}://{host}/{}/{}/archive/{rev}.tar.gz", f.owner, f.repo)
+            format!(
+                "{scheme}://{host}/{}/{}/archive/{rev}.tar.gz",
+                f.owner, f.repo
+            )
         }
     };
     (url, headers)
@@ -522,24 +599,39 @@ pub fn fetch_forge(
             rev
         }
     };
-    let host = f.host.clone().unwrap_or_else(|| f.forge.default_host().to_owned());
+    let host = f
+        .host
+        .clone()
+        .unwrap_or_else(|| f.forge.default_host().to_owned());
     let key: Attrs = BTreeMap::from([
-        ("forge".to_owned(), Attr::String(format!("{}:{host}/{}/{}", f.forge.scheme(), f.owner, f.repo))),
+        (
+            "forge".to_owned(),
+            Attr::String(format!(
+                "{}:{host}/{}/{}",
+                f.forge.scheme(),
+                f.owner,
+                f.repo
+            )),
+        ),
         ("rev".to_owned(), Attr::String(rev.clone())),
     ]);
     let mut res = f.clone();
     res.ref_ = None;
     res.rev = Some(rev.clone());
-    if let Some(facts) = cache.lookup_fact("gitRevToTree", &key) {
-        if let (Ok(h), Ok(Some(lm))) = (get_str(&facts, "narHash"), maybe_get_int(&facts, "lastModified")) {
-            if let Ok(hash) = Hash::parse_sri(&h) {
-                if let Some(tree) = cache.lookup_tree(&hash) {
-                    res.last_modified = Some(lm);
-                    let out = Input { kind: InputKind::Forge(res), is_final: input.is_final };
-                    return Ok((tree, hash, out));
-                }
-            }
-        }
+    if let Some(facts) = cache.lookup_fact("gitRevToTree", &key)
+        && let (Ok(h), Ok(Some(lm))) = (
+            get_str(&facts, "narHash"),
+            maybe_get_int(&facts, "lastModified"),
+        )
+        && let Ok(hash) = Hash::parse_sri(&h)
+        && let Some(tree) = cache.lookup_tree(&hash)
+    {
+        res.last_modified = Some(lm);
+        let out = Input {
+            kind: InputKind::Forge(res),
+            is_final: input.is_final,
+        };
+        return Ok((tree, hash, out));
     }
     let (url, headers) = forge_archive_url(f, &rev, settings);
     let dl = download(&url, &headers, cache)?;
@@ -554,5 +646,12 @@ pub fn fetch_forge(
     facts.insert("lastModified".into(), Attr::Int(lm));
     cache.upsert_fact("gitRevToTree", &key, &facts)?;
     res.last_modified = Some(lm);
-    Ok((tree, hash, Input { kind: InputKind::Forge(res), is_final: input.is_final }))
+    Ok((
+        tree,
+        hash,
+        Input {
+            kind: InputKind::Forge(res),
+            is_final: input.is_final,
+        },
+    ))
 }

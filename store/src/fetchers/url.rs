@@ -67,8 +67,10 @@ pub(crate) static REV_REGEX: LazyLock<Regex> = LazyLock::new(|| anchored(REV_REG
 pub(crate) static FLAKE_ID_REGEX: LazyLock<Regex> = LazyLock::new(|| anchored(FLAKE_ID_REGEX_S));
 /// Searched (not anchored): any match makes a ref invalid.
 pub(crate) static BAD_GIT_REF_REGEX: LazyLock<Regex> = LazyLock::new(|| {
-    Regex::new(r"//|^[./]|/\.|\.\.|[[:cntrl:][:space:]:?^~\[]|\\|\*|\.lock$|\.lock/|@\{|[/.]$|^@$|^$")
-        .expect("the regular expression is a constant that compiles")
+    Regex::new(
+        r"//|^[./]|/\.|\.\.|[[:cntrl:][:space:]:?^~\[]|\\|\*|\.lock$|\.lock/|@\{|[/.]$|^@$|^$",
+    )
+    .expect("the regular expression is a constant that compiles")
 });
 
 /// A parsed URL (`ParsedURL`).
@@ -107,12 +109,13 @@ pub fn parse_url(url: &str) -> Result<ParsedUrl, FetchError> {
     let query = m.get(6).map_or("", |x| x.as_str());
     let fragment = m.get(7).map_or("", |x| x.as_str());
     let transport_is_file = parse_url_scheme(&scheme).1 == "file";
-    if let Some(a) = &authority {
-        if !a.is_empty() && transport_is_file {
-            return Err(FetchError::bad_url(format!(
-                "file:// URL '{url}' has unexpected authority '{a}'"
-            )));
-        }
+    if let Some(a) = &authority
+        && !a.is_empty()
+        && transport_is_file
+    {
+        return Err(FetchError::bad_url(format!(
+            "file:// URL '{url}' has unexpected authority '{a}'"
+        )));
     }
     if transport_is_file && path.is_empty() {
         path = "/".to_owned();
@@ -140,7 +143,9 @@ pub fn percent_decode(s: &str) -> Result<String, FetchError> {
             let hex = |c: u8| (c as char).to_digit(16);
             // Nix uses stoul on the two characters: a leading hex digit is required and a
             // second non-hex character just ends the number.
-            let Some(d1) = hex(b[i + 1]) else { return Err(bad()) };
+            let Some(d1) = hex(b[i + 1]) else {
+                return Err(bad());
+            };
             let v = match hex(b[i + 2]) {
                 Some(d2) => d1 * 16 + d2,
                 None => d1,
@@ -224,11 +229,11 @@ impl fmt::Display for ParsedUrl {
 /// `fixGitURL`: `user@host:path` → `ssh://user@host/path`, bare paths → `file://` URLs.
 pub fn fix_git_url(url: &str) -> String {
     static SCP: LazyLock<Regex> = LazyLock::new(|| anchored("([^/]*)@(.*):(.*)"));
-    if !url.starts_with('/') {
-        if let Some(c) = SCP.captures(url) {
-            let g = |i| c.get(i).map_or("", |m: regex::Match<'_>| m.as_str());
-            return format!("ssh://{}@{}/{}", g(1), g(2), g(3));
-        }
+    if !url.starts_with('/')
+        && let Some(c) = SCP.captures(url)
+    {
+        let g = |i| c.get(i).map_or("", |m: regex::Match<'_>| m.as_str());
+        return format!("ssh://{}@{}/{}", g(1), g(2), g(3));
     }
     if url.starts_with("file:") {
         return url.to_owned();
@@ -256,7 +261,10 @@ mod tests {
         assert_eq!(u.authority.as_deref(), Some("example.org"));
         assert_eq!(u.path, "/a b");
         assert_eq!(u.query.get("ref").map(String::as_str), Some("x"));
-        assert_eq!(u.to_string(), "git+https://example.org/a%20b?a=1&ref=x#frag");
+        assert_eq!(
+            u.to_string(),
+            "git+https://example.org/a%20b?a=1&ref=x#frag"
+        );
         let p = parse_url("path:/foo").expect("valid");
         assert_eq!(p.authority, None);
         assert_eq!(p.to_string(), "path:/foo");
@@ -266,7 +274,10 @@ mod tests {
 
     #[test]
     fn git_url_fixing() {
-        assert_eq!(fix_git_url("git@github.com:a/b"), "ssh://git@github.com/a/b");
+        assert_eq!(
+            fix_git_url("git@github.com:a/b"),
+            "ssh://git@github.com/a/b"
+        );
         assert_eq!(fix_git_url("/x/y"), "file:///x/y");
         assert_eq!(fix_git_url("https://x/y"), "https://x/y");
     }
