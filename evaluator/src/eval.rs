@@ -722,7 +722,7 @@ impl Evaluator {
     /// Nix's `maybeThunk`; lambdas do get a thunk, which is visible when unforced values print).
     pub fn lazy(&self, e: &Rc<Expr>, env: &Rc<Env>) -> Value {
         match &**e {
-            Expr::Const(v) => v.clone(),
+            Expr::Const(v) | Expr::Global(v, _) => v.clone(),
             Expr::Var { depth, slot, .. } => {
                 let target = Self::env_at(env, *depth);
                 if let Some(v) = target.slots.borrow().get(*slot as usize) {
@@ -737,7 +737,7 @@ impl Evaluator {
     /// Evaluates `e` in `env` to weak head normal form.
     pub fn eval(&mut self, e: &Rc<Expr>, env: &Rc<Env>) -> Result<Value> {
         match &**e {
-            Expr::Const(v) => Ok(v.clone()),
+            Expr::Const(v) | Expr::Global(v, _) => Ok(v.clone()),
             Expr::Var { depth, slot, pos } => {
                 let v = Self::env_at(env, *depth).get(*slot as usize);
                 self.force(&v, *pos)

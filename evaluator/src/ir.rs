@@ -16,6 +16,8 @@ use crate::value::Value;
 pub enum Expr {
     /// A literal or base-environment constant.
     Const(Value),
+    /// A name of the base environment (`true`, `builtins`, `map`, …), with its use site.
+    Global(Value, Pos),
     /// A lexically bound variable: `depth` frames up, slot `slot`.
     Var {
         depth: u32,
@@ -190,6 +192,7 @@ impl Expr {
     pub fn pos(&self) -> Pos {
         match self {
             Expr::Const(_) => Pos::NONE,
+            Expr::Global(_, pos) => *pos,
             Expr::Var { pos, .. }
             | Expr::WithVar { pos, .. }
             | Expr::Call { pos, .. }

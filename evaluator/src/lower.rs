@@ -947,7 +947,7 @@ impl<'a> Lowerer<'a> {
             }
         }
         if let Some(v) = self.ctx.globals.get(&name) {
-            return Ok(Rc::new(Expr::Const(v.clone())));
+            return Ok(Rc::new(Expr::Global(v.clone(), pos)));
         }
         if !withs.is_empty() {
             return Ok(Rc::new(Expr::WithVar {
@@ -1128,9 +1128,10 @@ impl<'a> Lowerer<'a> {
                 let inner = u.expr().ok_or_else(|| self.syntax_err(u.syntax()))?;
                 let inner = self.lower(&inner)?;
                 match u.operator() {
+                    // Nix's ExprOpNot reports its operand's position.
                     Some(ast::UnaryOpKind::Invert) => Expr::Not {
+                        pos: inner.pos(),
                         e: inner,
-                        pos: Pos::NONE,
                     },
                     _ => {
                         let f = self.resolve(Symbol::intern("__sub"), pos)?;
