@@ -5,7 +5,7 @@
 #   flakerefs.json        parseFlakeRef + flakeRefToString for every line of flakerefs.txt
 #   flakeref-attrs.json   flakeRefToString for every attribute set in flakeref-attrs.txt
 #   locks/*.lock          flake.lock files `nix flake lock` wrote for the fixture flakes
-#   fetch.json            builtins.fetchTree results for the fixture repo/tree/tarball
+#   fetch.json            builtins.fetchTree results (with outPath) for the fixture repo/tree/tarball
 # Fixtures come from scripts/flake-fixtures.sh under /tmp/flaked-fixtures.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -74,6 +74,10 @@ for name in ["leaf", "mid", "top", "gitdep"]:
     if p.returncode != 0:
         raise SystemExit("nix flake lock failed in %s: %s" % (d, p.stderr))
     lock = os.path.join(d, "flake.lock")
+    # Keep mtimes fixed so that flakes locking this one get a reproducible lastModified.
+    for q in (lock, d):
+        if os.path.exists(q):
+            os.utime(q, (1650000000, 1650000000))
     if os.path.exists(lock):
         with open(lock, "rb") as src, open(os.path.join(out, "locks", name + ".lock"), "wb") as dst:
             dst.write(src.read())
@@ -90,7 +94,7 @@ cases = {
     "tarball": '{ type = "tarball"; url = "file://%s/src.tar.gz"; }' % fx,
 }
 for k, a in cases.items():
-    r = run("removeAttrs (builtins.fetchTree (%s)) [ \"outPath\" ]" % a, impure=True)
+    r = run("let t = builtins.fetchTree (%s); in removeAttrs t [ \"outPath\" ] // { storePath = t.outPath; }" % a, impure=True)
     fetches[k] = r.get("ok", {"error": r.get("error")})
 with open(os.path.join(out, "fetch.json"), "w") as f:
     json.dump(fetches, f, indent=1, sort_keys=True); f.write("\n")

@@ -14,6 +14,7 @@ use crate::hash::Hash;
 use super::FetchError;
 use super::attrs::attrs_to_json_string;
 use super::cache::FetcherCache;
+use super::flakeref::FlakeRef;
 use super::input::{Input, InputKind, InputSettings, PathInput};
 
 /// Settings of the fetchers.
@@ -62,6 +63,70 @@ pub struct Fetched {
     pub tree: PathBuf,
     /// SHA-256 NAR hash of `tree`.
     pub nar_hash: Hash,
+}
+
+impl Fetched {
+    /// The store path the tree has once added to the store (Nix's
+    /// `Input::computeStorePath`: fixed-output, recursive SHA-256, named `source` unless the
+    /// input has a `name`).
+    pub fn store_path(
+        &self,
+        store_dir: &crate::store_path::StoreDir,
+    ) -> Result<crate::store_path::StorePath, FetchError> {
+        store_dir
+            .make_fixed_output_path(
+                crate::store_path::FileIngestionMethod::Recursive,
+                &self.nar_hash,
+                &self.input.name(),
+                &Default::default(),
+            )
+            .map_err(|e| FetchError::invalid(e.to_string()))
+    }
+}
+
+/// A flake reference resolved through the registries and fetched.
+#[derive(Debug, Clone)]
+pub struct FetchedFlake {
+    /// The reference after registry resolution (direct, not yet locked).
+    pub resolved: FlakeRef,
+    /// The locked reference (final input, same `dir`).
+    pub locked: FlakeRef,
+    pub fetched: Fetched,
+}
+
+impl FetchedFlake {
+    /// The directory holding `flake.nix` (the tree plus `dir`).
+    pub fn flake_dir(&self) -> PathBuf {
+        if self.locked.subdir.is_empty() {
+            self.fetched.tree.clone()
+        } else {
+            self.fetched.tree.join(&self.locked.subdir)
+        }
+    }
+}
+
+/// Nix's `FlakeRef::resolve` + `FlakeRef::fetchTree`: resolve an indirect reference (when
+/// `registries` is given; `None` = pure lock-file use, where indirect references are an
+/// error) and fetch it.
+pub fn fetch_flake_ref(
+    r: &FlakeRef,
+    registries: Option<&super::Registries>,
+    settings: &FetchSettings,
+) -> Result<FetchedFlake, FetchError> {
+    let resolved = match registries {
+        Some(regs) if !r.input.is_direct() => regs.resolve(r, &|_| true)?,
+        _ => r.clone(),
+    };
+    let fetched = fetch(&resolved.input, settings)?;
+    let locked = FlakeRef {
+        input: fetched.input.clone(),
+        subdir: resolved.subdir.clone(),
+    };
+    Ok(FetchedFlake {
+        resolved,
+        locked,
+        fetched,
+    })
 }
 
 /// The NAR hash (SHA-256) of a file system tree: the single function through which every
