@@ -1,1 +1,140 @@
-fn main() {}
+//! `flaked`: the daemon's entry point. Parses flags, resolves the configuration, obtains the socket and
+//! runs the serve loop on a tokio runtime. Exit status: 0 after a clean shutdown, 1 when the daemon could
+//! not start (bad configuration, socket in use) or serving failed.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::Parser;
+use flaked_daemon::config::{Config, LogFormat, Overrides};
+use flaked_daemon::service::{TestHooks, panic_message};
+use flaked_daemon::{listener, server};
+
+/// The flaked daemon: evaluates Nix for flakectl over gRPC on a Unix socket.
+#[derive(Debug, Parser)]
+#[command(name = "flaked", version)]
+struct Args {
+    /// Configuration file (TOML). Default: $FLAKED_CONFIG, else ~/.config/flaked/config.toml
+    /// (/etc/flaked/config.toml for root), if it exists.
+    #[arg(long, value_name = "PATH")]
+    config: Option<PathBuf>,
+    /// Socket to listen on. Default: $FLAKED_SOCKET, $XDG_RUNTIME_DIR/flaked/socket,
+    /// /run/flaked/socket (root), else ~/.cache/flaked/socket.
+    #[arg(long, value_name = "PATH")]
+    socket: Option<PathBuf>,
+    /// Permission bits of the socket file (octal). Default 0600.
+    #[arg(long, value_name = "MODE")]
+    socket_mode: Option<String>,
+    /// Exit after this long without requests (e.g. 10m). Default: never.
+    #[arg(long, value_name = "DURATION")]
+    idle_exit: Option<String>,
+    /// Log format on stderr: plain or json.
+    #[arg(long, value_name = "FORMAT")]
+    log_format: Option<String>,
+    /// Log filter (e.g. info, debug, flaked_daemon=debug).
+    #[arg(long, value_name = "FILTER")]
+    log_level: Option<String>,
+    /// Largest request accepted, in bytes (suffixes K, M, G). Default 4M.
+    #[arg(long, value_name = "SIZE")]
+    max_request_bytes: Option<String>,
+    /// Per-request bound on evaluation time. Default 10m.
+    #[arg(long, value_name = "DURATION")]
+    request_timeout: Option<String>,
+    /// How long in-flight requests may finish after SIGTERM. Default 10s.
+    #[arg(long, value_name = "DURATION")]
+    shutdown_grace: Option<String>,
+    /// Evaluations that may run at once. Default: the number of CPUs.
+    #[arg(long, value_name = "N")]
+    eval_workers: Option<String>,
+}
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    // Before any thread exists: take the socket the service manager passed, if any.
+    let activated = listener::from_activation();
+    let env: BTreeMap<String, String> = std::env::vars().collect();
+    let flags = Overrides {
+        config: args.config,
+        socket: args.socket,
+        socket_mode: args.socket_mode,
+        idle_exit: args.idle_exit,
+        log_format: args.log_format,
+        log_level: args.log_level,
+        max_request_bytes: args.max_request_bytes,
+        request_timeout: args.request_timeout,
+        shutdown_grace: args.shutdown_grace,
+        eval_workers: args.eval_workers,
+    };
+    let config = match Config::resolve(&flags, &env) {
+        Ok(c) => c,
+        Err(e) => {
+            init_logging(LogFormat::Plain, "info");
+            tracing::error!("{e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    init_logging(config.log_format, &config.log_level);
+    std::panic::set_hook(Box::new(|info| {
+        let location = info.location().map(|l| l.to_string()).unwrap_or_default();
+        tracing::error!(location, panic = %panic_message(info.payload()), "panic");
+    }));
+
+    let listener = match activated {
+        Ok(Some(l)) => l,
+        Ok(None) => match listener::bind(&config.socket, config.socket_mode) {
+            Ok(l) => l,
+            Err(e) => {
+                tracing::error!("{e}");
+                return ExitCode::FAILURE;
+            }
+        },
+        Err(e) => {
+            tracing::error!("{e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    if let Some(file) = &config.config_file {
+        tracing::info!(file = %file.display(), "configuration file read");
+    }
+
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .max_blocking_threads(config.eval_workers + 16)
+        .thread_name("flaked-rt")
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            tracing::error!("cannot start the async runtime: {e}");
+            listener.cleanup();
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(server::serve(config, listener, TestHooks::from_env(&env)));
+    // Evaluations that ignored their interrupt flag must not keep the process alive.
+    runtime.shutdown_timeout(Duration::from_millis(200));
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!("{e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn init_logging(format: LogFormat, filter: &str) {
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_new(filter).unwrap_or_else(|_| EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .with_target(false);
+    match format {
+        LogFormat::Plain => builder.init(),
+        LogFormat::Json => builder.json().init(),
+    }
+}

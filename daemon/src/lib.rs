@@ -1,0 +1,8 @@
+//! The flaked daemon as a library: configuration, the listening socket, the gRPC service and the serve
+//! loop. `main.rs` only wires them together; keeping them here lets unit tests reach every piece.
+
+pub mod config;
+pub mod listener;
+pub mod notify;
+pub mod server;
+pub mod service;
