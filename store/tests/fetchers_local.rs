@@ -1,0 +1,255 @@
+//! Local fetchers (`git+file`, `path`, `tarball` from `file://`) against the reference Nix:
+//! scripts/flake-fixtures.sh builds the same repository/tree/tarball the goldens were made from
+//! (fixed dates and authors give the same Git revisions), and our fetch must report the same
+//! `rev`, `revCount`, `lastModified`, `dirtyRev` and `narHash` as `builtins.fetchTree` and
+//! `nix flake lock` did.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use flaked_store::fetchers::attrs::{Attr, Attrs};
+use flaked_store::fetchers::{FetchSettings, Fetched, Input, fetch};
+use flaked_store::store_path::StoreDir;
+use serde_json::Value;
+
+struct Fixtures {
+    _tmp: tempfile::TempDir,
+    dir: PathBuf,
+}
+
+fn fixtures() -> Fixtures {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let dir = tmp.path().join("fx");
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../scripts/flake-fixtures.sh");
+    let out = Command::new("bash")
+        .arg(&script)
+        .arg(&dir)
+        .output()
+        .expect("bash runs");
+    assert!(
+        out.status.success(),
+        "fixtures failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    Fixtures { _tmp: tmp, dir }
+}
+
+fn golden() -> Value {
+    let p = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/flake-golden/fetch.json");
+    serde_json::from_str(&std::fs::read_to_string(p).expect("fetch.json")).expect("JSON")
+}
+
+fn attrs(pairs: &[(&str, Attr)]) -> Input {
+    let a: Attrs = pairs
+        .iter()
+        .map(|(k, v)| ((*k).to_owned(), v.clone()))
+        .collect();
+    Input::from_attrs(&a).expect("valid input")
+}
+
+fn s(x: &str) -> Attr {
+    Attr::String(x.to_owned())
+}
+
+/// Compare the fields `builtins.fetchTree` reported (and its `outPath`) with our fetch.
+fn check(name: &str, fetched: &Fetched, g: &Value) {
+    let store = StoreDir::new("/nix/store").expect("store dir");
+    let path = fetched.store_path(&store).expect("store path");
+    assert_eq!(
+        Some(store.print(&path).as_str()),
+        g["storePath"].as_str(),
+        "{name}: store path"
+    );
+    let got = &fetched.input;
+    let a = got.to_attrs();
+    for key in [
+        "narHash",
+        "rev",
+        "lastModified",
+        "revCount",
+        "dirtyRev",
+        "dirtyShortRev",
+    ] {
+        let ours = a.get(key).map(|v| match v {
+            Attr::String(s) => Value::String(s.clone()),
+            Attr::Int(n) => Value::from(*n),
+            Attr::Bool(b) => Value::Bool(*b),
+        });
+        if let Some(expected) = g.get(key) {
+            assert_eq!(ours.as_ref(), Some(expected), "{name}: field {key}");
+        }
+    }
+}
+
+#[test]
+fn git_fetches_match_nix() {
+    let fx = fixtures();
+    let cache = tempfile::tempdir().expect("tempdir");
+    let settings = FetchSettings::new(cache.path());
+    let g = golden();
+    let url = format!("file://{}/repo", fx.dir.display());
+
+    let wd =
+        fetch(&attrs(&[("type", s("git")), ("url", s(&url))]), &settings).expect("workdir fetch");
+    check("repo-workdir", &wd, &g["repo-workdir"]);
+    // As in the lock file Nix wrote: the clean work tree is locked to its branch.
+    assert_eq!(wd.input.ref_(), Some("refs/heads/main"));
+    assert_eq!(wd.input.rev_count(), Some(3));
+    // Untracked files are invisible.
+    assert!(!wd.tree.join("untracked.txt").exists());
+    assert!(wd.tree.join("sub/dir/file.txt").exists());
+
+    for (name, r) in [
+        ("repo-main", "main"),
+        ("repo-tag", "v1"),
+        ("repo-feature", "refs/heads/feature"),
+    ] {
+        let f = fetch(
+            &attrs(&[("type", s("git")), ("url", s(&url)), ("ref", s(r))]),
+            &settings,
+        )
+        .unwrap_or_else(|e| panic!("{name}: {e}"));
+        check(name, &f, &g[name]);
+        assert_eq!(f.input.ref_(), Some(r));
+    }
+    let tag = fetch(
+        &attrs(&[("type", s("git")), ("url", s(&url)), ("ref", s("v1"))]),
+        &settings,
+    )
+    .expect("tag");
+    assert_eq!(
+        tag.input.rev_count(),
+        Some(2),
+        "revCount as in the golden lock file"
+    );
+
+    let rev = "9c37a80c336b585c95959b8130b96aecfeccd445";
+    let f = fetch(
+        &attrs(&[
+            ("type", s("git")),
+            ("url", s(&url)),
+            ("ref", s("main")),
+            ("rev", s(rev)),
+        ]),
+        &settings,
+    )
+    .expect("rev fetch");
+    check("repo-rev", &f, &g["repo-rev"]);
+    assert_eq!(f.input.rev_count(), Some(1));
+
+    let dirty_url = format!("file://{}/dirty", fx.dir.display());
+    let d = fetch(
+        &attrs(&[("type", s("git")), ("url", s(&dirty_url))]),
+        &settings,
+    )
+    .expect("dirty fetch");
+    check("dirty", &d, &g["dirty"]);
+    assert_eq!(d.input.rev(), None);
+    assert!(
+        !d.tree.join("extra.txt").exists(),
+        "untracked file must not be visible"
+    );
+    assert_eq!(
+        std::fs::read_to_string(d.tree.join("README")).expect("README"),
+        "modified\n"
+    );
+
+    let mut strict = settings.clone();
+    strict.allow_dirty = false;
+    let e = fetch(
+        &attrs(&[("type", s("git")), ("url", s(&dirty_url))]),
+        &strict,
+    )
+    .expect_err("dirty refused");
+    assert_eq!(
+        e.to_string(),
+        format!("Git tree '{}/dirty' is dirty", fx.dir.display())
+    );
+
+    let e = fetch(
+        &attrs(&[("type", s("git")), ("url", s(&url)), ("ref", s("nope"))]),
+        &settings,
+    )
+    .expect_err("unknown ref");
+    assert!(
+        e.to_string().contains("resolving Git reference 'nope'"),
+        "{e}"
+    );
+}
+
+#[test]
+fn locked_inputs_come_from_the_cache() {
+    let fx = fixtures();
+    let cache = tempfile::tempdir().expect("tempdir");
+    let settings = FetchSettings::new(cache.path());
+    let url = format!("file://{}/repo", fx.dir.display());
+    let first = fetch(
+        &attrs(&[("type", s("git")), ("url", s(&url)), ("ref", s("v1"))]),
+        &settings,
+    )
+    .expect("fetch");
+    assert!(first.input.is_final);
+    // The repository disappears; the locked input is still served (by narHash).
+    std::fs::remove_dir_all(fx.dir.join("repo")).expect("rm");
+    let again = fetch(&first.input, &settings).expect("served from the cache");
+    assert_eq!(again.tree, first.tree);
+    assert_eq!(again.input, first.input);
+}
+
+#[test]
+fn path_and_file_tarball_match_nix() {
+    let fx = fixtures();
+    let cache = tempfile::tempdir().expect("tempdir");
+    let settings = FetchSettings::new(cache.path());
+    let g = golden();
+    let tree = fx.dir.join("tree");
+    let p = fetch(
+        &attrs(&[
+            ("type", s("path")),
+            ("path", s(&tree.display().to_string())),
+        ]),
+        &settings,
+    )
+    .expect("path");
+    check("tree", &p, &g["tree"]);
+    assert_eq!(p.tree, tree);
+
+    let url = format!("file://{}/src.tar.gz", fx.dir.display());
+    let t = fetch(
+        &attrs(&[("type", s("tarball")), ("url", s(&url))]),
+        &settings,
+    )
+    .expect("tarball");
+    check("tarball", &t, &g["tarball"]);
+    // The single top-level directory is stripped.
+    assert!(t.tree.join("one.txt").exists());
+
+    // A pinned narHash that does not match is an error showing both hashes.
+    let wrong = "sha256-AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=";
+    let e = fetch(
+        &attrs(&[
+            ("type", s("path")),
+            ("path", s(&tree.display().to_string())),
+            ("narHash", s(wrong)),
+        ]),
+        &settings,
+    )
+    .expect_err("mismatch");
+    assert_eq!(
+        e.to_string(),
+        format!(
+            "NAR hash mismatch in input 'path:{}?narHash=sha256-AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA%3D', expected '{wrong}' but got '{}'",
+            tree.display(),
+            g["tree"]["narHash"].as_str().expect("golden hash")
+        )
+    );
+    let e = fetch(
+        &attrs(&[("type", s("path")), ("path", s("rel/x"))]),
+        &settings,
+    )
+    .expect_err("relative");
+    assert_eq!(
+        e.to_string(),
+        "cannot fetch input 'path:rel/x' because it uses a relative path"
+    );
+}
