@@ -213,6 +213,43 @@ struct Pending {
     next_id: i64,
     next_seq: u64,
     count: u64,
+    /// Bumped by the writer whenever committed rows leave `rows`: a lookup
+    /// that found nothing in the database at epoch E needs no re-check under
+    /// the lock while the epoch is still E.
+    removed_epoch: u64,
+    /// Ids from here on were allocated by this backend: the database held no
+    /// children of them at open, so their children are all in `fresh`.
+    fresh_from: i64,
+    /// `(parent, name) → id` of every row allocated under a fresh parent, so
+    /// that writing a new subtree needs no database lookups at all.
+    fresh: HashMap<i64, HashMap<Arc<str>, i64>>,
+    fresh_count: usize,
+}
+
+/// Bound on [`Pending::fresh`]; when reached, the map restarts empty with
+/// `fresh_from` moved to the next id (older parents fall back to lookups).
+const FRESH_CAP: usize = 1 << 20;
+
+impl Pending {
+    /// Allocates the id of a new row `(parent, name)`.
+    fn allocate(&mut self, parent: i64, name: &Arc<str>) -> i64 {
+        let id = self.next_id;
+        self.next_id += 1;
+        if parent >= self.fresh_from {
+            if self.fresh_count >= FRESH_CAP {
+                self.fresh.clear();
+                self.fresh_count = 0;
+                self.fresh_from = self.next_id;
+            } else {
+                self.fresh
+                    .entry(parent)
+                    .or_default()
+                    .insert(name.clone(), id);
+                self.fresh_count += 1;
+            }
+        }
+        id
+    }
 }
 
 /// Bound on [`Backend::names`]; the memo is simply cleared when it is full.
@@ -472,31 +509,50 @@ impl EvalCache {
         };
         // Look the names up without holding the pending lock (the common case:
         // the rows exist or are pending), then stage and send everything under
-        // one lock acquisition so channel order equals sequence order.
-        let found: Vec<Option<(i64, CachedValue)>> = children
-            .iter()
-            .map(|(name, _)| self.row(&backend, parent.id, name))
-            .collect();
+        // one lock acquisition so channel order equals sequence order. Children
+        // of a parent created by this backend are never looked up on disk.
+        let (fresh_from, epoch) = {
+            let p = lock(&backend.pending);
+            (p.fresh_from, p.removed_epoch)
+        };
+        let skip_db = parent.id >= fresh_from;
+        let found: Vec<Option<(i64, CachedValue)>> = if skip_db {
+            vec![None; children.len()]
+        } else {
+            children
+                .iter()
+                .map(|(name, _)| self.row(&backend, parent.id, name))
+                .collect()
+        };
         let mut cursors = Vec::with_capacity(children.len());
         let mut rows = Vec::with_capacity(children.len());
         let mut pending = lock(&backend.pending);
         for ((name, value), found) in children.into_iter().zip(found) {
             let name: Arc<str> = Arc::from(name);
             let value = normalize(value);
-            let existing = match found {
-                Some((id, _)) => Some(id),
-                // Re-check under the lock: a concurrent caller may have created
-                // the row, and it may even have been committed since.
-                None => match pending_get(&pending, parent.id, &name) {
-                    Some(p) => Some(p.id),
-                    None => self.db_row(&backend, parent.id, &name).map(|(id, _)| id),
-                },
-            };
-            let id = existing.unwrap_or_else(|| {
-                let id = pending.next_id;
-                pending.next_id += 1;
-                id
-            });
+            let checked = (!skip_db).then_some(epoch);
+            // The newest known value: pending beats what was read before locking.
+            let known = pending_get(&pending, parent.id, &name)
+                .map(|p| p.value.clone())
+                .or_else(|| found.as_ref().map(|(_, v)| v.clone()));
+            if known.as_ref() == Some(&value) {
+                // Same answer already recorded: nothing to write.
+                let id = pending_get(&pending, parent.id, &name)
+                    .map(|p| p.id)
+                    .or(found.as_ref().map(|(id, _)| *id))
+                    .expect("a known value has an id");
+                cursors.push(Cursor {
+                    generation: backend.generation,
+                    id,
+                    parent: parent.id,
+                    name,
+                });
+                continue;
+            }
+            let existing = found
+                .map(|(id, _)| id)
+                .or_else(|| self.existing_id_locked(&backend, &pending, parent.id, &name, checked));
+            let id = existing.unwrap_or_else(|| pending.allocate(parent.id, &name));
             cursors.push(Cursor {
                 generation: backend.generation,
                 id,
@@ -608,6 +664,33 @@ impl EvalCache {
         }
     }
 
+    /// With the pending lock held: the id of an existing row `(parent, name)`.
+    /// `checked` is the removal epoch at which the caller already found no
+    /// such row on disk (`None` if it did not look).
+    fn existing_id_locked(
+        &self,
+        backend: &Backend,
+        pending: &Pending,
+        parent: i64,
+        name: &Arc<str>,
+        checked: Option<u64>,
+    ) -> Option<i64> {
+        if let Some(p) = pending_get(pending, parent, name) {
+            return Some(p.id);
+        }
+        if parent >= pending.fresh_from {
+            return pending
+                .fresh
+                .get(&parent)
+                .and_then(|m| m.get(name))
+                .copied();
+        }
+        if checked == Some(pending.removed_epoch) {
+            return None; // nothing left the pending map since the disk lookup
+        }
+        self.db_row(backend, parent, name).map(|(id, _)| id)
+    }
+
     /// Finds the row `(parent, name)`, creating it with `value` when absent.
     fn resolve(
         &self,
@@ -616,6 +699,7 @@ impl EvalCache {
         name: &Arc<str>,
         value: CachedValue,
     ) -> Option<(Cursor, CachedValue)> {
+        let epoch = lock(&backend.pending).removed_epoch;
         if let Some((id, found)) = self.row(backend, parent, name) {
             return Some((
                 Cursor {
@@ -642,7 +726,8 @@ impl EvalCache {
                 found.1,
             ));
         }
-        if let Some((id, found)) = self.db_row_checked(backend, parent, name).ok()? {
+        let recheck = pending.removed_epoch != epoch;
+        if recheck && let Some((id, found)) = self.db_row_checked(backend, parent, name).ok()? {
             return Some((
                 Cursor {
                     generation: backend.generation,
@@ -653,8 +738,7 @@ impl EvalCache {
                 found,
             ));
         }
-        let id = pending.next_id;
-        pending.next_id += 1;
+        let id = pending.allocate(parent, name);
         let row = self.stage(
             backend,
             &mut pending,
@@ -1147,6 +1231,10 @@ fn open_backend(
         next_id,
         next_seq: 0,
         count: 0,
+        removed_epoch: 0,
+        fresh_from: next_id,
+        fresh: HashMap::new(),
+        fresh_count: 0,
     }));
     let broken = Arc::new(AtomicBool::new(false));
     let (sender, writer) = match writer_conn {
@@ -1238,6 +1326,7 @@ fn writer_loop(mut conn: Connection, rx: Receiver<Msg>, ctx: WriterCtx) {
                 first_error.get_or_insert(reason);
             }
             let mut pending = lock(&ctx.pending);
+            pending.removed_epoch += 1;
             for row in batch.iter().flatten() {
                 remove_pending(&mut pending, &ctx.counters, row.parent, &row.name, row.seq);
             }

@@ -318,6 +318,52 @@ fn fingerprints_are_separate_databases() {
     );
 }
 
+/// Four threads write overlapping subtrees; returns each thread's cursors.
+fn hammer(
+    cache: &EvalCache,
+    prefix: &'static str,
+) -> Vec<Vec<(flaked_cache::Cursor, flaked_cache::Cursor)>> {
+    let threads: Vec<_> = (0..4)
+        .map(|_| {
+            let cache = cache.clone();
+            std::thread::spawn(move || {
+                let root = cache.root();
+                let mut cursors = Vec::new();
+                for i in 0..200 {
+                    let set =
+                        cache.set_child(&root, &format!("s{}", i % 20), CachedValue::Placeholder);
+                    let leaf = cache.set_child(&set, &format!("{prefix}{i}"), CachedValue::Int(i));
+                    cursors.push((set, leaf));
+                }
+                cursors
+            })
+        })
+        .collect();
+    threads
+        .into_iter()
+        .map(|t| t.join().expect("thread"))
+        .collect()
+}
+
+fn check_hammer(
+    cache: &EvalCache,
+    results: &[Vec<(flaked_cache::Cursor, flaked_cache::Cursor)>],
+    prefix: &str,
+) {
+    // Every thread saw the same ids for the shared sets and leaves.
+    for r in &results[1..] {
+        assert_eq!(r, &results[0]);
+    }
+    cache.flush().expect("flush");
+    let s = cache.stats();
+    assert_eq!((s.write_errors, s.read_errors), (0, 0), "{s:?}");
+    assert_eq!(s.pending_rows, 0);
+    for i in 0..200 {
+        let (found, _) = cache.lookup_path(&[format!("s{}", i % 20), format!("{prefix}{i}")]);
+        assert_eq!(hit(found).1, CachedValue::Int(i));
+    }
+}
+
 #[test]
 fn concurrent_writers_agree_on_ids() {
     let dir = tempfile::tempdir().expect("tempdir");
@@ -326,47 +372,23 @@ fn concurrent_writers_agree_on_ids() {
         batch_rows: 7,
         ..CacheOptions::default()
     };
-    let cache = EvalCache::open(dir.path(), &fingerprint("conc").id(), opts).expect("open");
-    let threads: Vec<_> = (0..4)
-        .map(|t| {
-            let cache = cache.clone();
-            std::thread::spawn(move || {
-                let root = cache.root();
-                let mut cursors = Vec::new();
-                for i in 0..200 {
-                    let set =
-                        cache.set_child(&root, &format!("s{}", i % 20), CachedValue::Placeholder);
-                    let leaf = cache.set_child(&set, &format!("v{i}"), CachedValue::Int(i));
-                    cursors.push((set, leaf, t));
-                }
-                cursors
-            })
-        })
-        .collect();
-    let results: Vec<_> = threads
-        .into_iter()
-        .map(|t| t.join().expect("thread"))
-        .collect();
-    // Every thread saw the same id for each shared set.
-    for r in &results[1..] {
-        for (a, b) in r.iter().zip(&results[0]) {
-            assert_eq!(a.0, b.0);
-            assert_eq!(a.1, b.1);
-        }
+    let fp = fingerprint("conc").id();
+    {
+        // Parents created in this session (children tracked in memory).
+        let cache = EvalCache::open(dir.path(), &fp, opts.clone()).expect("open");
+        let results = hammer(&cache, "v");
+        check_hammer(&cache, &results, "v");
     }
-    cache.flush().expect("flush");
-    let s = cache.stats();
-    assert_eq!((s.write_errors, s.read_errors), (0, 0), "{s:?}");
-    assert_eq!(s.pending_rows, 0);
-    for i in 0..200 {
-        assert_eq!(
-            hit(cache
-                .lookup_path(&[format!("s{}", i % 20), format!("v{i}")])
-                .0)
-            .1,
-            CachedValue::Int(i)
-        );
-    }
+    // Parents from an earlier session (children found through the database).
+    let cache = EvalCache::open(dir.path(), &fp, opts).expect("reopen");
+    let results = hammer(&cache, "w");
+    check_hammer(&cache, &results, "w");
+    check_hammer(&cache, &hammer(&cache, "v"), "v");
+    assert_eq!(
+        cache.stats().rows_committed,
+        200,
+        "only the w-leaves are new"
+    );
 }
 
 #[test]
