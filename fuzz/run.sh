@@ -17,5 +17,8 @@ if [ "$target" = eval_bytes ]; then
         for f in "$3"/tests/functional/lang/*.nix; do cp -n "$f" "corpus/$target/upstream-$(basename "$f")"; done
     fi
 fi
+extra=()
+# Structured inputs need length right away (libFuzzer otherwise grows the limit from 4 bytes slowly).
+[ "$target" = eval_structured ] && extra+=(-len_control=0 -max_len=512)
 exec cargo +nightly fuzz run "$target" -j 1 -- -max_total_time="$secs" -timeout=10 -rss_limit_mb=4096 \
-    -max_len=4096 -dict="$here/nix.dict"
+    -max_len=4096 -dict="$here/nix.dict" "${extra[@]}"
