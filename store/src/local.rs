@@ -315,6 +315,7 @@ impl LocalStore {
                 }
             },
         }
+        remove_stale_temporaries(&real_store_dir);
         tracing::debug!(store = %store_dir, root = %root.display(), "opened local store");
         Ok(LocalStore {
             store_dir,
@@ -445,11 +446,57 @@ impl LocalStore {
         }))
     }
 
+    /// Paths that refer to `p` (Nix's `queryReferrers`).
+    pub fn query_referrers(&self, p: &StorePath) -> Result<BTreeSet<StorePath>> {
+        let conn = self.conn();
+        let mut stmt = conn
+            .prepare_cached(
+                "select path from Refs join ValidPaths on referrer = id where reference = (select id from ValidPaths where path = ?)",
+            )
+            .map_err(self.db_err())?;
+        let rows = stmt
+            .query_map([self.store_dir.print(p)], |r| r.get::<_, String>(0))
+            .map_err(self.db_err())?;
+        let mut out = BTreeSet::new();
+        for r in rows {
+            let r = r.map_err(self.db_err())?;
+            out.insert(self.store_dir.parse(&r)?);
+        }
+        Ok(out)
+    }
+
+    /// Output name → path recorded for a valid `.drv` (Nix's `queryDerivationOutputMap` for
+    /// statically known outputs).
+    pub fn query_derivation_outputs(
+        &self,
+        drv: &StorePath,
+    ) -> Result<std::collections::BTreeMap<String, StorePath>> {
+        let conn = self.conn();
+        let mut stmt = conn
+            .prepare_cached(
+                "select d.id, d.path from DerivationOutputs d join ValidPaths v on d.drv = v.id where v.path = ?",
+            )
+            .map_err(self.db_err())?;
+        let rows = stmt
+            .query_map([self.store_dir.print(drv)], |r| {
+                Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?))
+            })
+            .map_err(self.db_err())?;
+        let mut out = std::collections::BTreeMap::new();
+        for r in rows {
+            let (id, path) = r.map_err(self.db_err())?;
+            out.insert(id, self.store_dir.parse(&path)?);
+        }
+        Ok(out)
+    }
+
     /// Register a path whose contents are in place, with its references, in one transaction.
     /// For a `.drv`, also records its outputs in `DerivationOutputs`.
     fn register(&self, info: &PathInfo, drv: Option<&Derivation>) -> Result<()> {
         let mut conn = self.conn();
-        let tx = conn.transaction().map_err(self.db_err())?;
+        let tx = conn
+            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
+            .map_err(self.db_err())?;
         let printed = self.store_dir.print(&info.path);
         tx.execute(
             "insert into ValidPaths (path, hash, registrationTime, deriver, narSize, ultimate, sigs, ca) values (?, ?, ?, ?, ?, ?, ?, ?)",
@@ -867,6 +914,31 @@ impl DrvSource for LocalStore {
             path: self.store_dir.print(path),
             reason: e.to_string(),
         })
+    }
+}
+
+/// Remove `.flaked-add-<pid>-…` temporaries left by processes that no longer exist (a crash
+/// during an add). Temporaries of live processes are left alone. Best effort.
+fn remove_stale_temporaries(real_store_dir: &Path) {
+    let Ok(entries) = fs::read_dir(real_store_dir) else {
+        return;
+    };
+    for e in entries.flatten() {
+        let name = e.file_name();
+        let Some(rest) = name.to_str().and_then(|n| n.strip_prefix(".flaked-add-")) else {
+            continue;
+        };
+        let Some(pid) = rest.split('-').next().and_then(|p| p.parse::<i32>().ok()) else {
+            continue;
+        };
+        // SAFETY: kill with signal 0 only checks whether the process exists.
+        let alive = pid == std::process::id() as i32
+            || unsafe { libc::kill(pid, 0) } == 0
+            || io::Error::last_os_error().raw_os_error() == Some(libc::EPERM);
+        if !alive {
+            tracing::debug!(path = %e.path().display(), "removing stale temporary");
+            let _ = nar::remove_tree_force(&e.path());
+        }
     }
 }
 

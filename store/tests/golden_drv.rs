@@ -188,3 +188,26 @@ fn deep_graph_is_hashed_once_per_derivation() {
     .expect("fully memoised");
     assert_eq!(h, again);
 }
+
+#[test]
+fn truncated_and_corrupted_drvs_are_errors_not_panics() {
+    let sd = StoreDir::default();
+    let drvs = golden_drvs(&sd);
+    let (_, (bytes, _)) = drvs
+        .iter()
+        .find(|(p, _)| p.name() == "escapes.drv")
+        .expect("escapes golden");
+    for cut in 0..bytes.len() {
+        assert!(
+            Derivation::parse(&sd, &bytes[..cut], "escapes").is_err(),
+            "prefix of {cut} bytes parsed"
+        );
+    }
+    let mut flipped = bytes.clone();
+    for i in 0..flipped.len() {
+        let orig = flipped[i];
+        flipped[i] = b'"';
+        let _ = Derivation::parse(&sd, &flipped, "escapes");
+        flipped[i] = orig;
+    }
+}

@@ -265,6 +265,22 @@ fn stale_unregistered_object_is_replaced() {
 }
 
 #[test]
+fn stale_temporaries_of_dead_processes_are_removed_on_open() {
+    let f = fixture();
+    let store_dir = f.root.join("nix/store");
+    fs::create_dir_all(&store_dir).expect("mkdir");
+    // pid 2^22+1 is above Linux's pid_max limit, so no such process exists.
+    let dead = store_dir.join(".flaked-add-4194305-0-0");
+    fs::create_dir_all(dead.join("x")).expect("mkdir");
+    fs::set_permissions(&dead, fs::Permissions::from_mode(0o555)).expect("chmod");
+    let live = store_dir.join(format!(".flaked-add-{}-9-9", std::process::id()));
+    fs::write(&live, b"in progress").expect("write");
+    let _store = LocalStore::open(StoreDir::default(), &f.root).expect("open");
+    assert!(!dead.exists());
+    assert!(live.exists());
+}
+
+#[test]
 fn concurrent_adders_of_the_same_path() {
     let f = fixture();
     let root = f.root.clone();
@@ -363,6 +379,15 @@ fn derivations_are_written_and_registered() {
         db_count(&f.root, "select count(*) from DerivationOutputs"),
         2,
         "one output row per derivation"
+    );
+    let outs = store.query_derivation_outputs(&dep_path).expect("outputs");
+    assert_eq!(
+        outs.get("out"),
+        dep.output_path(&sd, "out").expect("path").as_ref()
+    );
+    assert_eq!(
+        store.query_referrers(&simple_path).expect("referrers"),
+        BTreeSet::from([dep_path.clone()])
     );
     let source: HashMap<StorePath, Derivation> = HashMap::from([(simple_path, simple)]);
     let mut again = dep.clone();
