@@ -67,10 +67,16 @@ pub fn strerror(e: &std::io::Error) -> String {
 pub fn realise_path(ev: &mut Evaluator, v: &Value, resolve: bool) -> Result<String> {
     let p = coerce_to_path(ev, v, Pos::NONE, "while realising the context of a path")?;
     let p = canon_path(&p);
-    check_access(ev, &p)?;
+    let frame = |e: EvalError| {
+        e.with_trace(
+            Pos::NONE,
+            format!("while realising the context of path '{p}'"),
+        )
+    };
+    check_access(ev, &p).map_err(frame)?;
     if resolve && let Ok(real) = std::fs::canonicalize(&p) {
         let real = real.to_string_lossy().into_owned();
-        check_access(ev, &real)?;
+        check_access(ev, &real).map_err(frame)?;
         return Ok(real);
     }
     Ok(p)

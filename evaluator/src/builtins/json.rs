@@ -22,12 +22,7 @@ pub(crate) fn register(r: &mut Registry) {
 
 fn prim_to_json(ev: &mut Evaluator, pos: Pos, args: &[Value]) -> Result<Value> {
     let mut ctx = Context::new();
-    let out = print::to_json(ev, &args[0], pos, true, &mut ctx).map_err(|e| {
-        e.with_trace(
-            pos,
-            "while evaluating the first argument passed to builtins.toJSON",
-        )
-    })?;
+    let out = print::to_json(ev, &args[0], pos, true, &mut ctx)?;
     Ok(Value::string_ctx(out, ctx))
 }
 
@@ -37,7 +32,14 @@ fn prim_from_json(ev: &mut Evaluator, pos: Pos, args: &[Value]) -> Result<Value>
         pos,
         "while evaluating the first argument passed to builtins.fromJSON",
     )?;
-    parse_json(&s.bytes).map_err(|m| EvalError::eval(m).at(pos))
+    parse_json(&s.bytes).map_err(|m| {
+        // Nix's integer-range check runs in its SAX callback, outside the decoding frame.
+        if m.starts_with("unsigned json number") {
+            EvalError::eval(m)
+        } else {
+            EvalError::eval(m).with_trace(pos, "while decoding a JSON string")
+        }
+    })
 }
 
 /// Parses a JSON document into a Nix value, or returns nlohmann's error message.
@@ -84,6 +86,8 @@ impl JsonParser<'_> {
 
     /// (line, column) of the last character read, as nlohmann counts them.
     fn line_col(&self, upto: usize) -> (usize, usize) {
+        // Reading past the end counts as one more character, as in nlohmann's lexer.
+        let extra = upto.saturating_sub(self.s.len());
         let upto = upto.min(self.s.len());
         let mut line = 1;
         let mut col = 0;
@@ -95,7 +99,7 @@ impl JsonParser<'_> {
                 col += 1;
             }
         }
-        (line, col)
+        (line, col + extra)
     }
 
     fn err_at(&self, msg: &str, last_read_upto: Option<usize>) -> String {
@@ -201,7 +205,7 @@ impl JsonParser<'_> {
         self.token_start = self.i;
         for (k, &w) in word.iter().enumerate() {
             if self.s.get(self.i + k) != Some(&w) {
-                let upto = (self.i + k + 1).min(self.s.len());
+                let upto = self.i + k + 1;
                 let lr = self.last_read(upto);
                 self.i = upto.saturating_sub(1);
                 return Err(self.err_at(
@@ -300,7 +304,6 @@ impl JsonParser<'_> {
         let mut j = self.i + 1;
         let mut out = Vec::new();
         let invalid = |p: &Self, upto: usize, why: &str| {
-            let upto = upto.min(p.s.len());
             p.err_at(
                 &format!(
                     "syntax error while parsing value - invalid string: {why}; last read: '{}'",
@@ -311,7 +314,7 @@ impl JsonParser<'_> {
         };
         loop {
             let Some(&c) = self.s.get(j) else {
-                return Err(invalid(self, j, "missing closing quote"));
+                return Err(invalid(self, j + 1, "missing closing quote"));
             };
             match c {
                 b'"' => {
@@ -320,7 +323,7 @@ impl JsonParser<'_> {
                 }
                 b'\\' => {
                     let Some(&e) = self.s.get(j + 1) else {
-                        return Err(invalid(self, j + 1, "missing closing quote"));
+                        return Err(invalid(self, j + 2, "missing closing quote"));
                     };
                     j += 2;
                     match e {

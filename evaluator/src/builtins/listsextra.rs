@@ -257,12 +257,17 @@ fn prim_concat_map(ev: &mut Evaluator, pos: Pos, args: &[Value]) -> Result<Value
         pos,
         "while evaluating the second argument passed to builtins.concatMap",
     )?;
+    // Nix reports a non-list result at the function's position.
+    let fpos = match &f {
+        Value::Lambda(c) => c.def.pos,
+        _ => pos,
+    };
     let mut out = Vec::new();
     for x in l.iter() {
         let r = ev.call(&f, std::slice::from_ref(x), pos)?;
         let rl = ev.force_list(
             &r,
-            pos,
+            fpos,
             "while evaluating the return value of the function passed to builtins.concatMap",
         )?;
         out.extend_from_slice(&rl);
@@ -371,10 +376,11 @@ fn search_key(
     let (mut lo, mut hi) = (0, done.len());
     while lo < hi {
         let mid = lo + (hi - lo) / 2;
-        if ev.less_than(&done[mid], key, CTX)? {
-            lo = mid + 1;
-        } else if ev.less_than(key, &done[mid], CTX)? {
+        // std::set compares the new key first (it decides the error text for mixed types).
+        if ev.less_than(key, &done[mid], CTX)? {
             hi = mid;
+        } else if ev.less_than(&done[mid], key, CTX)? {
+            lo = mid + 1;
         } else {
             return Ok(Ok(mid));
         }
