@@ -63,6 +63,9 @@ pub struct CacheOptions {
     pub readers: u32,
     /// SQLite busy timeout for every connection.
     pub busy_timeout: Duration,
+    /// Longest wait for a pooled reader connection (all busy, or the file
+    /// cannot be opened); the lookup is then a miss.
+    pub pool_timeout: Duration,
 }
 
 impl Default for CacheOptions {
@@ -72,6 +75,7 @@ impl Default for CacheOptions {
             batch_rows: 2000,
             readers: 4,
             busy_timeout: Duration::from_secs(5),
+            pool_timeout: Duration::from_secs(2),
         }
     }
 }
@@ -1207,6 +1211,7 @@ fn open_backend(
     let pool = Pool::builder()
         .max_size(options.readers.max(1))
         .min_idle(Some(0))
+        .connection_timeout(options.pool_timeout)
         .build(manager)
         .map_err(|source| CacheError::Pool {
             path: path.to_owned(),

@@ -424,3 +424,40 @@ fn sigkill_during_batched_writes_leaves_consistent_cache() {
         eprintln!("round {round}: killed after {delay_ms} ms with {k} rows committed");
     }
 }
+
+#[test]
+fn failed_rebuild_disables_the_handle_without_wrong_answers() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let sub = dir.path().join("sub");
+    std::fs::create_dir(&sub).expect("mkdir");
+    let path = sub.join("d.sqlite");
+    make_db(&path, 2000);
+    let cache = EvalCache::open_path(&path, opts()).expect("open");
+    let root = cache.root();
+    scribble_pages(&path, 1);
+    // Stop at the first failed query: the next call would rebuild.
+    for i in (0..2000).step_by(97) {
+        let _ = cache.child(&root, &format!("attr{i:06}"));
+        if cache.stats().read_errors > 0 {
+            break;
+        }
+    }
+    assert!(cache.stats().read_errors >= 1);
+    assert_eq!(cache.stats().rebuilds, 0);
+    // Take the directory away: setting aside and re-creating must fail.
+    std::fs::remove_dir_all(&sub).expect("rm");
+    let _ = cache.root();
+    let s = cache.stats();
+    assert!(s.disabled, "{s:?}");
+    assert!(!cache.is_writable());
+    let root = cache.root();
+    assert!(root.is_dead());
+    assert_eq!(cache.child(&root, "attr000000"), Lookup::Unknown);
+    assert_eq!(cache.lookup_path(&["attr000000"]).0, Lookup::Unknown);
+    let before = cache.stats().dropped_writes;
+    cache.set_child(&root, "x", CachedValue::Int(1));
+    assert_eq!(cache.stats().dropped_writes, before + 1);
+    cache
+        .flush()
+        .expect("flush of a disabled cache has nothing to commit");
+}
