@@ -14,10 +14,10 @@ export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$REPO/target-store}
 # PROFILE=release uses the real release profile instead.
 PROFILE=${PROFILE:-dev-opt}
 if [ "$PROFILE" = release ]; then
-  cargo build -q --release -p flaked-store --bin flaked-store-tool
+  cargo build -q --manifest-path "$REPO/Cargo.toml" --release -p flaked-store --bin flaked-store-tool
   TOOL=$CARGO_TARGET_DIR/release/flaked-store-tool
 else
-  cargo build -q -p flaked-store --bin flaked-store-tool --config 'profile.dev.package.flaked-store.opt-level=3'
+  cargo build -q --manifest-path "$REPO/Cargo.toml" -p flaked-store --bin flaked-store-tool --config 'profile.dev.package.flaked-store.opt-level=3'
   TOOL=$CARGO_TARGET_DIR/debug/flaked-store-tool
 fi
 

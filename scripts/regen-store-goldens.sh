@@ -12,7 +12,7 @@ WORK=$(mktemp -d /tmp/store-goldens.XXXXXX)
 trap 'chmod -R u+w "$WORK" 2>/dev/null; rm -rf "$WORK"' EXIT
 cd /tmp   # the oracle runs in a chroot that sees /tmp
 
-rm -rf "$G"
+rm -rf "$G/nar" "$G/drv" "$G"/*.json "$G"/*.jsonl
 mkdir -p "$G/nar" "$G/drv"
 
 ############################################################################ hashes
@@ -206,6 +206,10 @@ while read -r p; do
   esac
 done < "$WORK/closure"
 cd /tmp
+
+############################################################################ interchange
+# The reference reads and verifies a store written by flaked-store (needs cargo).
+"$REPO/scripts/store-interchange.sh" > "$G/interchange.out"
 
 echo "golden files written to $G:"
 find "$G" -type f | sed "s|$REPO/||" | sort | head -100

@@ -9,7 +9,7 @@ set -euo pipefail
 NIX=${NIX:-/work/shared/oracle/nix}
 REPO=$(cd "$(dirname "$0")/.." && pwd)
 export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$REPO/target-store}
-cargo build -q -p flaked-store --bin flaked-store-tool >&2
+cargo build -q --manifest-path "$REPO/Cargo.toml" -p flaked-store --bin flaked-store-tool >&2
 TOOL=$CARGO_TARGET_DIR/debug/flaked-store-tool
 
 WORK=$(mktemp -d /tmp/store-interchange.XXXXXX)

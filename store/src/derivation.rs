@@ -59,6 +59,52 @@ pub enum DerivationError {
     Read { path: String, reason: String },
     #[error("derivation '{0}' has floating or impure outputs; its output paths are not known")]
     NotInputAddressable(String),
+    #[error("invalid value '{0}' for 'outputHashMode' attribute")]
+    InvalidHashMode(String),
+    #[error(
+        "experimental Nix feature '{0}' is disabled; add '--extra-experimental-features {0}' to enable it"
+    )]
+    ExperimentalFeature(&'static str),
+    #[error("multiple outputs are not supported in fixed-output derivations")]
+    FixedOutputMultipleOutputs,
+}
+
+/// Nix's handling of `outputHashMode` in `builtins.derivation`: `recursive`/`nar`, `flat`;
+/// `text` and `git` need experimental features that flaked does not enable.
+pub fn parse_output_hash_mode(mode: &str) -> Result<ContentAddressMethod, DerivationError> {
+    match mode {
+        "recursive" | "nar" => Ok(ContentAddressMethod::Recursive),
+        "flat" => Ok(ContentAddressMethod::Flat),
+        "text" => Err(DerivationError::ExperimentalFeature("dynamic-derivations")),
+        "git" => Err(DerivationError::ExperimentalFeature("git-hashing")),
+        other => Err(DerivationError::InvalidHashMode(other.to_owned())),
+    }
+}
+
+/// The fixed output of a derivation from its `outputHash`, `outputHashAlgo` and
+/// `outputHashMode` attributes, as `builtins.derivation` computes it. An unknown
+/// `outputHashAlgo` is ignored like in Nix (the hash must then carry its own type); an empty
+/// `outputHash` means the all-zero hash, and the returned flag says Nix would warn
+/// `found empty hash, assuming '<sri>'`. `outputs` are the requested output names.
+pub fn fixed_output(
+    output_hash: &str,
+    output_hash_algo: Option<&str>,
+    output_hash_mode: Option<&str>,
+    outputs: &[&str],
+) -> Result<(DerivationOutput, bool), DerivationError> {
+    let method = match output_hash_mode {
+        Some(m) => parse_output_hash_mode(m)?,
+        None => ContentAddressMethod::Flat,
+    };
+    if outputs != ["out"] {
+        return Err(DerivationError::FixedOutputMultipleOutputs);
+    }
+    let algo = output_hash_algo.and_then(HashAlgo::parse_opt);
+    let (hash, warn_empty) = Hash::parse_allow_empty(output_hash, algo)?;
+    Ok((
+        DerivationOutput::Fixed(ContentAddress { method, hash }),
+        warn_empty,
+    ))
 }
 
 /// One output of a derivation (Nix's `DerivationOutput` variants).
@@ -810,6 +856,43 @@ mod tests {
         let t = d.to_aterm(&sd).expect("print");
         assert!(t.contains(r#""echo \"hi\"\n\t\\ \r $x""#));
         assert_eq!(Derivation::parse(&sd, t.as_bytes(), "x").expect("parse"), d);
+    }
+
+    #[test]
+    fn fixed_output_attrs() {
+        let (o, warn) = fixed_output(
+            "sha256-ungWv48Bz+pBQUDeXa4iI7ADYaOWF3qctBD/YfIAFa0=",
+            None,
+            Some("recursive"),
+            &["out"],
+        )
+        .expect("valid");
+        assert!(!warn);
+        assert!(matches!(
+            o,
+            DerivationOutput::Fixed(ContentAddress {
+                method: ContentAddressMethod::Recursive,
+                ..
+            })
+        ));
+        let (_, warn) = fixed_output("", Some("sha256"), None, &["out"]).expect("empty allowed");
+        assert!(warn);
+        assert_eq!(
+            fixed_output("x", None, Some("bogus"), &["out"])
+                .expect_err("mode")
+                .to_string(),
+            "invalid value 'bogus' for 'outputHashMode' attribute"
+        );
+        assert!(matches!(
+            fixed_output("", Some("sha256"), None, &["out", "dev"]),
+            Err(DerivationError::FixedOutputMultipleOutputs)
+        ));
+        assert_eq!(
+            fixed_output("abc", Some("nope"), None, &["out"])
+                .expect_err("no algo")
+                .to_string(),
+            "hash 'abc' does not include a type, nor is the type otherwise known from context"
+        );
     }
 
     #[test]

@@ -11,7 +11,7 @@ pub mod nar;
 pub mod nixbase32;
 pub mod store_path;
 
-pub use derivation::{Derivation, DerivationOutput, DrvHash, DrvHashCache};
+pub use derivation::{Derivation, DerivationOutput, DrvHash, DrvHashCache, fixed_output};
 pub use hash::{Hash, HashAlgo, HashFormat};
 pub use local::{LocalStore, PathInfo};
 pub use store_path::{ContentAddress, ContentAddressMethod, FileIngestionMethod, StoreDir, StorePath};
