@@ -8,12 +8,14 @@
 //! Design:
 //! * Readers use an r2d2 pool of WAL-mode connections (`query_only`), so lookups
 //!   from many request threads proceed in parallel with the writer.
-//! * Writes never touch SQLite on the request path: they are recorded in an
+//! * Writes never write to SQLite on the request path: they are recorded in an
 //!   in-memory *pending* map (so the writing process reads its own writes at
 //!   once) and sent to one writer thread, which commits them in batches (every
 //!   `batch_delay` or `batch_rows` rows, whichever comes first, or at
 //!   [`EvalCache::flush`]). Row ids are allocated in memory, so a child can be
-//!   written before its parent is committed.
+//!   written before its parent is committed; children of parents created in
+//!   this session are tracked in memory, so writing a new subtree reads
+//!   nothing from disk.
 //! * One process writes a database at a time: an advisory lock on
 //!   `<db>.lock` is taken at open; a second opener gets a read-only cache whose
 //!   writes are dropped (and counted).
