@@ -1,0 +1,89 @@
+#!/usr/bin/env bash
+# Benchmarks nixpkgs-library evaluation, flaked (feval, release build) beside the reference Nix 2.26
+# in one run: hyperfine medians and peak RSS (/usr/bin/time -v).
+#   misc     lib/tests/misc.nix (skipped for flaked while it cannot evaluate it; see the notice)
+#   systems  lib/tests/systems.nix
+#   modules  a module-system evaluation: evalModules with ~300 options of assorted types
+#            (ints, strings, lists, attrsOf, submodules, enums, mkIf/mkMerge/mkDefault), printed
+#            as JSON (strict).
+# Usage: bench/nixpkgs-lib.sh [NIXPKGS_PATH]   Env: FEVAL, NIX, RUNS (default 5)
+set -euo pipefail
+here=$(cd "$(dirname "$0")/.." && pwd -P)
+NIXPKGS=$(cd "${1:-/work/team/nixpkgs.lib}" && pwd -P)
+NIX=${NIX:-/work/shared/oracle/nix}
+FEVAL=${FEVAL:-$here/target-builtins/release/feval}
+RUNS=${RUNS:-5}
+[ -x "$FEVAL" ] || { echo "build first: CARGO_TARGET_DIR=target-builtins cargo build --release -p flaked-eval --bins" >&2; exit 2; }
+command -v hyperfine >/dev/null || { echo "needs hyperfine (apt-get install -y hyperfine)" >&2; exit 2; }
+LIB=$NIXPKGS/lib
+tmp=$(mktemp -d /tmp/bench-nixpkgs-lib.XXXXXX)
+trap 'rm -rf "$tmp"' EXIT
+
+cat >"$tmp/modules.nix" <<NIX
+let
+  lib = import $LIB;
+  inherit (lib) mkOption types mkIf mkMerge mkDefault;
+  n = 60;
+  names = prefix: map (i: "\${prefix}\${toString i}") (lib.range 1 n);
+  declare = lib.genAttrs;
+  sub = types.submodule ({ name, ... }: {
+    options.port = mkOption { type = types.port; default = 80; };
+    options.host = mkOption { type = types.str; default = name; };
+  });
+in
+(lib.evalModules {
+  modules = [
+    {
+      options = declare (names "int") (_: mkOption { type = types.int; default = 1; })
+        // declare (names "str") (_: mkOption { type = types.str; default = "x"; })
+        // declare (names "list") (_: mkOption { type = types.listOf types.str; default = [ ]; })
+        // declare (names "attrs") (_: mkOption { type = types.attrsOf types.int; default = { }; })
+        // declare (names "sub") (_: mkOption { type = types.attrsOf sub; default = { }; })
+        // declare (names "enum") (_: mkOption { type = types.enum [ "a" "b" "c" ]; default = "a"; });
+    }
+    { config = declare (names "int") (k: mkDefault 2); }
+    ({ config, ... }: {
+      config = mkMerge [
+        (declare (names "list") (k: [ k ]))
+        (declare (names "attrs") (k: { \${k} = config.int1 + 1; }))
+        (declare (names "sub") (k: { a = { }; b.port = 8080; }))
+        (mkIf (config.int1 == 2) (declare (names "enum") (k: "b")))
+      ];
+    })
+  ];
+}).config
+NIX
+
+rss() { # rss LABEL CMD... : peak RSS in MiB of one run
+    local label=$1; shift
+    /usr/bin/time -v "$@" >/dev/null 2>"$tmp/time" || true
+    echo "$label: peak RSS $(awk '/Maximum resident set size/ {printf "%.1f MiB", $NF/1024}' "$tmp/time")"
+}
+
+bench() { # bench NAME NIX-EVAL-ARGS...
+    local name=$1; shift
+    local q_ref q_our
+    printf -v q_ref '%q ' "$NIX" eval "$@"
+    printf -v q_our '%q ' "$FEVAL" "$@"
+    if ! (cd "$LIB" && "$FEVAL" "$@" >/dev/null 2>"$tmp/err"); then
+        echo "== $name: flaked cannot evaluate it yet ($(grep -m1 'error' -A0 "$tmp/err" | head -c 200); $(tail -n1 "$tmp/err" | head -c 200)); reference only"
+        (cd "$LIB" && hyperfine -N --warmup 1 --runs "$RUNS" --export-json "$tmp/$name.json" -n "nix-2.26 $name" "$q_ref") | grep -E 'Time|Range|±' || true
+    else
+        echo "== $name"
+        (cd "$LIB" && "$FEVAL" "$@" >"$tmp/our.out" 2>/dev/null; "$NIX" eval "$@" >"$tmp/ref.out" 2>/dev/null) || true
+        if cmp -s "$tmp/our.out" "$tmp/ref.out"; then echo "  outputs identical"; else echo "  OUTPUTS DIFFER"; fi
+        (cd "$LIB" && hyperfine -N --warmup 1 --runs "$RUNS" --export-json "$tmp/$name.json" \
+            -n "nix-2.26 $name" "$q_ref" -n "flaked $name" "$q_our") | grep -vE '^\s*$' || true
+        (cd "$LIB" && rss "flaked   $name" "$FEVAL" "$@")
+    fi
+    (cd "$LIB" && rss "nix-2.26 $name" "$NIX" eval "$@")
+    python3 - "$tmp/$name.json" <<'PY'
+import json, sys
+for r in json.load(open(sys.argv[1]))["results"]:
+    print(f"  median {r['command'].split()[0] if False else ''}{r.get('command')[:60]:60s} {r['median']*1000:9.1f} ms")
+PY
+}
+
+bench misc --impure --file tests/misc.nix
+bench systems --impure --file tests/systems.nix
+bench modules --impure --json --file "$tmp/modules.nix"
