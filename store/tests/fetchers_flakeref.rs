@@ -213,3 +213,60 @@ fn relative_paths_resolve_against_cwd_and_git_roots() {
     let r = FlakeRef::parse("./sub", &opts).expect("relative input");
     assert_eq!(r.input.is_relative(), Some("./sub"));
 }
+
+#[test]
+fn flake_input_attribute_sets() {
+    use flaked_store::fetchers::attrs::{Attr, Attrs};
+    let a = |p: &[(&str, Attr)]| -> Attrs {
+        p.iter()
+            .map(|(k, v)| ((*k).to_owned(), v.clone()))
+            .collect()
+    };
+    let s = |x: &str| Attr::String(x.to_owned());
+    let r = FlakeRef::from_input_attrs(&a(&[("url", s("github:NixOS/nixpkgs"))]), true)
+        .expect("ok")
+        .expect("some");
+    assert_eq!(r.to_string(), "github:NixOS/nixpkgs");
+    // `flake = false` turns a plain URL into a file, relative paths stay relative.
+    let r = FlakeRef::from_input_attrs(&a(&[("url", s("https://x.org/f"))]), false)
+        .expect("ok")
+        .expect("some");
+    assert_eq!(r.input.type_name(), "file");
+    let r = FlakeRef::from_input_attrs(&a(&[("url", s("path:./sub"))]), true)
+        .expect("ok")
+        .expect("some");
+    assert_eq!(r.input.is_relative(), Some("./sub"));
+    let r = FlakeRef::from_input_attrs(
+        &a(&[
+            ("type", s("github")),
+            ("owner", s("o")),
+            ("repo", s("r")),
+            ("dir", s("d")),
+        ]),
+        true,
+    )
+    .expect("ok")
+    .expect("some");
+    assert_eq!(r.to_string(), "github:o/r?dir=d");
+    assert_eq!(
+        FlakeRef::from_input_attrs(&Attrs::new(), true).expect("ok"),
+        None
+    );
+    let e = FlakeRef::from_input_attrs(&a(&[("url", s("github:o/r")), ("owner", s("x"))]), true)
+        .expect_err("bad");
+    assert_eq!(e.to_string(), "unexpected flake input attribute 'owner'");
+    let e = FlakeRef::from_input_attrs(
+        &a(&[
+            ("type", s("github")),
+            ("owner", s("o")),
+            ("repo", s("r")),
+            ("url", s("u")),
+        ]),
+        true,
+    )
+    .expect_err("url not allowed for github");
+    assert_eq!(
+        e.to_string(),
+        "input attribute 'url' not supported by scheme 'github'"
+    );
+}

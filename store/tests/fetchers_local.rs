@@ -253,3 +253,34 @@ fn path_and_file_tarball_match_nix() {
         "cannot fetch input 'path:rel/x' because it uses a relative path"
     );
 }
+
+/// Manual benchmark: `FLAKED_BENCH_REPO=/path/to/repo cargo test --release --test
+/// fetchers_local -- --ignored --nocapture bench`. Prints cold/warm work-tree and locked
+/// fetch times.
+#[test]
+#[ignore]
+fn bench_git_fetch() {
+    let Ok(repo) = std::env::var("FLAKED_BENCH_REPO") else {
+        return;
+    };
+    let cache = tempfile::tempdir().expect("tempdir");
+    let settings = FetchSettings::new(cache.path());
+    let i = attrs(&[("type", s("git")), ("url", s(&format!("file://{repo}")))]);
+    for round in ["cold", "warm"] {
+        let t = std::time::Instant::now();
+        let f = fetch(&i, &settings).expect("fetch");
+        println!(
+            "workdir {round}: {:?} ({})",
+            t.elapsed(),
+            f.nar_hash.to_sri()
+        );
+    }
+    let t = std::time::Instant::now();
+    let f = fetch(&i, &settings).expect("fetch");
+    let again = fetch(&f.input, &settings).expect("locked");
+    println!(
+        "workdir + locked refetch: {:?} ({})",
+        t.elapsed(),
+        again.nar_hash.to_sri()
+    );
+}

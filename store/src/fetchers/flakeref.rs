@@ -108,6 +108,34 @@ impl FlakeRef {
         parse_path_flake_ref(url, opts)
     }
 
+    /// The reference of a flake input written as an attribute set in `flake.nix`
+    /// (`inputs.x = { url = …; }` or `{ type = …; … }`), after the evaluator has taken out
+    /// `flake`, `follows` and `inputs` and converted the other attributes (strings, Booleans,
+    /// non-negative integers; `url` as given). Nix's `parseFlakeInput`: with `type` the
+    /// attributes (including `url`) are an input; without, only `url` is allowed and is parsed
+    /// keeping relative paths. `Ok(None)`: no reference (the caller then uses
+    /// `{ type = "indirect"; id = <input name>; }` unless the input `follows`).
+    pub fn from_input_attrs(attrs: &Attrs, is_flake: bool) -> Result<Option<FlakeRef>, FetchError> {
+        if attrs.contains_key("type") {
+            return FlakeRef::from_attrs(attrs).map(Some);
+        }
+        if let Some((name, _)) = attrs.iter().find(|(k, _)| k.as_str() != "url") {
+            return Err(FetchError::UnexpectedInputAttr { name: name.clone() });
+        }
+        match maybe_get_str(attrs, "url")? {
+            None => Ok(None),
+            Some(url) => {
+                let opts = ParseOptions {
+                    base_dir: None,
+                    allow_missing: true,
+                    not_flake: !is_flake,
+                    preserve_relative_paths: true,
+                };
+                FlakeRef::parse(&url, &opts).map(Some)
+            }
+        }
+    }
+
     /// A display form that never fails (URL, or attributes as JSON).
     pub fn display(&self) -> String {
         self.to_url()

@@ -139,6 +139,31 @@ fn worktree_state(path: &Path) -> Result<Option<(FileKind, gix::ObjectId)>, Fetc
     Ok(Some((kind, id)))
 }
 
+/// Whether a work-tree file certainly matches its index entry by stat data alone.
+fn stat_unchanged(
+    path: &Path,
+    stat: &gix::index::entry::Stat,
+    kind: FileKind,
+    index_mtime: Option<(i64, i64)>,
+) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    let Some(index_mtime) = index_mtime else {
+        return false;
+    };
+    let Ok(m) = std::fs::symlink_metadata(path) else {
+        return false;
+    };
+    if !m.file_type().is_file() {
+        return false;
+    }
+    let exec = m.mode() & 0o100 != 0;
+    let mtime = (m.mtime(), m.mtime_nsec());
+    exec == (kind == FileKind::Executable)
+        && m.size() == u64::from(stat.size)
+        && mtime == (i64::from(stat.mtime.secs), i64::from(stat.mtime.nsecs))
+        && mtime < index_mtime
+}
+
 /// Nix's `getWorkdirInfo`: tracked files, HEAD, dirtiness.
 pub fn workdir_info(repo_path: &Path) -> Result<WorkdirInfo, FetchError> {
     let repo = open(repo_path)?;
@@ -157,6 +182,10 @@ pub fn workdir_info(repo_path: &Path) -> Result<WorkdirInfo, FetchError> {
         .workdir()
         .map(Path::to_path_buf)
         .unwrap_or_else(|| repo_path.to_path_buf());
+    let index_mtime = std::fs::metadata(index.path()).ok().map(|m| {
+        use std::os::unix::fs::MetadataExt;
+        (m.mtime(), m.mtime_nsec())
+    });
     let mut files = Vec::new();
     let mut is_dirty = false;
     let mut in_index = std::collections::BTreeSet::new();
@@ -177,8 +206,16 @@ pub fn workdir_info(repo_path: &Path) -> Result<WorkdirInfo, FetchError> {
             Some((k, id)) if *k == kind && *id == entry.id => {}
             _ => is_dirty = true,
         }
-        // Work tree vs index.
-        let wt = worktree_state(&workdir.join(&path))?;
+        // Work tree vs index. Like Git, trust the index's stat data for regular files whose
+        // size and mtime match and that are older than the index itself (not "racy").
+        let full = workdir.join(&path);
+        if matches!(kind, FileKind::Regular | FileKind::Executable)
+            && stat_unchanged(&full, &entry.stat, kind, index_mtime)
+        {
+            files.push(path);
+            continue;
+        }
+        let wt = worktree_state(&full)?;
         match (kind, wt) {
             (_, None) => {
                 is_dirty = true;

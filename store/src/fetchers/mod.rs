@@ -54,6 +54,10 @@ pub enum FetchError {
     /// An HTTP transfer failed.
     #[error("unable to download '{url}': {message}")]
     Download { url: String, message: String },
+    /// A flake input attribute set without `type` has an attribute other than `url`
+    /// (the evaluator appends Nix's `, at <position>`).
+    #[error("unexpected flake input attribute '{name}'")]
+    UnexpectedInputAttr { name: String },
     /// The fetched tree does not have the `narHash` the input was locked to.
     #[error("NAR hash mismatch in input '{input}', expected '{expected}' but got '{got}'")]
     NarHashMismatch {
