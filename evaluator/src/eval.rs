@@ -535,7 +535,20 @@ impl Evaluator {
             return Err(EvalError::eval("stack overflow; max-call-depth exceeded").at(pos));
         }
         self.call_depth += 1;
-        let r = self.call_inner(f, args, pos);
+        // Fast paths for the common shapes: one lambda application, one saturated builtin call.
+        let r = match f {
+            Value::Lambda(c) if args.len() == 1 => self.call_lambda(c, &args[0], pos),
+            Value::PrimOp(op) if args.len() == op.arity => {
+                (op.func)(self, Pos::NONE, args).map_err(|e| {
+                    if op.add_trace {
+                        e.with_trace(pos, format!("while calling the '{}' builtin", op.name))
+                    } else {
+                        e
+                    }
+                })
+            }
+            _ => self.call_inner(f, args, pos),
+        };
         self.call_depth -= 1;
         r
     }
@@ -755,9 +768,20 @@ impl Evaluator {
             Expr::Call { f, args, pos } => {
                 self.check_interrupt()?;
                 let fv = self.eval(f, env)?;
-                let argv: smallvec::SmallVec<[Value; 4]> =
-                    args.iter().map(|a| self.lazy(a, env)).collect();
-                self.call(&fv, &argv, *pos)
+                match &args[..] {
+                    [a] => {
+                        let a = [self.lazy(a, env)];
+                        self.call(&fv, &a, *pos)
+                    }
+                    [a, b] => {
+                        let a = [self.lazy(a, env), self.lazy(b, env)];
+                        self.call(&fv, &a, *pos)
+                    }
+                    _ => {
+                        let argv: Vec<Value> = args.iter().map(|a| self.lazy(a, env)).collect();
+                        self.call(&fv, &argv, *pos)
+                    }
+                }
             }
             Expr::Select {
                 e: inner,
