@@ -92,8 +92,12 @@ SH
 exec "$NIX" --cmd nix-instantiate "\$@"
 SH
     chmod +x "$tmp/flaked-instantiate" "$tmp/ref-instantiate"
-    # A copy of modules.sh that runs in the checkout, uses \$INSTANTIATE and logs failing cases.
-    sed -e "s|^DIR=.*|DIR=$LIB/tests|" \
+    # The reference runs in a chroot that only sees the current directory and /tmp: work on a
+    # copy of lib/ under /tmp (both implementations, so that paths in messages are identical).
+    mkdir -p "$tmp/nixpkgs" && cp -r "$LIB" "$tmp/nixpkgs/lib"
+    MLIB=$tmp/nixpkgs/lib
+    # A copy of modules.sh that runs in the copy, uses \$INSTANTIATE and logs failing cases.
+    sed -e "s|^DIR=.*|DIR=$MLIB/tests|" \
         -e 's|^    nix-instantiate |    "$INSTANTIATE" |' \
         -e 's|^\(    printf .\\033\[1;31mTEST FAILED.*\)$|\1; echo "$(loc 2)" >>"$FAILLOG"|' \
         "$LIB/tests/modules.sh" >"$tmp/modules.sh"
