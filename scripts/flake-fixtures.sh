@@ -89,7 +89,17 @@ cat > "$F/gitdep/flake.nix" <<NIX
   outputs = { self, ... }: { };
 }
 NIX
+mkdir -p "$F/rel/sub"
+printf '{ outputs = { self }: { v = 1; }; }\n' > "$F/rel/sub/flake.nix"
+cat > "$F/rel/flake.nix" <<NIX
+{
+  inputs.sub.url = "path:./sub";
+  inputs.leaf.url = "path:$F/leaf";
+  inputs.leaf.inputs = { };
+  outputs = { self, sub, leaf }: { };
+}
+NIX
 rev2=$(git -C "$R" rev-parse v1)
 sed -i "s/\$(REV)/$rev2/; s/?rev=/?ref=main\&rev=/" "$F/gitdep/flake.nix"
-for d in leaf mid top data gitdep; do find "$F/$d" -exec touch -h -d @1650000000 {} +; done
+for d in leaf mid top data gitdep rel; do find "$F/$d" -exec touch -h -d @1650000000 {} +; done
 echo "fixtures in $DIR"

@@ -68,7 +68,7 @@ for line in open(os.path.join(out, "flakeref-attrs.txt")):
 with open(os.path.join(out, "flakeref-attrs.json"), "w") as f:
     json.dump(attrs, f, indent=1, sort_keys=True); f.write("\n")
 
-for name in ["leaf", "mid", "top", "gitdep"]:
+for name in ["leaf", "mid", "top", "gitdep", "rel"]:
     d = os.path.join(fx, "flakes", name)
     p = subprocess.run([oracle, "flake", "lock"], cwd=d, capture_output=True, text=True)
     if p.returncode != 0:

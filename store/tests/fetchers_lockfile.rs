@@ -249,3 +249,16 @@ fn diff_reports_changes() {
     assert!(d.contains("Removed input 'tarball'"), "{d}");
     assert_eq!(LockFile::diff(&old, &old), "");
 }
+
+#[test]
+fn relative_path_inputs_keep_their_parent() {
+    let text = std::fs::read_to_string(lock_dir().join("rel.lock")).expect("rel.lock");
+    let lf = LockFile::parse(&text, "rel.lock", &InputSettings::default()).expect("parses");
+    let sub = lf.find_input(&["sub".into()]).expect("ok").expect("found");
+    let node = lf.nodes[sub].locked.as_ref().expect("locked");
+    assert_eq!(node.parent, Some(vec![]));
+    assert_eq!(node.locked.input.is_relative(), Some("./sub"));
+    // A relative path is not "unlocked" (it is locked by its parent).
+    assert!(lf.is_unlocked(&InputSettings::default()).is_none());
+    assert_eq!(lf.to_file_string(), text);
+}

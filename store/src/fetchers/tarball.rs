@@ -655,3 +655,82 @@ pub fn fetch_forge(
         },
     ))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tar_bytes(entries: &[(&str, &[u8])]) -> Vec<u8> {
+        let mut b = tar::Builder::new(Vec::new());
+        for (name, data) in entries {
+            let mut h = tar::Header::new_gnu();
+            h.set_size(data.len() as u64);
+            h.set_mode(0o644);
+            h.set_mtime(1000);
+            // Write the name bytes directly so that `..` can be tested.
+            let field = &mut h.as_old_mut().name;
+            field[..name.len()].copy_from_slice(name.as_bytes());
+            h.set_cksum();
+            b.append(&h, *data).expect("append to an in-memory tar");
+        }
+        b.into_inner().expect("finish an in-memory tar")
+    }
+
+    fn unpack_bytes(bytes: &[u8]) -> Result<(tempfile::TempDir, u64), FetchError> {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let archive = dir.path().join("a");
+        std::fs::write(&archive, bytes).expect("write archive");
+        let lm = unpack_archive(&archive, &dir.path().join("out"))?;
+        Ok((dir, lm))
+    }
+
+    #[test]
+    fn all_compressions_unpack_to_the_same_tree() {
+        let tar = tar_bytes(&[("top/a.txt", b"a\n"), ("top/sub/b.txt", b"b\n")]);
+        let gz = {
+            let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+            e.write_all(&tar).expect("gzip");
+            e.finish().expect("gzip")
+        };
+        let xz = {
+            let mut out = Vec::new();
+            lzma_rs::xz_compress(&mut std::io::Cursor::new(&tar), &mut out).expect("xz");
+            out
+        };
+        let zst = ruzstd::encoding::compress_to_vec(
+            std::io::Cursor::new(&tar),
+            ruzstd::encoding::CompressionLevel::Fastest,
+        );
+        let mut hashes = Vec::new();
+        for bytes in [&tar, &gz, &xz, &zst] {
+            let (dir, lm) = unpack_bytes(bytes).expect("unpacks");
+            assert_eq!(lm, 1000);
+            let root = strip_singleton_dir(&dir.path().join("out")).expect("strip");
+            assert!(root.ends_with("top"));
+            hashes.push(nar_hash_of(&root).expect("hash"));
+        }
+        assert!(hashes.windows(2).all(|w| w[0] == w[1]));
+    }
+
+    #[test]
+    fn entries_escaping_the_archive_are_rejected() {
+        let tar = tar_bytes(&[("../evil", b"x")]);
+        let e = unpack_bytes(&tar).expect_err("must fail");
+        assert_eq!(
+            e.to_string(),
+            "archive entry '../evil' points outside the archive"
+        );
+        let e = unpack_bytes(b"BZh91AY&SY").expect_err("bzip2");
+        assert!(e.to_string().contains("unsupported archive format"), "{e}");
+        assert!(unpack_bytes(b"\x1f\x8b\x08garbage").is_err());
+    }
+
+    #[test]
+    fn immutable_links_are_parsed() {
+        assert_eq!(
+            parse_immutable_link("<https://x/y.tar.gz?rev=1>; rel=\"immutable\""),
+            Some("https://x/y.tar.gz?rev=1".to_owned())
+        );
+        assert_eq!(parse_immutable_link("<https://x>; rel=\"next\""), None);
+    }
+}
