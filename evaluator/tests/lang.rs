@@ -107,25 +107,18 @@ fn golden(dir: &Path, base: &str) -> Option<Outcome> {
             stdout,
             stderr: trim_nl(&err.unwrap_or_default()),
         }),
-        (None, Some(err)) => {
-            // The facade's Diagnostic carries only the error itself: trace/warning lines printed
-            // before it (e.g. by builtins.trace) are not part of `rendered`.
-            let lines: Vec<&str> = err.lines().collect();
-            let start = lines
-                .iter()
-                .position(|l| l.starts_with("error:"))
-                .unwrap_or(0);
-            Some(Outcome::Err {
-                stderr: trim_nl(&lines[start..].join("\n")),
-            })
-        }
+        (None, Some(err)) => Some(Outcome::Err {
+            stderr: trim_nl(&err),
+        }),
     }
 }
 
 /// Runs one evaluation in a child process (crash and hang isolation).
 fn run(dir: &Path, case: &Case, output: OutputFormat) -> Result<Outcome, String> {
     // The oracle runs with HOME=/root (visible through `~/…` paths and getEnv).
-    let env = [("HOME".to_string(), "/root".to_string())].into_iter().collect();
+    let env = [("HOME".to_string(), "/root".to_string())]
+        .into_iter()
+        .collect();
     let settings = EvalSettings {
         pure: case.pure,
         cwd: dir.to_path_buf(),

@@ -33,8 +33,7 @@ fn fmt_name(o: OutputFormat) -> &'static str {
         OutputFormat::Nix => "nix",
         OutputFormat::Json => "json",
         OutputFormat::Raw => "raw",
-        #[allow(unreachable_patterns)]
-        _ => "other",
+        OutputFormat::Instantiate => "instantiate",
     }
 }
 
@@ -81,6 +80,7 @@ fn decode(text: &str) -> Option<EvalRequest> {
                 output = match v {
                     "json" => OutputFormat::Json,
                     "raw" => OutputFormat::Raw,
+                    "instantiate" => OutputFormat::Instantiate,
                     _ => OutputFormat::Nix,
                 }
             }
@@ -121,7 +121,14 @@ pub fn child_main_if_requested() -> bool {
             std::fs::write(dir.join("kind"), "ok").expect("write kind");
         }
         Err(d) => {
-            std::fs::write(dir.join("stderr"), &d.rendered).expect("write stderr");
+            // Everything nix prints on stderr: earlier trace/warning lines, then the error.
+            let mut all = String::new();
+            for line in &d.log {
+                all.push_str(line);
+                all.push('\n');
+            }
+            all.push_str(&d.rendered);
+            std::fs::write(dir.join("stderr"), &all).expect("write stderr");
             std::fs::write(dir.join("kind"), "err").expect("write kind");
         }
     }
