@@ -263,8 +263,22 @@ fn bench_git_fetch() {
     let Ok(repo) = std::env::var("FLAKED_BENCH_REPO") else {
         return;
     };
-    let cache = tempfile::tempdir().expect("tempdir");
+    // FLAKED_BENCH_CACHE: where to put the cache (file creation in /tmp can be slow).
+    let cache = match std::env::var("FLAKED_BENCH_CACHE") {
+        Ok(d) => tempfile::tempdir_in(d).expect("tempdir"),
+        Err(_) => tempfile::tempdir().expect("tempdir"),
+    };
     let settings = FetchSettings::new(cache.path());
+    let t = std::time::Instant::now();
+    let info = flaked_store::fetchers::git::workdir_info(Path::new(&repo)).expect("workdir info");
+    println!(
+        "workdir status ({} files): {:?}",
+        info.files.len(),
+        t.elapsed()
+    );
+    let t = std::time::Instant::now();
+    flaked_store::fetchers::fetch::nar_hash_of(Path::new(&repo)).expect("hash");
+    println!("NAR hash of the work tree (incl. .git): {:?}", t.elapsed());
     let i = attrs(&[("type", s("git")), ("url", s(&format!("file://{repo}")))]);
     for round in ["cold", "warm"] {
         let t = std::time::Instant::now();

@@ -242,12 +242,18 @@ pub fn workdir_info(repo_path: &Path) -> Result<WorkdirInfo, FetchError> {
 }
 
 fn write_file(dest: &Path, data: &[u8], executable: bool) -> Result<(), FetchError> {
-    use std::os::unix::fs::PermissionsExt;
-    std::fs::write(dest, data)
-        .map_err(|e| FetchError::io(format!("writing '{}'", dest.display()), e))?;
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    // Created read-only in one step (the mode applies to the new file only).
     let mode = if executable { 0o555 } else { 0o444 };
-    std::fs::set_permissions(dest, std::fs::Permissions::from_mode(mode))
-        .map_err(|e| FetchError::io(format!("setting permissions of '{}'", dest.display()), e))
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(mode)
+        .open(dest)
+        .map_err(|e| FetchError::io(format!("creating '{}'", dest.display()), e))?;
+    f.write_all(data)
+        .map_err(|e| FetchError::io(format!("writing '{}'", dest.display()), e))
 }
 
 fn ensure_parent(dest: &Path) -> Result<(), FetchError> {
