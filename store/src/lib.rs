@@ -6,6 +6,7 @@
 
 pub mod derivation;
 pub mod hash;
+pub mod import_cache;
 pub mod local;
 pub mod nar;
 pub mod nixbase32;

@@ -488,3 +488,48 @@ fn interchange_golden() {
     }
     let _ = make_writable(&root);
 }
+
+#[test]
+fn metadata_import_cache_skips_unchanged_trees() {
+    use flaked_store::import_cache::MetadataImportCache;
+    let f = fixture();
+    let mut store = LocalStore::open(StoreDir::default(), &f.root).expect("open");
+    let cache = Arc::new(MetadataImportCache::new(std::time::Duration::ZERO));
+    store.set_import_cache(cache.clone());
+    let add = |s: &LocalStore| {
+        s.add_path(
+            &f.src,
+            "fixture",
+            FileIngestionMethod::Recursive,
+            HashAlgo::Sha256,
+            None,
+        )
+        .expect("add")
+    };
+    let first = add(&store);
+    assert_eq!(cache.len(), 1);
+    // Unchanged: answered from the cache even if the store copy's contents are not read.
+    assert_eq!(add(&store), first);
+    assert_eq!(cache.hits(), 1);
+    // Changed: a new path.
+    fs::write(f.src.join("hello.txt"), b"changed\n").expect("write");
+    let second = add(&store);
+    assert_ne!(second.path, first.path);
+    assert_eq!(cache.hits(), 1);
+    assert_eq!(
+        second.path,
+        store
+            .compute_path(
+                &f.src,
+                "fixture",
+                FileIngestionMethod::Recursive,
+                HashAlgo::Sha256,
+                None
+            )
+            .expect("compute")
+            .0
+    );
+    // With the default racy window, a just-written tree is not cached.
+    let racy = MetadataImportCache::default();
+    assert!(racy.fingerprint(&f.src).is_none());
+}

@@ -15,6 +15,7 @@ const USAGE: &str = "usage:
   flaked-store-tool hash-path [--type ALGO] [--flat] [--base32|--sri] PATH
   flaked-store-tool dump PATH                    (NAR to stdout)
   flaked-store-tool add --root R [--store-dir D] [--flat] [--type ALGO] [--name N] PATH
+  flaked-store-tool import-twice --root R PATH   (timings of a cold and a metadata-cached import)
   flaked-store-tool add-text --root R [--store-dir D] [--ref STORE-PATH]... NAME FILE
   flaked-store-tool path-info --root R [--store-dir D] STORE-PATH";
 
@@ -111,6 +112,37 @@ fn run(args: &[String]) -> Result<(), String> {
                 .add_path(&src, &name, method, o.algo, None)
                 .map_err(|e| e.to_string())?;
             w(&mut out, store.store_dir().print(&added.path))
+        }
+        "import-twice" => {
+            let mut store = open(&o)?;
+            let cache =
+                std::sync::Arc::new(flaked_store::import_cache::MetadataImportCache::default());
+            store.set_import_cache(cache.clone());
+            let src = PathBuf::from(one(&o)?);
+            let mut times = Vec::new();
+            for _ in 0..2 {
+                let t = std::time::Instant::now();
+                let added = store
+                    .add_path(
+                        &src,
+                        "source",
+                        FileIngestionMethod::Recursive,
+                        HashAlgo::Sha256,
+                        None,
+                    )
+                    .map_err(|e| e.to_string())?;
+                times.push((t.elapsed(), added.path));
+            }
+            w(
+                &mut out,
+                format!(
+                    "{} cold {:?}, cached {:?} (cache hits: {})",
+                    store.store_dir().print(&times[1].1),
+                    times[0].0,
+                    times[1].0,
+                    cache.hits()
+                ),
+            )
         }
         "add-text" => {
             let store = open(&o)?;
