@@ -82,6 +82,31 @@ for name in ["leaf", "mid", "top", "gitdep", "rel"]:
         with open(lock, "rb") as src, open(os.path.join(out, "locks", name + ".lock"), "wb") as dst:
             dst.write(src.read())
 
+# A registry written by `nix registry add`, and resolutions through it (`resolvedUrl` of
+# `nix flake metadata --flake-registry`).
+reg = os.path.join(fx, "registry.json")
+if os.path.exists(reg):
+    os.remove(reg)
+for frm, to in [("a", "path:%s/flakes/leaf" % fx), ("c", "flake:a"), ("d", "git+file://%s/repo" % fx),
+                ("m", "path:%s/flakes/mid" % fx), ("alias/v1", "d/feature")]:
+    subprocess.run([oracle, "registry", "add", "--registry", reg, frm, to], check=True, capture_output=True)
+with open(reg, "rb") as src, open(os.path.join(out, "registry.json"), "wb") as dst:
+    dst.write(src.read())
+resolutions = []
+for ref in ["a", "c", "d", "m", "d/feature", "d/9c37a80c336b585c95959b8130b96aecfeccd445",
+            "d/main/9c37a80c336b585c95959b8130b96aecfeccd445", "a/branch", "unknown", "alias/v1", "alias"]:
+    p = subprocess.run([oracle, "flake", "metadata", "--json", "--flake-registry", reg, ref],
+                       capture_output=True, text=True)
+    e = {"ref": ref}
+    if p.returncode == 0:
+        e["resolvedUrl"] = json.loads(p.stdout)["resolvedUrl"]
+    else:
+        i = p.stderr.rfind("error: ")
+        e["error"] = "\n".join(l.strip() for l in p.stderr[i + 7:].strip().splitlines())
+    resolutions.append(e)
+with open(os.path.join(out, "registry-resolve.json"), "w") as f:
+    json.dump(resolutions, f, indent=1, sort_keys=True); f.write("\n")
+
 fetches = {}
 cases = {
     "repo-workdir": '{ type = "git"; url = "file://%s/repo"; }' % fx,
