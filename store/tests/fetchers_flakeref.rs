@@ -270,3 +270,48 @@ fn flake_input_attribute_sets() {
         "input attribute 'url' not supported by scheme 'github'"
     );
 }
+
+/// Mangled references and lock files give errors, never panics.
+#[test]
+fn mangled_input_never_panics() {
+    let seeds: Vec<String> = golden("flakerefs.json")
+        .iter()
+        .filter_map(|c| c["ref"].as_str().map(str::to_owned))
+        .collect();
+    let noise = [
+        "%", "%4", "%zz", "#", "?", "&", "=", "/", "//", ":", "@", "é", "\u{0}", " ", "..", "~",
+        "[",
+    ];
+    let opts = ParseOptions::default();
+    let mut n = 0;
+    for seed in &seeds {
+        let chars: Vec<char> = seed.chars().collect();
+        for cut in 0..=chars.len() {
+            let prefix: String = chars[..cut].iter().collect();
+            let suffix: String = chars[cut..].iter().collect();
+            for x in noise {
+                let s = format!("{prefix}{x}{suffix}");
+                if let Ok(r) = FlakeRef::parse(&s, &opts) {
+                    let _ = r.to_url().map(|u| u.to_string());
+                    let _ = FlakeRef::from_attrs(&r.to_attrs());
+                }
+                n += 1;
+            }
+            let _ = FlakeRef::parse(&prefix, &opts);
+        }
+    }
+    assert!(n > 1000);
+    let lock = std::fs::read_to_string(format!(
+        "{}/tests/flake-golden/locks/top.lock",
+        env!("CARGO_MANIFEST_DIR")
+    ))
+    .expect("top.lock");
+    let s = flaked_store::fetchers::InputSettings::default();
+    for cut in (0..lock.len()).step_by(7) {
+        if lock.is_char_boundary(cut) {
+            let _ = flaked_store::fetchers::LockFile::parse(&lock[..cut], "x", &s);
+            let mangled = format!("{}1{}", &lock[..cut], &lock[cut..]);
+            let _ = flaked_store::fetchers::LockFile::parse(&mangled, "x", &s);
+        }
+    }
+}
