@@ -15,5 +15,7 @@ pub mod store_path;
 pub use derivation::{Derivation, DerivationOutput, DrvHash, DrvHashCache, fixed_output};
 pub use hash::{Hash, HashAlgo, HashFormat};
 pub use local::{LocalStore, PathInfo};
-pub use store_path::{ContentAddress, ContentAddressMethod, FileIngestionMethod, StoreDir, StorePath};
+pub use store_path::{
+    ContentAddress, ContentAddressMethod, FileIngestionMethod, StoreDir, StorePath,
+};
 pub mod fetchers;
