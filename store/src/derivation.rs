@@ -506,6 +506,25 @@ impl Derivation {
     }
 }
 
+/// `builtins.derivation` without writing anything (read-only evaluation, or before a store
+/// write): fills in the output paths, computes the `.drv` path and memoises the derivation's
+/// hash modulo in `cache`, so dependents instantiated later with the same cache never need
+/// to read this derivation back (Nix does the same "required in read-only mode" memo).
+pub fn instantiate_pure(
+    mut drv: Derivation,
+    store_dir: &StoreDir,
+    source: &dyn DrvSource,
+    cache: &DrvHashCache,
+) -> Result<(StorePath, Derivation), DerivationError> {
+    drv.fill_output_paths(store_dir, source, cache)?;
+    let path = drv.drv_path(store_dir)?;
+    if cache.get(&path).is_none() {
+        let h = hash_derivation_modulo(store_dir, &drv, false, source, cache)?;
+        cache.insert(path.clone(), h);
+    }
+    Ok((path, drv))
+}
+
 /// The path of a fixed output (Nix's `CAFixed::path`).
 pub fn fixed_output_path(
     store_dir: &StoreDir,

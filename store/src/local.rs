@@ -674,10 +674,12 @@ impl LocalStore {
     /// What `builtins.derivation` does after collecting attributes: compute output paths
     /// (input-addressed or fixed), write the `.drv`, and return its path with the completed
     /// derivation.
-    pub fn instantiate(&self, mut drv: Derivation) -> Result<(StorePath, Derivation)> {
-        drv.fill_output_paths(&self.store_dir, self, &self.drv_hashes)?;
-        let p = self.add_derivation(&drv)?;
-        Ok((p, drv))
+    pub fn instantiate(&self, drv: Derivation) -> Result<(StorePath, Derivation)> {
+        let (path, drv) =
+            crate::derivation::instantiate_pure(drv, &self.store_dir, self, &self.drv_hashes)?;
+        let written = self.add_derivation(&drv)?;
+        debug_assert_eq!(written, path);
+        Ok((written, drv))
     }
 
     /// Read and parse a `.drv` from the store.
