@@ -298,3 +298,72 @@ fn bench_git_fetch() {
         again.nar_hash.to_sri()
     );
 }
+
+/// Repositories that are not local work trees (here: a bare clone, as a stand-in for a
+/// remote URL) are fetched with `git fetch` into a cache repository, as Nix does.
+#[test]
+fn bare_repositories_are_fetched_into_the_cache() {
+    let fx = fixtures();
+    let bare = fx.dir.join("bare.git");
+    let out = Command::new("git")
+        .args(["clone", "--quiet", "--bare"])
+        .arg(fx.dir.join("repo"))
+        .arg(&bare)
+        .env("GIT_CONFIG_GLOBAL", "/dev/null")
+        .output()
+        .expect("git runs");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let cache = tempfile::tempdir().expect("tempdir");
+    let settings = FetchSettings::new(cache.path());
+    let g = golden();
+    let url = format!("file://{}", bare.display());
+    let head = fetch(&attrs(&[("type", s("git")), ("url", s(&url))]), &settings).expect("HEAD");
+    check("repo-main", &head, &g["repo-main"]);
+    assert_eq!(head.input.ref_(), Some("refs/heads/main"));
+    assert_eq!(head.input.rev_count(), Some(3));
+    // As in Nix, a bare name means a branch for remote repositories; tags need `refs/tags/`.
+    assert!(
+        fetch(
+            &attrs(&[("type", s("git")), ("url", s(&url)), ("ref", s("v1"))]),
+            &settings
+        )
+        .is_err()
+    );
+    let tag = fetch(
+        &attrs(&[
+            ("type", s("git")),
+            ("url", s(&url)),
+            ("ref", s("refs/tags/v1")),
+        ]),
+        &settings,
+    )
+    .expect("tag");
+    check("repo-tag", &tag, &g["repo-tag"]);
+    let rev = "9d97e74d6cdc84b2656c7655e77be300feb30aee";
+    let by_rev = attrs(&[
+        ("type", s("git")),
+        ("url", s(&url)),
+        ("ref", s("feature")),
+        ("rev", s(rev)),
+    ]);
+    let f = fetch(&by_rev, &settings).expect("rev");
+    check("repo-feature", &f, &g["repo-feature"]);
+    // Once fetched, a revision is served from the cache repository even if the remote is gone.
+    std::fs::remove_dir_all(&bare).expect("rm");
+    let mut fresh_trees = settings.clone();
+    fresh_trees.tarball_ttl = 0;
+    std::fs::remove_dir_all(cache.path().join("fetchers/trees")).expect("rm trees");
+    std::fs::create_dir_all(cache.path().join("fetchers/trees")).expect("mkdir trees");
+    let again = fetch(&by_rev, &fresh_trees).expect("from the cache repository");
+    assert_eq!(again.nar_hash, f.nar_hash);
+    let e = fetch(
+        &attrs(&[("type", s("git")), ("url", s(&url)), ("ref", s("nope"))]),
+        &fresh_trees,
+    )
+    .expect_err("remote gone");
+    assert!(e.to_string().contains("fetching Git repository"), "{e}");
+}

@@ -39,6 +39,11 @@ impl FetcherCache {
         Ok(FetcherCache { root })
     }
 
+    /// The cache's root directory (`<cache dir>/fetchers`).
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
     /// Where the tree with this NAR hash lives (whether or not it exists).
     pub fn tree_path(&self, nar_hash: &Hash) -> PathBuf {
         self.root.join("trees").join(nar_hash.to_nix32())

@@ -433,24 +433,29 @@ pub fn fetch_git(
     settings: &FetchSettings,
     cache: &FetcherCache,
 ) -> Result<(PathBuf, crate::hash::Hash, Input), FetchError> {
-    let url = parse_url(&g.url)?;
-    if url.scheme != "file" {
-        return Err(FetchError::invalid(format!(
-            "cannot fetch Git repository '{}': only local repositories (file URLs) are supported",
-            g.url
-        )));
-    }
+    let mut url = parse_url(&g.url)?;
     if g.submodules == Some(true) {
         tracing::warn!(
             "Git submodules of '{}' are not fetched (not supported)",
             g.url
         );
     }
-    let repo_path = PathBuf::from(&url.path);
-    let is_bare = !repo_path.join(".git").exists();
+    let rev_given = input.rev_hash()?;
+    // Local work trees are used in place; everything else (remote URLs, bare repositories)
+    // is fetched into a bare cache repository with `git fetch`, as Nix does.
+    let is_worktree = url.scheme == "file" && Path::new(&url.path).join(".git").exists();
+    let (repo_path, remote_ref) = if is_worktree {
+        (PathBuf::from(&url.path), None)
+    } else {
+        if url.scheme == "file" {
+            url.query.clear();
+        }
+        let (dir, r) = sync_remote(&url.to_string(), g, rev_given.as_ref(), settings, cache)?;
+        (dir, Some(r))
+    };
+    let is_bare = !is_worktree;
     let repo = open(&repo_path)?;
     let mut res = g.clone();
-    let rev_given = input.rev_hash()?;
     if let Some(h) = &rev_given
         && !matches!(
             h.algo(),
@@ -466,9 +471,10 @@ pub fn fetch_git(
 
     if g.ref_.is_some() || rev_given.is_some() || is_bare {
         // Commit mode.
-        let r = match &g.ref_ {
-            Some(r) => r.clone(),
-            None => match repo.head_name().ok().flatten() {
+        let r = match (&g.ref_, &remote_ref) {
+            (Some(r), _) => r.clone(),
+            (None, Some(r)) => r.clone(),
+            (None, None) => match repo.head_name().ok().flatten() {
                 Some(n) => n.as_bstr().to_string(),
                 None => {
                     tracing::warn!(
@@ -492,6 +498,9 @@ pub fn fetch_git(
                     )));
                 }
                 id
+            }
+            None if remote_ref.is_some() && r == "HEAD" => {
+                resolve_ref(&repo, &repo_path, "FETCH_HEAD")?
             }
             None => resolve_ref(&repo, &repo_path, &r)?,
         };
@@ -573,6 +582,139 @@ pub fn fetch_git(
             is_final: input.is_final,
         },
     ))
+}
+
+fn run_git(args: &[&str], what: &str) -> Result<String, FetchError> {
+    let out = std::process::Command::new("git")
+        .args(args)
+        .env("GIT_TERMINAL_PROMPT", "0")
+        .output()
+        .map_err(|e| FetchError::io(format!("running 'git' ({what})"), e))?;
+    if !out.status.success() {
+        return Err(FetchError::git(
+            what.to_owned(),
+            String::from_utf8_lossy(&out.stderr).trim().to_owned(),
+        ));
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+/// The branch a remote's HEAD points at (`git ls-remote --symref URL HEAD`), cached for
+/// `tarball_ttl` seconds.
+fn remote_head(
+    url: &str,
+    settings: &FetchSettings,
+    cache: &FetcherCache,
+) -> Result<String, FetchError> {
+    let key: Attrs = [("url".to_owned(), Attr::String(url.to_owned()))]
+        .into_iter()
+        .collect();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    if let Some(f) = cache.lookup_fact("gitRemoteHead", &key)
+        && let (Ok(Some(h)), Ok(Some(t))) = (maybe_get_str(&f, "head"), maybe_get_int(&f, "time"))
+        && now.saturating_sub(t) < settings.tarball_ttl
+    {
+        return Ok(h);
+    }
+    let out = run_git(
+        &["ls-remote", "--symref", url, "HEAD"],
+        &format!("reading HEAD of '{url}'"),
+    )?;
+    let head = out
+        .lines()
+        .find_map(|l| l.strip_prefix("ref: ").and_then(|r| r.split('\t').next()))
+        .map(str::to_owned);
+    let head = match head {
+        Some(h) => h,
+        None => {
+            tracing::warn!("could not read HEAD ref from repo at '{url}', using 'master'");
+            "master".into()
+        }
+    };
+    let mut v = Attrs::new();
+    v.insert("head".into(), Attr::String(head.clone()));
+    v.insert("time".into(), Attr::Int(now));
+    cache.upsert_fact("gitRemoteHead", &key, &v)?;
+    Ok(head)
+}
+
+/// Bring the needed ref/revision of a remote repository into a bare cache repository
+/// (`<cache>/fetchers/git/<hash of URL>`); returns its path and the ref used.
+fn sync_remote(
+    url: &str,
+    g: &GitInput,
+    rev: Option<&crate::hash::Hash>,
+    settings: &FetchSettings,
+    cache: &FetcherCache,
+) -> Result<(PathBuf, String), FetchError> {
+    let name = crate::hash::Hash::digest(crate::hash::HashAlgo::Sha256, url.as_bytes()).to_nix32();
+    let dir = cache.root().join("git").join(name);
+    let dir_s = dir.display().to_string();
+    if !dir.join("HEAD").exists() {
+        std::fs::create_dir_all(&dir)
+            .map_err(|e| FetchError::io(format!("creating '{dir_s}'"), e))?;
+        run_git(
+            &["init", "--quiet", "--bare", &dir_s],
+            "creating the Git cache",
+        )?;
+    }
+    let r = match &g.ref_ {
+        Some(r) => r.clone(),
+        None => remote_head(url, settings, cache)?,
+    };
+    let all_refs = g.all_refs == Some(true);
+    let local_ref = if r.starts_with("refs/") {
+        dir.join(&r)
+    } else {
+        dir.join("refs/heads").join(&r)
+    };
+    let repo = open(&dir)?;
+    let do_fetch = match rev {
+        Some(h) => gix::ObjectId::from_hex(h.to_base16().as_bytes())
+            .map(|id| repo.find_object(id).is_err())
+            .unwrap_or(true),
+        None if all_refs => true,
+        None => std::fs::metadata(&local_ref)
+            .and_then(|m| m.modified())
+            .ok()
+            .and_then(|t| t.elapsed().ok())
+            .is_none_or(|age| age.as_secs() >= settings.tarball_ttl),
+    };
+    if do_fetch {
+        let fetch_ref = if all_refs {
+            "refs/*:refs/*".to_owned()
+        } else if let Some(h) = rev {
+            h.to_base16()
+        } else if r.starts_with("refs/") {
+            format!("{r}:{r}")
+        } else if r == "HEAD" {
+            r.clone()
+        } else {
+            format!("refs/heads/{r}:refs/heads/{r}")
+        };
+        let mut args = vec!["-C", &dir_s, "fetch", "--quiet", "--force"];
+        if g.shallow == Some(true) {
+            args.push("--depth=1");
+        }
+        args.extend(["--", url, &fetch_ref]);
+        let res = run_git(&args, &format!("fetching Git repository '{url}'"));
+        if let Err(e) = res {
+            if !local_ref.exists() || rev.is_some() {
+                return Err(e);
+            }
+            tracing::warn!(
+                "could not update local clone of Git repository '{url}'; continuing with the most recent version: {e}"
+            );
+        } else if rev.is_none()
+            && let Ok(f) = std::fs::File::options().write(true).open(&local_ref)
+        {
+            let _ = f.set_modified(std::time::SystemTime::now());
+        }
+    }
+    Ok((dir, r))
 }
 
 fn export_to_cache(
