@@ -367,3 +367,48 @@ fn bare_repositories_are_fetched_into_the_cache() {
     .expect_err("remote gone");
     assert!(e.to_string().contains("fetching Git repository"), "{e}");
 }
+
+#[test]
+fn shallow_repositories_need_shallow_true() {
+    let fx = fixtures();
+    let clone = fx.dir.join("shallow");
+    let out = Command::new("git")
+        .args(["clone", "--quiet", "--depth=1"])
+        .arg(format!("file://{}/repo", fx.dir.display()))
+        .arg(&clone)
+        .env("GIT_CONFIG_GLOBAL", "/dev/null")
+        .output()
+        .expect("git runs");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let cache = tempfile::tempdir().expect("tempdir");
+    let settings = FetchSettings::new(cache.path());
+    let url = format!("file://{}", clone.display());
+    let e = fetch(
+        &attrs(&[("type", s("git")), ("url", s(&url)), ("ref", s("main"))]),
+        &settings,
+    )
+    .expect_err("shallow refused");
+    assert_eq!(
+        e.to_string(),
+        format!(
+            "'{}' is a shallow Git repository, but shallow repositories are only allowed when `shallow = true;` is specified",
+            clone.display()
+        )
+    );
+    let f = fetch(
+        &attrs(&[
+            ("type", s("git")),
+            ("url", s(&url)),
+            ("ref", s("main")),
+            ("shallow", Attr::Bool(true)),
+        ]),
+        &settings,
+    )
+    .expect("shallow allowed");
+    check("repo-main", &f, &golden()["repo-main"]);
+    assert_eq!(f.input.rev_count(), None, "no revCount for shallow fetches");
+}

@@ -471,6 +471,16 @@ pub fn fetch_git(
 
     if g.ref_.is_some() || rev_given.is_some() || is_bare {
         // Commit mode.
+        if !shallow && repo.path().join("shallow").exists() {
+            return Err(FetchError::invalid(format!(
+                "'{}' is a shallow Git repository, but shallow repositories are only allowed when `shallow = true;` is specified",
+                if is_worktree {
+                    repo_path.display().to_string()
+                } else {
+                    url.to_string()
+                }
+            )));
+        }
         let r = match (&g.ref_, &remote_ref) {
             (Some(r), _) => r.clone(),
             (None, Some(r)) => r.clone(),
