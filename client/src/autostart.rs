@@ -112,7 +112,12 @@ async fn start(target: &Target) -> Result<UnixStream, CliError> {
         .create(true)
         .append(true)
         .open(&log)
-        .map_err(|e| CliError::msg(format!("cannot open the daemon log '{}': {e}", log.display())))?;
+        .map_err(|e| {
+            CliError::msg(format!(
+                "cannot open the daemon log '{}': {e}",
+                log.display()
+            ))
+        })?;
     let program = daemon_program();
     let mut cmd = Command::new(&program);
     cmd.arg("--socket")

@@ -40,7 +40,9 @@ impl From<tonic::Status> for CliError {
     fn from(s: tonic::Status) -> CliError {
         let message = s.message();
         match s.code() {
-            tonic::Code::Unavailable | tonic::Code::Unknown if message.is_empty() || message.contains("transport") => {
+            tonic::Code::Unavailable | tonic::Code::Unknown
+                if message.is_empty() || message.contains("transport") =>
+            {
                 CliError::msg(format!("lost the connection to flaked: {s}"))
             }
             _ if message.is_empty() => CliError::msg(format!("flaked answered {:?}", s.code())),
@@ -51,7 +53,11 @@ impl From<tonic::Status> for CliError {
 
 /// The flaked client.
 #[derive(Debug, Parser)]
-#[command(name = "flakectl", version, about = "Talk to the flaked daemon (commands shaped like nix)")]
+#[command(
+    name = "flakectl",
+    version,
+    about = "Talk to the flaked daemon (commands shaped like nix)"
+)]
 struct Cli {
     /// The daemon's socket. Default: $FLAKED_SOCKET, $XDG_RUNTIME_DIR/flaked/socket,
     /// /run/flaked/socket (root), else ~/.cache/flaked/socket.
@@ -206,10 +212,18 @@ fn main() -> ExitCode {
         Ok(cli) => cli,
         Err(e) => {
             let _ = e.print();
-            return if e.use_stderr() { ExitCode::from(1) } else { ExitCode::SUCCESS };
+            return if e.use_stderr() {
+                ExitCode::from(1)
+            } else {
+                ExitCode::SUCCESS
+            };
         }
     };
-    let runtime = match tokio::runtime::Builder::new_current_thread().enable_io().enable_time().build() {
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_io()
+        .enable_time()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("error: cannot start the async runtime: {e}");
@@ -237,7 +251,12 @@ fn context(opts: &EvalOpts) -> Result<pb::ClientContext, CliError> {
         impure: opts.impure,
         env: if opts.impure {
             std::env::vars_os()
-                .map(|(k, v)| (k.to_string_lossy().into_owned(), v.to_string_lossy().into_owned()))
+                .map(|(k, v)| {
+                    (
+                        k.to_string_lossy().into_owned(),
+                        v.to_string_lossy().into_owned(),
+                    )
+                })
                 .collect()
         } else {
             Default::default()
@@ -269,7 +288,10 @@ async fn run(cli: Cli) -> Result<ExitCode, CliError> {
     let no_auto_start = cli.no_auto_start
         || std::env::var_os("FLAKECTL_NO_AUTO_START").is_some_and(|v| !v.is_empty() && v != "0");
     let target = autostart::Target {
-        socket: cli.socket.clone().unwrap_or_else(flaked_proto::default_socket_path),
+        socket: cli
+            .socket
+            .clone()
+            .unwrap_or_else(flaked_proto::default_socket_path),
         auto_start: !no_auto_start,
         idle_exit: cli.daemon_idle_exit.clone(),
     };
@@ -288,7 +310,11 @@ async fn run(cli: Cli) -> Result<ExitCode, CliError> {
                 (None, Some(f), attr) => (Source::File(f), attr.unwrap_or_default()),
                 (None, None, Some(i)) => (Source::Installable(i), String::new()),
                 (None, None, None) => (Source::Installable(".".to_string()), String::new()),
-                (Some(_), Some(_), _) => return Err(CliError::msg("'--expr' and '--file' cannot be used together")),
+                (Some(_), Some(_), _) => {
+                    return Err(CliError::msg(
+                        "'--expr' and '--file' cannot be used together",
+                    ));
+                }
             };
             let output = if json {
                 pb::OutputFormat::Json
@@ -336,7 +362,9 @@ async fn run(cli: Cli) -> Result<ExitCode, CliError> {
                 match event.event {
                     Some(pb::build_event::Event::Log(l)) => print_stderr_lines(&[l.line]),
                     Some(pb::build_event::Event::Progress(_)) | None => {}
-                    Some(pb::build_event::Event::Error(d)) => return Err(CliError::rendered(d.rendered)),
+                    Some(pb::build_event::Event::Error(d)) => {
+                        return Err(CliError::rendered(d.rendered));
+                    }
                     Some(pb::build_event::Event::Result(r)) => {
                         if print_out_paths {
                             let mut text = String::new();
@@ -419,7 +447,11 @@ async fn flake(command: FlakeCommand, target: &autostart::Target) -> Result<Exit
             };
             lock(req, target).await
         }
-        FlakeCommand::Update { inputs, flake, opts } => {
+        FlakeCommand::Update {
+            inputs,
+            flake,
+            opts,
+        } => {
             let req = pb::LockRequest {
                 context: Some(context(&opts)?),
                 flake_ref: flake,
@@ -430,7 +462,11 @@ async fn flake(command: FlakeCommand, target: &autostart::Target) -> Result<Exit
             };
             lock(req, target).await
         }
-        FlakeCommand::Metadata { flake_ref, json, opts } => {
+        FlakeCommand::Metadata {
+            flake_ref,
+            json,
+            opts,
+        } => {
             let req = pb::FlakeMetadataRequest {
                 context: Some(context(&opts)?),
                 flake_ref,
@@ -443,7 +479,9 @@ async fn flake(command: FlakeCommand, target: &autostart::Target) -> Result<Exit
                     write_stdout(if json { &m.json } else { &m.text })?;
                     Ok(ExitCode::SUCCESS)
                 }
-                Some(pb::flake_metadata_response::Result::Error(d)) => Err(CliError::rendered(d.rendered)),
+                Some(pb::flake_metadata_response::Result::Error(d)) => {
+                    Err(CliError::rendered(d.rendered))
+                }
                 None => Err(CliError::msg("flaked sent an empty reply")),
             }
         }
@@ -468,7 +506,9 @@ async fn flake(command: FlakeCommand, target: &autostart::Target) -> Result<Exit
                     write_stdout(if json { &s.json } else { &s.text })?;
                     Ok(ExitCode::SUCCESS)
                 }
-                Some(pb::flake_show_response::Result::Error(d)) => Err(CliError::rendered(d.rendered)),
+                Some(pb::flake_show_response::Result::Error(d)) => {
+                    Err(CliError::rendered(d.rendered))
+                }
                 None => Err(CliError::msg("flaked sent an empty reply")),
             }
         }
@@ -510,7 +550,11 @@ async fn daemon(command: DaemonCommand, target: &autostart::Target) -> Result<Ex
                 s.version,
                 s.pid,
                 s.socket_path,
-                if s.socket_activated { " (socket-activated)" } else { "" },
+                if s.socket_activated {
+                    " (socket-activated)"
+                } else {
+                    ""
+                },
                 s.uptime_seconds,
                 s.memory_rss_bytes as f64 / (1024.0 * 1024.0),
                 s.requests_in_flight,

@@ -98,9 +98,16 @@ const DEFAULT_SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 impl Config {
     /// Resolves the configuration from `flags`, the environment `env` and the configuration file (the
     /// `--config` flag, else `$FLAKED_CONFIG`, else the default location, which may be absent).
-    pub fn resolve(flags: &Overrides, env: &BTreeMap<String, String>) -> Result<Config, ConfigError> {
+    pub fn resolve(
+        flags: &Overrides,
+        env: &BTreeMap<String, String>,
+    ) -> Result<Config, ConfigError> {
         let env_get = |k: &str| env.get(k).filter(|v| !v.is_empty()).cloned();
-        let (file, config_file) = match flags.config.clone().or_else(|| env_get("FLAKED_CONFIG").map(PathBuf::from)) {
+        let (file, config_file) = match flags
+            .config
+            .clone()
+            .or_else(|| env_get("FLAKED_CONFIG").map(PathBuf::from))
+        {
             Some(path) => (read_file(&path)?, Some(path)),
             None => {
                 let path = default_config_path(env);
@@ -117,7 +124,10 @@ impl Config {
             .unwrap_or_default();
 
         // Picks the highest-precedence value of a setting along with where it came from.
-        let pick = |flag: &Option<String>, var: &str, from_file: Option<String>| -> Option<(String, String)> {
+        let pick = |flag: &Option<String>,
+                    var: &str,
+                    from_file: Option<String>|
+         -> Option<(String, String)> {
             if let Some(v) = flag {
                 return Some((v.clone(), "the command line".to_string()));
             }
@@ -135,7 +145,9 @@ impl Config {
             .unwrap_or_else(|| flaked_proto::default_socket_path_from(env));
 
         let socket_mode = match pick(&flags.socket_mode, "FLAKED_SOCKET_MODE", file.socket_mode) {
-            Some((v, origin)) => parse_mode(&v).map_err(|reason| invalid("socket-mode", &v, &origin, reason))?,
+            Some((v, origin)) => {
+                parse_mode(&v).map_err(|reason| invalid("socket-mode", &v, &origin, reason))?
+            }
             None => 0o600,
         };
         let idle_exit = match pick(&flags.idle_exit, "FLAKED_IDLE_EXIT", file.idle_exit) {
@@ -143,45 +155,83 @@ impl Config {
                 let _ = origin;
                 None
             }
-            Some((v, origin)) => {
-                Some(parse_duration(&v).map_err(|reason| invalid("idle-exit", &v, &origin, reason))?)
-            }
+            Some((v, origin)) => Some(
+                parse_duration(&v).map_err(|reason| invalid("idle-exit", &v, &origin, reason))?,
+            ),
             None => None,
         };
         let log_format = match pick(&flags.log_format, "FLAKED_LOG_FORMAT", file.log_format) {
             Some((v, origin)) => match v.as_str() {
                 "plain" => LogFormat::Plain,
                 "json" => LogFormat::Json,
-                _ => return Err(invalid("log-format", &v, &origin, "expected 'plain' or 'json'".into())),
+                _ => {
+                    return Err(invalid(
+                        "log-format",
+                        &v,
+                        &origin,
+                        "expected 'plain' or 'json'".into(),
+                    ));
+                }
             },
             None => LogFormat::Plain,
         };
         let log_level = pick(&flags.log_level, "FLAKED_LOG", file.log_level)
             .map(|(v, _)| v)
             .unwrap_or_else(|| "info".to_string());
-        let max_request_bytes =
-            match pick(&flags.max_request_bytes, "FLAKED_MAX_REQUEST_BYTES", file.max_request_bytes.map(|n| n.to_string())) {
-                Some((v, origin)) => parse_size(&v).map_err(|reason| invalid("max-request-bytes", &v, &origin, reason))?,
-                None => DEFAULT_MAX_REQUEST_BYTES,
-            };
-        let request_timeout = match pick(&flags.request_timeout, "FLAKED_REQUEST_TIMEOUT", file.request_timeout) {
-            Some((v, origin)) => parse_duration(&v).map_err(|reason| invalid("request-timeout", &v, &origin, reason))?,
+        let max_request_bytes = match pick(
+            &flags.max_request_bytes,
+            "FLAKED_MAX_REQUEST_BYTES",
+            file.max_request_bytes.map(|n| n.to_string()),
+        ) {
+            Some((v, origin)) => parse_size(&v)
+                .map_err(|reason| invalid("max-request-bytes", &v, &origin, reason))?,
+            None => DEFAULT_MAX_REQUEST_BYTES,
+        };
+        let request_timeout = match pick(
+            &flags.request_timeout,
+            "FLAKED_REQUEST_TIMEOUT",
+            file.request_timeout,
+        ) {
+            Some((v, origin)) => parse_duration(&v)
+                .map_err(|reason| invalid("request-timeout", &v, &origin, reason))?,
             None => DEFAULT_REQUEST_TIMEOUT,
         };
-        let shutdown_grace = match pick(&flags.shutdown_grace, "FLAKED_SHUTDOWN_GRACE", file.shutdown_grace) {
-            Some((v, origin)) => parse_duration(&v).map_err(|reason| invalid("shutdown-grace", &v, &origin, reason))?,
+        let shutdown_grace = match pick(
+            &flags.shutdown_grace,
+            "FLAKED_SHUTDOWN_GRACE",
+            file.shutdown_grace,
+        ) {
+            Some((v, origin)) => parse_duration(&v)
+                .map_err(|reason| invalid("shutdown-grace", &v, &origin, reason))?,
             None => DEFAULT_SHUTDOWN_GRACE,
         };
-        let eval_workers =
-            match pick(&flags.eval_workers, "FLAKED_EVAL_WORKERS", file.eval_workers.map(|n| n.to_string())) {
-                Some((v, origin)) => match v.parse::<usize>() {
-                    Ok(n) if (1..=1024).contains(&n) => n,
-                    _ => return Err(invalid("eval-workers", &v, &origin, "expected a number from 1 to 1024".into())),
-                },
-                None => std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2),
-            };
+        let eval_workers = match pick(
+            &flags.eval_workers,
+            "FLAKED_EVAL_WORKERS",
+            file.eval_workers.map(|n| n.to_string()),
+        ) {
+            Some((v, origin)) => match v.parse::<usize>() {
+                Ok(n) if (1..=1024).contains(&n) => n,
+                _ => {
+                    return Err(invalid(
+                        "eval-workers",
+                        &v,
+                        &origin,
+                        "expected a number from 1 to 1024".into(),
+                    ));
+                }
+            },
+            None => std::thread::available_parallelism()
+                .map(|n| n.get())
+                .unwrap_or(2),
+        };
         if request_timeout.is_zero() {
-            return Err(invalid("request-timeout", "0", "the configuration", "must be positive".into()));
+            return Err(invalid(
+                "request-timeout",
+                "0",
+                "the configuration",
+                "must be positive".into(),
+            ));
         }
         Ok(Config {
             socket,
@@ -238,7 +288,9 @@ pub fn default_config_path(env: &BTreeMap<String, String>) -> PathBuf {
 /// Parses `500ms`, `30s`, `5m`, `2h`, `1d` or a plain number of seconds.
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
     let s = s.trim();
-    let split = s.find(|c: char| !c.is_ascii_digit() && c != '.').unwrap_or(s.len());
+    let split = s
+        .find(|c: char| !c.is_ascii_digit() && c != '.')
+        .unwrap_or(s.len());
     let (num, unit) = s.split_at(split);
     let n: f64 = num
         .parse()
@@ -266,7 +318,9 @@ pub fn parse_size(s: &str) -> Result<usize, String> {
         Some((i, 'G' | 'g')) => (&s[..i], 1024 * 1024 * 1024),
         _ => (s, 1),
     };
-    let n: usize = num.parse().map_err(|_| "expected a size such as 4M or 65536".to_string())?;
+    let n: usize = num
+        .parse()
+        .map_err(|_| "expected a size such as 4M or 65536".to_string())?;
     n.checked_mul(mult)
         .filter(|&n| n >= 1024)
         .ok_or_else(|| "size out of range (at least 1024 bytes)".to_string())
@@ -286,7 +340,10 @@ mod tests {
     use super::*;
 
     fn env(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
-        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
     }
 
     #[test]
@@ -315,16 +372,26 @@ mod tests {
     fn precedence_flag_env_file() {
         let dir = tempfile::tempdir().expect("tempdir");
         let file = dir.path().join("c.toml");
-        std::fs::write(&file, "idle-exit = \"1h\"\nsocket-mode = \"0660\"\neval-workers = 3\nlog-format = \"json\"\n")
-            .expect("write");
-        let e = env(&[("FLAKED_IDLE_EXIT", "10m"), ("FLAKED_SOCKET", "/tmp/x.sock")]);
+        std::fs::write(
+            &file,
+            "idle-exit = \"1h\"\nsocket-mode = \"0660\"\neval-workers = 3\nlog-format = \"json\"\n",
+        )
+        .expect("write");
+        let e = env(&[
+            ("FLAKED_IDLE_EXIT", "10m"),
+            ("FLAKED_SOCKET", "/tmp/x.sock"),
+        ]);
         let flags = Overrides {
             config: Some(file.clone()),
             eval_workers: Some("5".into()),
             ..Default::default()
         };
         let c = Config::resolve(&flags, &e).expect("valid");
-        assert_eq!(c.idle_exit, Some(Duration::from_secs(600)), "env beats file");
+        assert_eq!(
+            c.idle_exit,
+            Some(Duration::from_secs(600)),
+            "env beats file"
+        );
         assert_eq!(c.socket_mode, 0o660, "file beats default");
         assert_eq!(c.eval_workers, 5, "flag beats file");
         assert_eq!(c.log_format, LogFormat::Json);
@@ -337,7 +404,10 @@ mod tests {
         let e = env(&[("FLAKED_IDLE_EXIT", "soon")]);
         let err = Config::resolve(&Overrides::default(), &e).expect_err("invalid");
         let msg = err.to_string();
-        assert!(msg.contains("idle-exit") && msg.contains("soon") && msg.contains("$FLAKED_IDLE_EXIT"), "{msg}");
+        assert!(
+            msg.contains("idle-exit") && msg.contains("soon") && msg.contains("$FLAKED_IDLE_EXIT"),
+            "{msg}"
+        );
 
         let dir = tempfile::tempdir().expect("tempdir");
         let file = dir.path().join("c.toml");
@@ -346,14 +416,18 @@ mod tests {
             config: Some(file),
             ..Default::default()
         };
-        let msg = Config::resolve(&flags, &BTreeMap::new()).expect_err("unknown key").to_string();
+        let msg = Config::resolve(&flags, &BTreeMap::new())
+            .expect_err("unknown key")
+            .to_string();
         assert!(msg.contains("idle-exitt"), "{msg}");
 
         let flags = Overrides {
             config: Some(dir.path().join("missing.toml")),
             ..Default::default()
         };
-        let msg = Config::resolve(&flags, &BTreeMap::new()).expect_err("missing file").to_string();
+        let msg = Config::resolve(&flags, &BTreeMap::new())
+            .expect_err("missing file")
+            .to_string();
         assert!(msg.contains("missing.toml"), "{msg}");
     }
 }

@@ -22,7 +22,9 @@ const LISTEN_FDS_START: RawFd = 3;
 pub enum ListenError {
     #[error("another flaked{pid} is already serving on '{path}'")]
     AlreadyRunning { path: PathBuf, pid: String },
-    #[error("something is already listening on '{path}' (not a flaked holding its lock file; a systemd socket unit?)")]
+    #[error(
+        "something is already listening on '{path}' (not a flaked holding its lock file; a systemd socket unit?)"
+    )]
     InUse { path: PathBuf },
     #[error("'{path}' exists and is not a socket; refusing to replace it")]
     NotASocket { path: PathBuf },
@@ -121,11 +123,13 @@ pub fn from_activation() -> Result<Option<Listener>, ListenError> {
     }
     // SAFETY: the service manager passed us ownership of this descriptor, and it is a Unix socket.
     let listener = unsafe { StdUnixListener::from_raw_fd(fd) };
-    listener.set_nonblocking(true).map_err(|source| ListenError::Io {
-        what: "cannot configure the activated socket",
-        path: PathBuf::from(format!("fd {fd}")),
-        source,
-    })?;
+    listener
+        .set_nonblocking(true)
+        .map_err(|source| ListenError::Io {
+            what: "cannot configure the activated socket",
+            path: PathBuf::from(format!("fd {fd}")),
+            source,
+        })?;
     let path = listener
         .local_addr()
         .ok()
@@ -195,25 +199,37 @@ pub fn bind(path: &Path, mode: u32) -> Result<Listener, ListenError> {
             let pid = pid.trim();
             return Err(ListenError::AlreadyRunning {
                 path: path.to_owned(),
-                pid: if pid.is_empty() { String::new() } else { format!(" (pid {pid})") },
+                pid: if pid.is_empty() {
+                    String::new()
+                } else {
+                    format!(" (pid {pid})")
+                },
             });
         }
         return Err(io("cannot lock", &lock_path)(err));
     }
-    lock.set_len(0).map_err(io("cannot write lock file", &lock_path))?;
-    lock.rewind().map_err(io("cannot write lock file", &lock_path))?;
+    lock.set_len(0)
+        .map_err(io("cannot write lock file", &lock_path))?;
+    lock.rewind()
+        .map_err(io("cannot write lock file", &lock_path))?;
     writeln!(lock, "{}", std::process::id()).map_err(io("cannot write lock file", &lock_path))?;
 
     match std::fs::symlink_metadata(path) {
         Ok(meta) if meta.file_type().is_socket() => {
             // We hold the lock, so no flaked serves this path; but a service manager might.
             if StdUnixStream::connect(path).is_ok() {
-                return Err(ListenError::InUse { path: path.to_owned() });
+                return Err(ListenError::InUse {
+                    path: path.to_owned(),
+                });
             }
             tracing::info!(socket = %path.display(), "replacing a stale socket file");
             std::fs::remove_file(path).map_err(io("cannot remove stale socket", path))?;
         }
-        Ok(_) => return Err(ListenError::NotASocket { path: path.to_owned() }),
+        Ok(_) => {
+            return Err(ListenError::NotASocket {
+                path: path.to_owned(),
+            });
+        }
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
         Err(e) => return Err(io("cannot inspect", path)(e)),
     }
@@ -247,12 +263,21 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let sock = dir.path().join("sub").join("socket");
         let first = bind(&sock, 0o600).expect("first bind");
-        let dir_mode = std::fs::metadata(sock.parent().expect("parent")).expect("meta").mode() & 0o777;
+        let dir_mode = std::fs::metadata(sock.parent().expect("parent"))
+            .expect("meta")
+            .mode()
+            & 0o777;
         assert_eq!(dir_mode, 0o700);
-        assert_eq!(std::fs::metadata(&sock).expect("meta").mode() & 0o777, 0o600);
+        assert_eq!(
+            std::fs::metadata(&sock).expect("meta").mode() & 0o777,
+            0o600
+        );
         let err = bind(&sock, 0o600).expect_err("second bind must fail");
         assert!(err.to_string().contains("already serving"), "{err}");
-        assert!(err.to_string().contains(&std::process::id().to_string()), "{err}");
+        assert!(
+            err.to_string().contains(&std::process::id().to_string()),
+            "{err}"
+        );
         // Simulate a crash: the lock goes away (the process died) but the socket file stays.
         drop(first);
         assert!(sock.exists());

@@ -53,9 +53,11 @@ pub async fn serve(config: Config, listener: Listener, hooks: TestHooks) -> Resu
         spawn_idle_watcher(state.clone(), idle);
     }
 
-    let service = FlakedServer::new(FlakedService { state: state.clone() })
-        .max_decoding_message_size(config.max_request_bytes)
-        .max_encoding_message_size(MAX_REPLY_BYTES);
+    let service = FlakedServer::new(FlakedService {
+        state: state.clone(),
+    })
+    .max_decoding_message_size(config.max_request_bytes)
+    .max_encoding_message_size(MAX_REPLY_BYTES);
     let service = InterceptedService::new(service, PeerCheck { own_uid });
     let incoming = Incoming {
         listener: socket,
@@ -66,14 +68,21 @@ pub async fn serve(config: Config, listener: Listener, hooks: TestHooks) -> Resu
     let mut stop = shutdown_rx.clone();
     let signal = async move {
         let reason = wait_shutdown(&mut stop).await;
-        tracing::info!(reason, "shutting down: no new connections; letting in-flight requests finish");
+        tracing::info!(
+            reason,
+            "shutting down: no new connections; letting in-flight requests finish"
+        );
         notify("STOPPING=1");
     };
     let server = Server::builder()
         .timeout(config.request_timeout + Duration::from_secs(5))
         .serve_with_incoming_shutdown(service, incoming, signal);
 
-    notify(&format!("READY=1\nMAINPID={}\nSTATUS=serving on {}", std::process::id(), listener.path.display()));
+    notify(&format!(
+        "READY=1\nMAINPID={}\nSTATUS=serving on {}",
+        std::process::id(),
+        listener.path.display()
+    ));
     tracing::info!(
         socket = %listener.path.display(),
         activated = listener.activated,
@@ -126,7 +135,11 @@ fn spawn_signal_handlers(state: Arc<State>) -> std::io::Result<()> {
                 _ = int.recv() => "SIGINT",
             };
             tracing::info!(signal = name, "received signal");
-            state.request_shutdown(if name == "SIGTERM" { "SIGTERM" } else { "SIGINT" });
+            state.request_shutdown(if name == "SIGTERM" {
+                "SIGTERM"
+            } else {
+                "SIGINT"
+            });
         }
     });
     Ok(())
@@ -209,7 +222,9 @@ impl tokio_stream::Stream for Incoming {
                         pid = ?c.pid(),
                         "refusing a client of another user: its requests get PERMISSION_DENIED"
                     ),
-                    Err(e) => tracing::warn!(error = %e, "cannot read a connection's peer credentials"),
+                    Err(e) => {
+                        tracing::warn!(error = %e, "cannot read a connection's peer credentials")
+                    }
                 }
                 Poll::Ready(Some(Ok(stream)))
             }

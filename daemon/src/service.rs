@@ -40,7 +40,10 @@ impl TestHooks {
                 .get("FLAKED_TEST_EVAL_DELAY_MS")
                 .and_then(|v| v.parse::<u64>().ok())
                 .map(Duration::from_millis),
-            panic_expr: env.get("FLAKED_TEST_PANIC_EXPR").filter(|v| !v.is_empty()).cloned(),
+            panic_expr: env
+                .get("FLAKED_TEST_PANIC_EXPR")
+                .filter(|v| !v.is_empty())
+                .cloned(),
         }
     }
 }
@@ -165,28 +168,40 @@ type BoxStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send + 'stati
 
 #[tonic::async_trait]
 impl pb::flaked_server::Flaked for FlakedService {
-    async fn eval(&self, request: Request<pb::EvalRequest>) -> Result<Response<pb::EvalResponse>, Status> {
+    async fn eval(
+        &self,
+        request: Request<pb::EvalRequest>,
+    ) -> Result<Response<pb::EvalResponse>, Status> {
         let _active = Active::begin(&self.state);
         let req = eval_request(request.into_inner())?;
         let reply = self.run_eval(req).await?;
         Ok(Response::new(reply))
     }
 
-    async fn lock(&self, _request: Request<pb::LockRequest>) -> Result<Response<pb::LockResponse>, Status> {
+    async fn lock(
+        &self,
+        _request: Request<pb::LockRequest>,
+    ) -> Result<Response<pb::LockResponse>, Status> {
         let _active = Active::begin(&self.state);
         Err(unimplemented("locking flakes (Lock)"))
     }
 
     type BuildStream = BoxStream<pb::BuildEvent>;
 
-    async fn build(&self, _request: Request<pb::BuildRequest>) -> Result<Response<Self::BuildStream>, Status> {
+    async fn build(
+        &self,
+        _request: Request<pb::BuildRequest>,
+    ) -> Result<Response<Self::BuildStream>, Status> {
         let _active = Active::begin(&self.state);
         Err(unimplemented("building (Build)"))
     }
 
     type SearchStream = BoxStream<pb::SearchMatch>;
 
-    async fn search(&self, _request: Request<pb::SearchRequest>) -> Result<Response<Self::SearchStream>, Status> {
+    async fn search(
+        &self,
+        _request: Request<pb::SearchRequest>,
+    ) -> Result<Response<Self::SearchStream>, Status> {
         let _active = Active::begin(&self.state);
         Err(unimplemented("searching packages (Search)"))
     }
@@ -215,7 +230,10 @@ impl pb::flaked_server::Flaked for FlakedService {
         Err(unimplemented("listing attributes (ListAttrs)"))
     }
 
-    async fn status(&self, _request: Request<pb::StatusRequest>) -> Result<Response<pb::StatusResponse>, Status> {
+    async fn status(
+        &self,
+        _request: Request<pb::StatusRequest>,
+    ) -> Result<Response<pb::StatusResponse>, Status> {
         let state = &self.state;
         let others = state.in_flight();
         let _active = Active::begin(state);
@@ -271,7 +289,10 @@ impl FlakedService {
         match outcome {
             Err(_) => {
                 interrupt.store(true, Ordering::SeqCst);
-                tracing::warn!(?timeout, "evaluation exceeded the request timeout; interrupted");
+                tracing::warn!(
+                    ?timeout,
+                    "evaluation exceeded the request timeout; interrupted"
+                );
                 Err(Status::deadline_exceeded(format!(
                     "the evaluation took longer than flaked's request timeout ({}) and was interrupted",
                     human(timeout)
@@ -303,7 +324,10 @@ impl FlakedService {
 }
 
 /// The body of an evaluation job (on a blocking thread).
-fn run_job(req: &eval::EvalRequest, hooks: &TestHooks) -> Result<eval::EvalOutput, eval::Diagnostic> {
+fn run_job(
+    req: &eval::EvalRequest,
+    hooks: &TestHooks,
+) -> Result<eval::EvalOutput, eval::Diagnostic> {
     if let Some(delay) = hooks.eval_delay {
         let until = Instant::now() + delay;
         while Instant::now() < until {
@@ -386,7 +410,10 @@ fn settings(ctx: Option<&pb::ClientContext>) -> Result<eval::EvalSettings, Statu
         pure: !ctx.impure,
         cwd: cwd.to_owned(),
         env: if ctx.impure {
-            ctx.env.iter().map(|(k, v)| (k.clone(), v.clone())).collect()
+            ctx.env
+                .iter()
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect()
         } else {
             BTreeMap::new()
         },
@@ -533,7 +560,10 @@ mod tests {
         assert_eq!(r.attr_path.as_deref(), Some("a.b"));
         assert_eq!(r.output, eval::OutputFormat::Json);
         assert!(r.settings.pure);
-        assert!(r.settings.env.is_empty(), "pure requests see no environment");
+        assert!(
+            r.settings.env.is_empty(),
+            "pure requests see no environment"
+        );
         assert_eq!(r.settings.nix_path, vec!["x=/y", "a=/b"]);
         assert_eq!(r.settings.system, "x86_64-linux");
 

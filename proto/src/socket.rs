@@ -47,7 +47,10 @@ fn default_socket_path_with(get: impl Fn(&str) -> Option<String>) -> PathBuf {
         return PathBuf::from(dir).join("flaked").join("socket");
     }
     if let Some(home) = var("HOME") {
-        return PathBuf::from(home).join(".cache").join("flaked").join("socket");
+        return PathBuf::from(home)
+            .join(".cache")
+            .join("flaked")
+            .join("socket");
     }
     PathBuf::from(format!("/tmp/flaked-{euid}/socket"))
 }
@@ -55,10 +58,12 @@ fn default_socket_path_with(get: impl Fn(&str) -> Option<String>) -> PathBuf {
 /// Connects to the daemon at `path`. The error is the plain `io::Error` of the socket connection when
 /// no daemon answers there (so callers can tell "not running" from other failures).
 pub async fn connect(path: &Path) -> Result<FlakedClient<Channel>, ConnectError> {
-    let stream = UnixStream::connect(path).await.map_err(|source| ConnectError::Socket {
-        path: path.to_owned(),
-        source,
-    })?;
+    let stream = UnixStream::connect(path)
+        .await
+        .map_err(|source| ConnectError::Socket {
+            path: path.to_owned(),
+            source,
+        })?;
     connect_stream(stream).await
 }
 
@@ -106,7 +111,11 @@ impl std::fmt::Display for ConnectError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             ConnectError::Socket { path, source } => {
-                write!(f, "cannot connect to flaked at '{}': {source}", path.display())
+                write!(
+                    f,
+                    "cannot connect to flaked at '{}': {source}",
+                    path.display()
+                )
             }
             ConnectError::Handshake(e) => write!(f, "cannot talk to flaked: {e}"),
         }
