@@ -11,6 +11,7 @@
 #                           stderr (present iff non-empty)
 #   CASE.json.out / .err    same with --json (always done when the plain mode succeeded, or on `json`)
 #   CASE.raw.out  / .err    same with --raw (only on `raw`)
+#   CASE.inst.out / .err    `nix-instantiate --eval --strict CASE.nix` (only on `instantiate`)
 # The absolute directory of the corpus is replaced by the placeholder `$DIR` in every golden.
 #
 # Usage: scripts/regen-lang-goldens.sh [CASE...]     (default: every case)
@@ -36,7 +37,11 @@ run() {
     [ "$mode" = nix ] || base="$case.$mode"
     rm -f "$base.out" "$base.err"
     local rc=0
-    "$NIX" eval "$@" >"$tmp/out" 2>"$tmp/err" </dev/null || rc=$?
+    if [ "$mode" = inst ]; then
+        "$NIX" --cmd nix-instantiate --eval --strict "$@" >"$tmp/out" 2>"$tmp/err" </dev/null || rc=$?
+    else
+        "$NIX" eval "$@" >"$tmp/out" 2>"$tmp/err" </dev/null || rc=$?
+    fi
     if [ "$rc" -ne 0 ] && [ "$rc" -ne 1 ]; then
         echo "regen: $case ($mode): unexpected exit code $rc from the oracle" >&2
         cat "$tmp/err" >&2
@@ -56,17 +61,20 @@ n=0
 for case in "${cases[@]}"; do
     case=${case%.nix}
     [ -f "$case.nix" ] || { echo "regen: no such case $case.nix" >&2; exit 1; }
-    rm -f "$case.out" "$case.err" "$case.json.out" "$case.json.err" "$case.raw.out" "$case.raw.err"
+    rm -f "$case.out" "$case.err" "$case.json.out" "$case.json.err" "$case.raw.out" "$case.raw.err" \
+        "$case.inst.out" "$case.inst.err"
     flags=()
     attr=()
     want_json=0
     want_raw=0
+    want_inst=0
     first=$(head -n1 "$case.nix")
     if [[ "$first" == '#!flaked '* ]]; then
         for tok in ${first#\#!flaked }; do
             case "$tok" in
                 json) want_json=1 ;;
                 raw) want_raw=1 ;;
+                instantiate) want_inst=1 ;;
                 impure) flags+=(--impure) ;;
                 attr=*) attr=("${tok#attr=}") ;;
                 *) echo "regen: $case: unknown directive $tok" >&2; exit 1 ;;
@@ -79,6 +87,10 @@ for case in "${cases[@]}"; do
     fi
     if [ "$want_raw" -eq 1 ]; then
         run raw "$case" "${flags[@]}" --raw --file "$case.nix" "${attr[@]}" >/dev/null
+    fi
+    if [ "$want_inst" -eq 1 ]; then
+        [ ${#attr[@]} -eq 0 ] || { echo "regen: $case: attr= and instantiate don't mix" >&2; exit 1; }
+        run inst "$case" "$case.nix" >/dev/null
     fi
     n=$((n + 1))
 done

@@ -65,7 +65,7 @@ fn parse_case(dir: &Path, name: &str) -> Case {
     {
         for tok in rest.split_whitespace() {
             match tok {
-                "json" | "raw" => {}
+                "json" | "raw" | "instantiate" => {}
                 "impure" => case.pure = false,
                 t if t.starts_with("attr=") => case.attr = Some(t["attr=".len()..].to_string()),
                 other => panic!("case {name}: unknown directive {other}"),
@@ -222,6 +222,7 @@ fn check_case(dir: &Path, case: &Case) -> Option<(String, Vec<String>)> {
         ("", OutputFormat::Nix, "nix"),
         (".json", OutputFormat::Json, "json"),
         (".raw", OutputFormat::Raw, "raw"),
+        (".inst", OutputFormat::Instantiate, "instantiate"),
     ];
     for (suffix, format, label) in modes {
         let Some(expected) = golden(dir, &format!("{}{suffix}", case.name)) else {
@@ -301,7 +302,7 @@ fn lang_corpus() {
     let mut passed = 0usize;
     for name in &names {
         let case = parse_case(&dir, name);
-        let has_golden = ["", ".json", ".raw"]
+        let has_golden = ["", ".json", ".raw", ".inst"]
             .iter()
             .any(|s| golden(&dir, &format!("{name}{s}")).is_some());
         if !has_golden {

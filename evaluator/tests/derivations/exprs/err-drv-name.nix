@@ -1,0 +1,1 @@
+(derivation { name = "foo.drv"; builder = "/bin/sh"; system = "x86_64-linux"; }).drvPath

@@ -1,0 +1,1 @@
+(derivation { name = "a"; builder = "/bin/sh"; system = "x86_64-linux"; outputHashMode = "text"; outputHash = "sha256-47DEQpj8HBSa+/TImW+5JCeuQeRkm5NMpJWZG3hSuFU="; }).drvPath

@@ -1,0 +1,2 @@
+#!flaked instantiate
+derivation { name = "x"; builder = "/bin/sh"; system = "x86_64-linux"; }

@@ -1,0 +1,2 @@
+#!flaked instantiate
+{ a = 1; b = throw "strict printing forces this"; }

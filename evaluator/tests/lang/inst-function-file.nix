@@ -1,0 +1,2 @@
+#!flaked instantiate
+{ a ? 3 }: { x = a; }

@@ -1,0 +1,2 @@
+#!flaked instantiate
+let x = { a = x; }; in x

@@ -1,0 +1,2 @@
+#!flaked instantiate
+let x = [ x ]; in x

@@ -1,0 +1,2 @@
+#!flaked instantiate
+let x = [ x 1 ]; in x
