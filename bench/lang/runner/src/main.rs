@@ -54,7 +54,11 @@ fn main() -> ExitCode {
             ExitCode::SUCCESS
         }
         Err(d) => {
-            let _ = writeln!(std::io::stderr(), "{}", d.rendered);
+            let mut err = std::io::stderr();
+            for line in &d.log {
+                let _ = writeln!(err, "{line}");
+            }
+            let _ = write!(err, "{}", d.rendered);
             ExitCode::from(1)
         }
     }

@@ -1,0 +1,1 @@
+[ undefinedVar { b = 1; b = 2; } ]

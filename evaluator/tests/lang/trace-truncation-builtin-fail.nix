@@ -1,0 +1,1 @@
+builtins.floor (builtins.isAttrs (if [ ] then "" else 0))

@@ -1,0 +1,1 @@
+builtins.ceil (builtins.div (x: x) 1)
