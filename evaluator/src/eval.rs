@@ -406,12 +406,9 @@ impl Evaluator {
         if let Some(c) = &s.context
             && let Some(first) = c.iter().next()
         {
-            let shown = first.trim_start_matches('=');
-            let shown = if let Some(rest) = shown.strip_prefix('!') {
-                rest.split_once('!').map(|x| x.1).unwrap_or(rest)
-            } else {
-                shown
-            };
+            // Nix shows the context element with base names (`=…-a.drv`, `!out!…-a.drv`).
+            let prefix = format!("{}/", self.config.store_dir.trim_end_matches('/'));
+            let shown = first.replacen(&prefix, "", 1);
             return Err(EvalError::eval(format!(
                 "the string '{}' is not allowed to refer to a store path (such as '{}')",
                 s.as_str_lossy(),
@@ -1142,7 +1139,10 @@ impl Evaluator {
         match res {
             Ok(v) => Ok(v),
             Err(e) => {
-                if !pos2.is_none() {
+                // Like Nix, no frame for attributes defined in `derivation`'s own Nix code.
+                let internal = crate::source::source(pos2.file)
+                    .is_some_and(|s| s.origin_name() == "<nix/derivation-internal.nix>");
+                if !pos2.is_none() && !internal {
                     let shown = self.show_attr_path(path, env);
                     Err(e.with_trace(pos2, format!("while evaluating the attribute '{shown}'")))
                 } else {

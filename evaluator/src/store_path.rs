@@ -1,99 +1,112 @@
-//! Store path computation for paths copied into the store (`"${./foo}"`, `--raw ./foo`).
+//! The evaluator's link to the Nix store: which physical store an evaluation writes to, and
+//! translation between logical store paths (`/nix/store/…`, what every hash and printed value
+//! uses) and where the objects really live.
 //!
-//! Invariant: the path equals what Nix's `copyPathToStore` would produce: the NAR serialisation
-//! of the file system object, hashed with SHA-256, turned into a fixed-output "source" store
-//! path named after the base name. Nothing is written; the store itself is another crate's job.
+//! Invariant: there is exactly one implementation of each store format in the project — hashes,
+//! base-32, NAR serialisation, store paths and `.drv` files all come from `flaked-store`; this
+//! module only chooses the store ([`open_store`]) and never computes a format itself. Stores are
+//! opened once per (logical directory, physical root) per process and shared, so derivation
+//! hashes memoised by one evaluation serve the next.
 
-use sha2::{Digest, Sha256};
-use std::path::Path;
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, RwLock};
 
-const BASE32: &[u8; 32] = b"0123456789abcdfghijklmnpqrsvwxyz";
+use flaked_store::local::LocalStore;
+use flaked_store::store_path::StoreDir;
 
-/// Nix's base-32 encoding.
+use crate::error::{EvalError, Result};
+
+/// Nix's base-32 encoding (kept for callers of the evaluator's historical helper).
 pub fn nix_base32(bytes: &[u8]) -> String {
-    let len = (bytes.len() * 8).div_ceil(5);
-    let mut out = String::with_capacity(len);
-    for n in (0..len).rev() {
-        let b = n * 5;
-        let i = b / 8;
-        let j = b % 8;
-        let mut c = (bytes[i] as u16) >> j;
-        if i + 1 < bytes.len() {
-            c |= (bytes[i + 1] as u16) << (8 - j);
-        }
-        out.push(BASE32[(c & 0x1f) as usize] as char);
+    flaked_store::nixbase32::encode(bytes)
+}
+
+/// Process-wide override of the physical store root (`None`: [`default_store_root`]).
+static ROOT_OVERRIDE: RwLock<Option<PathBuf>> = RwLock::new(None);
+
+type StoreKey = (String, PathBuf);
+static STORES: Mutex<Option<HashMap<StoreKey, Arc<LocalStore>>>> = Mutex::new(None);
+
+/// Sets the physical root under which evaluations write store objects (`local?root=R`: objects at
+/// `R/nix/store/…`, the database at `R/nix/var/nix/db`). `None` restores the default.
+pub fn set_store_root(root: Option<PathBuf>) {
+    match ROOT_OVERRIDE.write() {
+        Ok(mut g) => *g = root,
+        Err(p) => *p.into_inner() = root,
     }
-    out
 }
 
-fn compress(hash: &[u8], size: usize) -> Vec<u8> {
-    let mut out = vec![0u8; size];
-    for (i, b) in hash.iter().enumerate() {
-        out[i % size] ^= b;
+/// The default physical root: `/` (the real store, like Nix) for root, otherwise a per-user root
+/// `$XDG_DATA_HOME/flaked/store-root` (`~/.local/share/flaked/store-root`).
+pub fn default_store_root() -> PathBuf {
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    if unsafe { libc::geteuid() } == 0 {
+        return PathBuf::from("/");
     }
-    out
+    let data = std::env::var_os("XDG_DATA_HOME")
+        .filter(|v| !v.is_empty())
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| Path::new(&h).join(".local/share")))
+        .unwrap_or_else(std::env::temp_dir);
+    data.join("flaked").join("store-root")
 }
 
-fn nar_str(h: &mut Sha256, s: &[u8]) {
-    h.update((s.len() as u64).to_le_bytes());
-    h.update(s);
-    let pad = (8 - s.len() % 8) % 8;
-    h.update(&[0u8; 8][..pad]);
+/// The physical root currently in effect.
+pub fn store_root() -> PathBuf {
+    let g = match ROOT_OVERRIDE.read() {
+        Ok(g) => g.clone(),
+        Err(p) => p.into_inner().clone(),
+    };
+    g.unwrap_or_else(default_store_root)
 }
 
-fn nar_node(h: &mut Sha256, p: &Path) -> std::io::Result<()> {
-    let md = std::fs::symlink_metadata(p)?;
-    nar_str(h, b"(");
-    nar_str(h, b"type");
-    if md.file_type().is_symlink() {
-        nar_str(h, b"symlink");
-        nar_str(h, b"target");
-        let t = std::fs::read_link(p)?;
-        nar_str(h, t.as_os_str().as_encoded_bytes());
-    } else if md.is_dir() {
-        nar_str(h, b"directory");
-        let mut names: Vec<_> = std::fs::read_dir(p)?
-            .map(|e| e.map(|e| e.file_name()))
-            .collect::<std::io::Result<_>>()?;
-        names.sort_by(|a, b| a.as_encoded_bytes().cmp(b.as_encoded_bytes()));
-        for n in names {
-            nar_str(h, b"entry");
-            nar_str(h, b"(");
-            nar_str(h, b"name");
-            nar_str(h, n.as_encoded_bytes());
-            nar_str(h, b"node");
-            nar_node(h, &p.join(&n))?;
-            nar_str(h, b")");
-        }
-    } else {
-        use std::os::unix::fs::PermissionsExt;
-        nar_str(h, b"regular");
-        if md.permissions().mode() & 0o100 != 0 {
-            nar_str(h, b"executable");
-            nar_str(h, b"");
-        }
-        nar_str(h, b"contents");
-        let data = std::fs::read(p)?;
-        nar_str(h, &data);
+/// Opens (once per process) the local store for the logical directory `store_dir` at the current
+/// physical root.
+pub fn open_store(store_dir: &str) -> Result<Arc<LocalStore>> {
+    let root = store_root();
+    let key = (store_dir.to_string(), root.clone());
+    let mut guard = match STORES.lock() {
+        Ok(g) => g,
+        Err(p) => p.into_inner(),
+    };
+    let map = guard.get_or_insert_with(HashMap::new);
+    if let Some(s) = map.get(&key) {
+        return Ok(s.clone());
     }
-    nar_str(h, b")");
-    Ok(())
+    let dir = StoreDir::new(store_dir).map_err(|e| EvalError::eval(e.to_string()))?;
+    let store = LocalStore::open(dir, &root).map_err(|e| {
+        EvalError::eval(format!(
+            "cannot open the Nix store at root '{}': {e}",
+            root.display()
+        ))
+    })?;
+    let store = Arc::new(store);
+    map.insert(key, store.clone());
+    Ok(store)
 }
 
-/// SHA-256 of the NAR serialisation of `p`.
-pub fn nar_hash(p: &Path) -> std::io::Result<[u8; 32]> {
-    let mut h = Sha256::new();
-    nar_str(&mut h, b"nix-archive-1");
-    nar_node(&mut h, p)?;
-    Ok(h.finalize().into())
+/// Where a logical path lives physically: paths inside `store_dir` move under the store root,
+/// others are returned unchanged.
+pub fn real_path(store_dir: &str, logical: &str) -> PathBuf {
+    let dir = store_dir.trim_end_matches('/');
+    if let Some(rest) = logical.strip_prefix(dir)
+        && (rest.is_empty() || rest.starts_with('/'))
+    {
+        let root = store_root();
+        if root == Path::new("/") {
+            return PathBuf::from(logical);
+        }
+        let mut p = root;
+        p.push(logical.trim_start_matches('/'));
+        return p;
+    }
+    PathBuf::from(logical)
 }
 
-/// The store path of a source added by NAR hash (no references).
-pub fn source_store_path(store_dir: &str, nar_sha256: &[u8; 32], name: &str) -> String {
-    let hex: String = nar_sha256.iter().map(|b| format!("{b:02x}")).collect();
-    let fingerprint = format!("source:sha256:{hex}:{store_dir}:{name}");
-    let h: [u8; 32] = Sha256::digest(fingerprint.as_bytes()).into();
-    format!("{}/{}-{}", store_dir, nix_base32(&compress(&h, 20)), name)
+/// Converts a store error into an evaluation error carrying the store's message.
+pub fn store_err(e: impl std::fmt::Display) -> EvalError {
+    EvalError::eval(e.to_string())
 }
 
 #[cfg(test)]
@@ -103,10 +116,19 @@ mod tests {
     #[test]
     fn base32_known() {
         // sha256("") in Nix base32.
-        let h: [u8; 32] = Sha256::digest(b"").into();
+        let h = flaked_store::hash::Hash::sha256(b"");
         assert_eq!(
-            nix_base32(&h),
+            nix_base32(h.as_bytes()),
             "0mdqa9w1p6cmli6976v4wi0sw9r4p5prkj7lzfd1877wk11c9c73"
+        );
+    }
+
+    #[test]
+    fn real_path_maps_only_store_paths() {
+        assert_eq!(real_path("/nix/store", "/etc/x"), PathBuf::from("/etc/x"));
+        assert_eq!(
+            real_path("/nix/store", "/nix/storex/a"),
+            PathBuf::from("/nix/storex/a")
         );
     }
 }

@@ -166,14 +166,13 @@ fn derivation_exprs_match_nix() {
         .filter(|p| p.extension().is_some_and(|x| x == "nix"))
         .collect();
     files.sort();
-    let known: Vec<String> =
-        std::fs::read_to_string(dir().join("exprs/notyetpassing.txt"))
-            .unwrap_or_default()
-            .lines()
-            .filter_map(|l| l.split('#').next())
-            .map(|l| l.trim().to_string())
-            .filter(|l| !l.is_empty())
-            .collect();
+    let known: Vec<String> = std::fs::read_to_string(dir().join("exprs/notyetpassing.txt"))
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| l.split('#').next())
+        .map(|l| l.trim().to_string())
+        .filter(|l| !l.is_empty())
+        .collect();
     let mut failures = Vec::new();
     let mut passing = 0;
     for f in &files {

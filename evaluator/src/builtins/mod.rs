@@ -46,6 +46,7 @@ mod arith;
 pub mod attrs;
 mod context;
 mod control;
+mod derivation;
 mod env;
 mod fs;
 mod hash;
@@ -146,6 +147,7 @@ pub fn install(ev: &mut Evaluator) {
     hash::register(&mut r);
     context::register(&mut r);
     misc::register(&mut r);
+    derivation::register(&mut r);
 
     // `builtins.builtins` refers to the set itself: a thunk filled in after construction.
     let self_ref = Thunk::new(ThunkState::Blackhole);
