@@ -113,4 +113,19 @@ in
   discard-context = mk "discard" { x = builtins.unsafeDiscardStringContext "${a}"; };
   discard-output-dep = mk "discard-odep" { x = builtins.unsafeDiscardOutputDependency a.drvPath; };
   append-context = mk "append" { x = builtins.appendContext "" { ${builtins.unsafeDiscardStringContext a.drvPath} = { outputs = [ "out" ]; }; }; };
+  path-sha256 = mk "path-sha256" { src = builtins.path { path = tree; name = "tree-checked"; sha256 = "1g40qxric862d936864sbzg56xsl858bdh8vrm0r6x4aacvbkr9a"; }; };
+  path-flat-sha256 = mk "path-flat-sha256" { src = builtins.path { path = fixtures + "/single.txt"; recursive = false; sha256 = "sha256:1nn4w2x5qc5jy5fik1bsjvqjvb2nqnhizba1sa28x538fl4l6gzj"; }; };
+  store-path = mk "store-path" { x = builtins.storePath "${text}"; };
+  to-file-in-args = derivation { name = "tf-args"; system = sys; builder = "/bin/sh"; args = [ "-c" (builtins.toFile "script.sh" "echo hi > $out") ]; };
+  fod-sha1-sri = mk "fod-sha1-sri" { outputHash = "sha1-2jmj7l5rSw0yVb/vlWAYkK/YBwk="; };
+  fod-sha512-b64 = mk "fod-sha512-b64" { outputHashAlgo = "sha512"; outputHash = builtins.convertHash { hash = builtins.hashString "sha512" "y"; hashAlgo = "sha512"; toHashFormat = "base64"; }; };
+  fod-fetchurl-like = mk "source.tar.gz" { outputHashMode = "recursive"; outputHashAlgo = "sha256"; outputHash = nix256; url = "https://example.org/x"; };
+  structured-floats = mk "structured-floats" { __structuredAttrs = true; a = 0.1; b = 1.0e20; c = -2.5; d = 123456789012; e = 1.0e-7; f = 3.0; };
+  structured-unicode = mk "structured-unicode" { __structuredAttrs = true; s = "é ✓ \u0001 tab\t"; ctl = "a\u0007b"; };
+  structured-pass-as-file = mk "structured-paf" { __structuredAttrs = true; passAsFile = [ "x" ]; x = "y"; outputChecks.out.allowedReferences = [ ]; };
+  env-floats = mk "env-floats" { a = 0.1; b = 1.0e20; c = -2.5; e = 1.0e-7; f = 3.0; g = 123456.789; };
+  env-bigint = mk "env-bigint" { max = 9223372036854775807; min = -9223372036854775807 - 1; };
+  output-order-drv = mk "order" { outputs = [ "out" "bin" "dev" "man" "doc" "info" ]; z = multi.lib; };
+  dep-on-strict = mk "dep-strict" { x = (builtins.derivationStrict { name = "s"; builder = "/bin/sh"; system = sys; outputs = [ "o1" "o2" ]; }).o2; };
+  to-file-chain = mk "to-file-chain" { f = builtins.toFile "outer" "inner: ${builtins.toFile "inner" "x ${text2}"}"; };
 }

@@ -1,0 +1,1 @@
+builtins.path { path = /tmp; name = "a b"; }
