@@ -39,7 +39,9 @@ fn main() -> ExitCode {
         source: EvalSource::File(file),
         attr_path: None,
         output,
+        // `nix eval --file` is impure.
         settings: EvalSettings {
+            pure: false,
             cwd,
             ..EvalSettings::default()
         },
