@@ -303,7 +303,7 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
         "d" => n * 86400.0,
         _ => return Err(format!("unknown unit '{unit}' (use ms, s, m, h or d)")),
     };
-    if !secs.is_finite() || secs < 0.0 || secs > 1e9 {
+    if !secs.is_finite() || !(0.0..=1e9).contains(&secs) {
         return Err("duration out of range".to_string());
     }
     Ok(Duration::from_secs_f64(secs))
