@@ -386,8 +386,16 @@ impl JsonParser<'_> {
                         self,
                         j + 1,
                         &format!(
-                            "control character U+{c:04X} ({}) must be escaped to \\u{c:04X}",
-                            control_name(c)
+                            "control character U+{c:04X} ({}) must be escaped to \\u{c:04X}{}",
+                            control_name(c),
+                            match c {
+                                8 => " or \\b",
+                                9 => " or \\t",
+                                10 => " or \\n",
+                                12 => " or \\f",
+                                13 => " or \\r",
+                                _ => "",
+                            }
                         ),
                     ));
                 }

@@ -1,4 +1,5 @@
-//! Diagnostics and serialisation builtins that need no store: warn, traceVerbose, toXML.
+//! Diagnostics and serialisation builtins that need no store: warn, traceVerbose, toXML, break,
+//! placeholder.
 //!
 //! Why it exists: `warn` reports "evaluation warning: …" on the side channel, `traceVerbose` is
 //! `trace` only when `trace-verbose` is set (never in flaked: it then just returns its second
@@ -19,6 +20,30 @@ pub(crate) fn register(r: &mut Registry) {
     r.primop("__warn", 2, prim_warn);
     r.primop("__traceVerbose", 2, prim_trace_verbose);
     r.primop("__toXML", 1, prim_to_xml);
+    r.primop("break", 1, prim_break);
+    r.primop("placeholder", 1, prim_placeholder);
+}
+
+/// Without a debugger, `break v` is `v`.
+fn prim_break(ev: &mut Evaluator, pos: Pos, args: &[Value]) -> Result<Value> {
+    ev.force(&args[0], pos)
+}
+
+/// Nix's `hashPlaceholder`: "/" + nix32(sha256("nix-output:" + name)).
+fn prim_placeholder(ev: &mut Evaluator, pos: Pos, args: &[Value]) -> Result<Value> {
+    use sha2::Digest as _;
+    let name = ev.force_string_no_ctx(
+        &args[0],
+        pos,
+        "while evaluating the first argument passed to builtins.placeholder",
+    )?;
+    let mut data = b"nix-output:".to_vec();
+    data.extend_from_slice(&name.bytes);
+    let h = sha2::Sha256::digest(&data);
+    Ok(Value::str(&format!(
+        "/{}",
+        crate::store_path::nix_base32(&h)
+    )))
 }
 
 fn prim_warn(ev: &mut Evaluator, pos: Pos, args: &[Value]) -> Result<Value> {
