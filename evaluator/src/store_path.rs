@@ -37,9 +37,13 @@ pub fn set_store_root(root: Option<PathBuf>) {
     }
 }
 
-/// The default physical root: `/` (the real store, like Nix) for root, otherwise a per-user root
-/// `$XDG_DATA_HOME/flaked/store-root` (`~/.local/share/flaked/store-root`).
+/// The default physical root: `$FLAKED_STORE_ROOT` if set, else `/` (the real store, like
+/// Nix) for root, otherwise a per-user root `$XDG_DATA_HOME/flaked/store-root`
+/// (`~/.local/share/flaked/store-root`).
 pub fn default_store_root() -> PathBuf {
+    if let Some(r) = std::env::var_os("FLAKED_STORE_ROOT").filter(|v| !v.is_empty()) {
+        return PathBuf::from(r);
+    }
     // SAFETY: geteuid has no preconditions and cannot fail.
     if unsafe { libc::geteuid() } == 0 {
         return PathBuf::from("/");
