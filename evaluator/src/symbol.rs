@@ -13,9 +13,34 @@ use std::rc::Rc;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct Symbol(pub u32);
 
+/// FxHash-style hasher: names are short and not attacker-controlled across evaluations, so a
+/// fast non-cryptographic hash is fine (and keeps interning cheap).
+#[derive(Default, Clone, Copy)]
+struct FxHasher(u64);
+
+impl std::hash::Hasher for FxHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        let mut h = self.0;
+        let mut chunks = bytes.chunks_exact(8);
+        for c in &mut chunks {
+            let w = u64::from_le_bytes(c.try_into().expect("8-byte chunk"));
+            h = (h.rotate_left(5) ^ w).wrapping_mul(0x51_7c_c1_b7_27_22_0a_95);
+        }
+        for &b in chunks.remainder() {
+            h = (h.rotate_left(5) ^ b as u64).wrapping_mul(0x51_7c_c1_b7_27_22_0a_95);
+        }
+        self.0 = h;
+    }
+}
+
+type FxBuild = std::hash::BuildHasherDefault<FxHasher>;
+
 #[derive(Default)]
 struct Interner {
-    map: HashMap<Rc<[u8]>, u32>,
+    map: HashMap<Rc<[u8]>, u32, FxBuild>,
     names: Vec<Rc<[u8]>>,
 }
 
@@ -51,6 +76,14 @@ impl Symbol {
     /// The name as (lossy) text, for messages.
     pub fn as_string(self) -> String {
         String::from_utf8_lossy(&self.bytes()).into_owned()
+    }
+
+    /// Runs `f` with the name table (for bulk name access without per-name lookups).
+    pub fn with_names<R>(f: impl FnOnce(&dyn Fn(Symbol) -> Rc<[u8]>) -> R) -> R {
+        INTERNER.with(|i| {
+            let i = i.borrow();
+            f(&|s: Symbol| i.names[s.0 as usize].clone())
+        })
     }
 
     /// Compares two symbols by name (Nix's attribute order for printing / attrNames).

@@ -102,9 +102,10 @@ impl Attrs {
     }
     /// Entries in Nix's display order (by name bytes).
     pub fn sorted_by_name(&self) -> Vec<&Attr> {
-        let mut v: Vec<&Attr> = self.entries.iter().collect();
-        v.sort_by(|a, b| a.name.cmp_by_name(b.name));
-        v
+        let mut keyed: Vec<(Rc<[u8]>, &Attr)> =
+            Symbol::with_names(|name| self.entries.iter().map(|a| (name(a.name), a)).collect());
+        keyed.sort_by(|a, b| a.0.cmp(&b.0));
+        keyed.into_iter().map(|(_, a)| a).collect()
     }
     /// `self // other` in one merge pass.
     pub fn update(&self, other: &Attrs) -> Attrs {
