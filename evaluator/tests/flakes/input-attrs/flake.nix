@@ -1,0 +1,2 @@
+{ inputs.sub = { type = "path"; path = "./sub"; };
+  outputs = { self, sub }: { x = sub.v; }; }

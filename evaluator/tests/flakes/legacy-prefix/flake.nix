@@ -1,0 +1,1 @@
+{ outputs = { self }: { legacyPackages.x86_64-linux.x = "from legacy"; }; }

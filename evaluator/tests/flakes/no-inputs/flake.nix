@@ -1,0 +1,1 @@
+{ description = "no inputs"; outputs = { self }: { x = 1 + 2; }; }

@@ -1,0 +1,1 @@
+{ description = "self"; outputs = { self }: { x = { t = self._type; hasOut = self ? outPath; names = builtins.attrNames self; }; }; }

@@ -1,0 +1,1 @@
+{ foo = 1; outputs = { self }: { x = 1; }; }
