@@ -535,15 +535,14 @@ impl Evaluator {
         // Fast paths for the common shapes: one lambda application, one saturated builtin call.
         let r = match f {
             Value::Lambda(c) if args.len() == 1 => self.call_lambda(c, &args[0], pos),
-            Value::PrimOp(op) if args.len() == op.arity => {
-                (op.func)(self, Pos::NONE, args).map_err(|e| {
+            Value::PrimOp(op) if args.len() == op.arity => (op.func)(self, Pos::NONE, args)
+                .map_err(|e| {
                     if op.add_trace {
                         e.with_trace(pos, format!("while calling the '{}' builtin", op.name))
                     } else {
                         e
                     }
-                })
-            }
+                }),
             _ => self.call_inner(f, args, pos),
         };
         self.call_depth -= 1;

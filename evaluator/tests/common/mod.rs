@@ -114,6 +114,9 @@ pub fn child_main_if_requested() -> bool {
         .to_path_buf();
     let text = std::fs::read_to_string(&req_path).expect("request file readable");
     let req = decode(&text).expect("request file well-formed");
+    // Store objects (derivations, imported paths) go to a private root inside the case's directory,
+    // which the parent removes: tests never write to the machine's real store, even as root.
+    flaked_eval::store_path::set_store_root(Some(dir.join("store-root")));
     match evaluate(&req) {
         Ok(out) => {
             std::fs::write(dir.join("stdout"), &out.stdout).expect("write stdout");
