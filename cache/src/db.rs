@@ -537,6 +537,15 @@ impl EvalCache {
             let name: Arc<str> = Arc::from(name);
             let value = normalize(value);
             let checked = (!skip_db).then_some(epoch);
+            // A row that was pending when we looked it up may have been committed and left the
+            // pending map since: read the database again, now under the lock, before writing it
+            // a second time.
+            let found = match found {
+                None if !skip_db && pending_get(&pending, parent.id, &name).is_none() => {
+                    self.row(&backend, parent.id, &name)
+                }
+                other => other,
+            };
             // The newest known value: pending beats what was read before locking.
             let known = pending_get(&pending, parent.id, &name)
                 .map(|p| p.value.clone())
