@@ -542,7 +542,7 @@ impl EvalCache {
             // a second time.
             let found = match found {
                 None if !skip_db && pending_get(&pending, parent.id, &name).is_none() => {
-                    self.row(&backend, parent.id, &name)
+                    self.db_row(&backend, parent.id, &name)
                 }
                 other => other,
             };
