@@ -4,6 +4,7 @@
 //! synchronous and reproduce Nix 2.26 byte for byte; `local` is the only module with effects
 //! on a store (file system + SQLite database in Nix's schema).
 
+pub mod build;
 pub mod derivation;
 pub mod hash;
 pub mod import_cache;

@@ -185,13 +185,13 @@ fn join_root(root: &Path, abs: &str) -> PathBuf {
 }
 
 /// An exclusive `flock` on `<path>.lock`, released (and the lock file deleted) on drop.
-struct PathLock {
+pub(crate) struct PathLock {
     file: fs::File,
     path: PathBuf,
 }
 
 impl PathLock {
-    fn acquire(path: &Path) -> Result<PathLock> {
+    pub(crate) fn acquire(path: &Path) -> Result<PathLock> {
         loop {
             let file = fs::OpenOptions::new()
                 .read(true)
@@ -250,7 +250,7 @@ fn syncfs(f: &fs::File) -> io::Result<()> {
     }
 }
 
-fn now() -> i64 {
+pub(crate) fn now() -> i64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_secs() as i64)
@@ -541,6 +541,115 @@ impl LocalStore {
         }
         tx.commit().map_err(self.db_err())?;
         tracing::debug!(path = %printed, "registered valid path");
+        Ok(())
+    }
+
+    /// Physical directory holding the store objects.
+    pub fn real_store_dir(&self) -> &Path {
+        &self.real_store_dir
+    }
+
+    /// Take the per-path lock Nix's `PathLocks` would take for `p` (`<real path>.lock`).
+    pub(crate) fn lock_path(&self, p: &StorePath) -> Result<PathLock> {
+        let dest = self.real_path(p);
+        PathLock::acquire(&PathBuf::from(format!("{}.lock", dest.display())))
+    }
+
+    /// Flush the store's file system and directory: what must precede registering objects
+    /// that were moved into place (one call for a whole batch).
+    pub fn sync_store(&self) -> Result<()> {
+        let store_fd = fs::File::open(&self.real_store_dir)
+            .map_err(io_err("opening", &self.real_store_dir))?;
+        syncfs(&store_fd).map_err(io_err("syncing file system of", &self.real_store_dir))?;
+        store_fd
+            .sync_all()
+            .map_err(io_err("syncing directory", &self.real_store_dir))
+    }
+
+    /// The closure of `paths` under references (Nix's `computeFSClosure`); every path must
+    /// be valid.
+    pub fn closure(&self, paths: &BTreeSet<StorePath>) -> Result<BTreeSet<StorePath>> {
+        let mut out = BTreeSet::new();
+        let mut todo: Vec<StorePath> = paths.iter().cloned().collect();
+        while let Some(p) = todo.pop() {
+            if out.contains(&p) {
+                continue;
+            }
+            let info = self
+                .query_path_info(&p)?
+                .ok_or_else(|| StoreError::InvalidPath(self.store_dir.print(&p)))?;
+            for r in info.references {
+                if !out.contains(&r) {
+                    todo.push(r);
+                }
+            }
+            out.insert(p);
+        }
+        Ok(out)
+    }
+
+    /// Register several paths whose contents are complete and synced, in one transaction
+    /// (Nix's `registerValidPaths`): all rows first, then references, so the paths may refer
+    /// to each other. Paths that are already valid are left as they are. References outside
+    /// the batch must be valid.
+    pub fn register_valid_paths(&self, infos: &[PathInfo]) -> Result<()> {
+        let mut conn = self.conn();
+        let tx = conn
+            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
+            .map_err(self.db_err())?;
+        let mut ids = Vec::new();
+        for info in infos {
+            let printed = self.store_dir.print(&info.path);
+            let existing: Option<i64> = tx
+                .query_row(
+                    "select id from ValidPaths where path = ?",
+                    [&printed],
+                    |r| r.get(0),
+                )
+                .optional()
+                .map_err(self.db_err())?;
+            if existing.is_some() {
+                ids.push(None);
+                continue;
+            }
+            tx.execute(
+                "insert into ValidPaths (path, hash, registrationTime, deriver, narSize, ultimate, sigs, ca) values (?, ?, ?, ?, ?, ?, ?, ?)",
+                params![
+                    printed,
+                    info.nar_hash.render(crate::hash::HashFormat::Base16, true),
+                    info.registration_time,
+                    info.deriver.as_ref().map(|d| self.store_dir.print(d)),
+                    if info.nar_size != 0 { Some(info.nar_size as i64) } else { None },
+                    if info.ultimate { Some(1) } else { None },
+                    if info.sigs.is_empty() { None } else { Some(info.sigs.join(" ")) },
+                    info.ca,
+                ],
+            )
+            .map_err(self.db_err())?;
+            ids.push(Some(tx.last_insert_rowid()));
+        }
+        for (info, id) in infos.iter().zip(ids) {
+            let Some(id) = id else { continue };
+            for r in &info.references {
+                let rp = self.store_dir.print(r);
+                let rid: Option<i64> = tx
+                    .query_row("select id from ValidPaths where path = ?", [&rp], |row| {
+                        row.get(0)
+                    })
+                    .optional()
+                    .map_err(self.db_err())?;
+                let rid = rid.ok_or_else(|| StoreError::InvalidPath(rp.clone()))?;
+                tx.execute(
+                    "insert or replace into Refs (referrer, reference) values (?, ?)",
+                    params![id, rid],
+                )
+                .map_err(self.db_err())?;
+            }
+        }
+        tx.commit().map_err(self.db_err())?;
+        for info in infos {
+            tracing::debug!(path = %self.store_dir.print(&info.path), "registered build output");
+        }
         Ok(())
     }
 

@@ -1,0 +1,622 @@
+//! The builder pool shared by every client of the daemon.
+//!
+//! A request names derivations and outputs; the pool walks their input graph (stopping at
+//! derivations whose wanted outputs are already valid), and merges it into one table of
+//! jobs keyed by derivation path, so a derivation requested by many clients at once is built
+//! once and all of them wait on it. `max_jobs` worker threads take jobs whose inputs are
+//! built, in dependency order; a failed job fails its dependents ("N dependencies of
+//! derivation … failed to build"). Each request carries a [`CancelToken`]; a job is
+//! cancelled (its builder killed) once every request interested in it is cancelled or has
+//! returned.
+//!
+//! Invariants: at most one job per derivation path exists at a time; a job only starts once
+//! all its inputs succeeded; at most `max_jobs` builders run at once; the state lock is never
+//! held while a builder runs.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::mpsc::Sender;
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use crate::derivation::Derivation;
+use crate::local::LocalStore;
+use crate::store_path::StorePath;
+
+use super::builder::{build_derivation, output_paths};
+use super::{BuildError, BuildSettings, CancelToken};
+
+/// A derivation and the outputs wanted from it (empty set: all outputs).
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct DerivedPath {
+    pub drv: StorePath,
+    pub outputs: BTreeSet<String>,
+}
+
+/// Per-request options.
+#[derive(Debug, Clone, Default)]
+pub struct BuildOptions {
+    /// Keep building what does not depend on a failure (Nix's `--keep-going`).
+    pub keep_going: bool,
+}
+
+/// Progress of a request, streamed to its requester.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum BuildEvent {
+    Started {
+        drv: StorePath,
+    },
+    Log {
+        drv: StorePath,
+        line: String,
+    },
+    Finished {
+        drv: StorePath,
+        outputs: BTreeMap<String, StorePath>,
+    },
+    Failed {
+        drv: StorePath,
+        error: BuildError,
+    },
+    /// Counts over the derivations this request needs built.
+    Progress {
+        done: usize,
+        running: usize,
+        remaining: usize,
+    },
+}
+
+/// Counters for observability and tests.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PoolStats {
+    /// Builder runs (calls into the builder for a derivation with invalid outputs).
+    pub builds: u64,
+    pub succeeded: u64,
+    pub failed: u64,
+    pub cancelled: u64,
+    /// Builder runs per derivation.
+    pub per_drv: BTreeMap<StorePath, u64>,
+}
+
+struct Request {
+    cancel: CancelToken,
+    finished: AtomicBool,
+    events: Sender<BuildEvent>,
+}
+
+impl Request {
+    fn gone(&self) -> bool {
+        self.finished.load(Ordering::SeqCst) || self.cancel.is_cancelled()
+    }
+    fn send(&self, e: BuildEvent) {
+        if !self.gone() {
+            let _ = self.events.send(e);
+        }
+    }
+}
+
+type Interest = Arc<Mutex<Vec<Arc<Request>>>>;
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+#[derive(Debug, Clone)]
+enum Status {
+    Waiting,
+    Ready,
+    Running,
+    Done(Result<BTreeMap<String, StorePath>, BuildError>),
+}
+
+struct Job {
+    drv: Arc<Derivation>,
+    deps_left: usize,
+    failed_deps: usize,
+    dependents: Vec<StorePath>,
+    status: Status,
+    interest: Interest,
+}
+
+#[derive(Default)]
+struct State {
+    jobs: HashMap<StorePath, Job>,
+    ready: VecDeque<StorePath>,
+    shutdown: bool,
+    stats: PoolStats,
+}
+
+struct Inner {
+    store: Arc<LocalStore>,
+    settings: BuildSettings,
+    state: Mutex<State>,
+    /// Signalled on every job state change (workers and requesters wait on it).
+    cv: Condvar,
+    generation: AtomicU64,
+}
+
+/// A pool of `max_jobs` builder threads over one store. `Send + Sync`; share it in an `Arc`.
+pub struct BuildPool {
+    inner: Arc<Inner>,
+    workers: Mutex<Vec<JoinHandle<()>>>,
+}
+
+impl BuildPool {
+    pub fn new(store: Arc<LocalStore>, settings: BuildSettings) -> BuildPool {
+        let inner = Arc::new(Inner {
+            store,
+            settings,
+            state: Mutex::new(State::default()),
+            cv: Condvar::new(),
+            generation: AtomicU64::new(0),
+        });
+        let mut workers = Vec::new();
+        for i in 0..inner.settings.max_jobs {
+            let inner = inner.clone();
+            let h = std::thread::Builder::new()
+                .name(format!("flaked-builder-{i}"))
+                .spawn(move || worker(inner));
+            match h {
+                Ok(h) => workers.push(h),
+                Err(e) => tracing::error!(error = %e, "cannot start builder thread"),
+            }
+        }
+        BuildPool {
+            inner,
+            workers: Mutex::new(workers),
+        }
+    }
+
+    pub fn store(&self) -> &Arc<LocalStore> {
+        &self.inner.store
+    }
+
+    pub fn settings(&self) -> &BuildSettings {
+        &self.inner.settings
+    }
+
+    pub fn stats(&self) -> PoolStats {
+        lock(&self.inner.state).stats.clone()
+    }
+
+    /// Build `targets` (blocking) and return, per derivation, the wanted output paths.
+    ///
+    /// Events about this request's derivations go to `events` (a dropped receiver is fine).
+    /// Cancelling `cancel` makes this call return `BuildError::Cancelled` promptly; builds
+    /// that no other request wants are then killed.
+    pub fn build(
+        &self,
+        targets: &[DerivedPath],
+        opts: &BuildOptions,
+        events: Sender<BuildEvent>,
+        cancel: CancelToken,
+    ) -> Result<BTreeMap<StorePath, BTreeMap<String, StorePath>>, BuildError> {
+        let store = &self.inner.store;
+        let sd = store.store_dir();
+        // Resolve each target's wanted outputs and the graph that must be built.
+        let mut results: BTreeMap<StorePath, BTreeMap<String, StorePath>> = BTreeMap::new();
+        let mut graph: BTreeMap<StorePath, (Arc<Derivation>, BTreeSet<StorePath>)> =
+            BTreeMap::new();
+        let mut order: Vec<StorePath> = Vec::new();
+        let mut tops: BTreeSet<StorePath> = BTreeSet::new();
+        for t in targets {
+            let drv = store.read_derivation(&t.drv)?;
+            let all = output_paths(store, &t.drv, &drv)?;
+            let mut want = BTreeMap::new();
+            for (name, p) in &all {
+                if t.outputs.is_empty() || t.outputs.contains(name) {
+                    want.insert(name.clone(), p.clone());
+                }
+            }
+            for o in &t.outputs {
+                if !all.contains_key(o) {
+                    return Err(BuildError::Rejected(format!(
+                        "derivation '{}' does not have wanted outputs '{o}'",
+                        sd.print(&t.drv)
+                    )));
+                }
+            }
+            results
+                .entry(t.drv.clone())
+                .or_default()
+                .extend(want.clone());
+            let mut valid = true;
+            for p in want.values() {
+                if !store.is_valid_path(p)? {
+                    valid = false;
+                }
+            }
+            if !valid {
+                tops.insert(t.drv.clone());
+                self.walk(&t.drv, drv, &mut graph, &mut order)?;
+            }
+        }
+        if graph.is_empty() {
+            return Ok(results);
+        }
+        if self.inner.settings.max_jobs == 0 {
+            return Err(BuildError::Rejected(
+                "unable to start any build; either increase '--max-jobs' or enable remote builds"
+                    .into(),
+            ));
+        }
+
+        let req = Arc::new(Request {
+            cancel,
+            finished: AtomicBool::new(false),
+            events,
+        });
+        let mine: Vec<StorePath> = order.clone();
+        {
+            let mut st = lock(&self.inner.state);
+            for p in &order {
+                let (drv, deps) = &graph[p];
+                let replace = match st.jobs.get(p) {
+                    None => true,
+                    Some(j) => matches!(j.status, Status::Done(Err(_))),
+                };
+                if replace {
+                    let mut deps_left = 0;
+                    for d in deps {
+                        let dj = st
+                            .jobs
+                            .get_mut(d)
+                            .expect("inputs are inserted before dependents");
+                        match &dj.status {
+                            Status::Done(Ok(_)) => {}
+                            _ => {
+                                deps_left += 1;
+                                dj.dependents.push(p.clone());
+                            }
+                        }
+                    }
+                    let ready = deps_left == 0;
+                    st.jobs.insert(
+                        p.clone(),
+                        Job {
+                            drv: drv.clone(),
+                            deps_left,
+                            failed_deps: 0,
+                            dependents: Vec::new(),
+                            status: if ready {
+                                Status::Ready
+                            } else {
+                                Status::Waiting
+                            },
+                            interest: Arc::new(Mutex::new(Vec::new())),
+                        },
+                    );
+                    if ready {
+                        st.ready.push_back(p.clone());
+                    }
+                }
+                let j = st.jobs.get(p).expect("job was just ensured");
+                lock(&j.interest).push(req.clone());
+            }
+            self.inner.bump();
+        }
+
+        // Wait for our jobs, reporting progress.
+        let mut last_progress = None;
+        let outcome = loop {
+            let st = lock(&self.inner.state);
+            let (mut done, mut running, mut remaining) = (0, 0, 0);
+            let mut failures: Vec<(StorePath, BuildError)> = Vec::new();
+            let mut tops_done = true;
+            for p in &mine {
+                match st.jobs.get(p).map(|j| &j.status) {
+                    Some(Status::Done(Ok(_))) => done += 1,
+                    Some(Status::Done(Err(e))) => {
+                        done += 1;
+                        failures.push((p.clone(), e.clone()));
+                    }
+                    Some(Status::Running) => {
+                        running += 1;
+                        if tops.contains(p) {
+                            tops_done = false;
+                        }
+                    }
+                    _ => {
+                        remaining += 1;
+                        if tops.contains(p) {
+                            tops_done = false;
+                        }
+                    }
+                }
+            }
+            let progress = (done, running, remaining);
+            if last_progress != Some(progress) {
+                last_progress = Some(progress);
+                req.send(BuildEvent::Progress {
+                    done,
+                    running,
+                    remaining,
+                });
+            }
+            if req.cancel.is_cancelled() {
+                break Err(BuildError::Cancelled(
+                    targets
+                        .iter()
+                        .map(|t| sd.print(&t.drv))
+                        .collect::<Vec<_>>()
+                        .join("', '"),
+                ));
+            }
+            if (!failures.is_empty() && !opts.keep_going) || tops_done {
+                if failures.is_empty() {
+                    break Ok(());
+                }
+                // Root causes first, then the dependency failures of what was asked for.
+                failures.sort_by_key(|(_, e)| matches!(e, BuildError::DependencyFailed { .. }));
+                let errs: Vec<BuildError> = failures
+                    .into_iter()
+                    .filter(|(p, e)| {
+                        !matches!(e, BuildError::DependencyFailed { .. }) || tops.contains(p)
+                    })
+                    .map(|(_, e)| e)
+                    .collect();
+                break Err(if errs.len() == 1 {
+                    errs.into_iter().next().expect("one error")
+                } else {
+                    BuildError::Multiple(errs)
+                });
+            }
+            let _ = self
+                .inner
+                .cv
+                .wait_timeout(st, Duration::from_millis(100))
+                .unwrap_or_else(|e| e.into_inner());
+        };
+
+        // Withdraw interest; forget finished jobs nobody waits for.
+        req.finished.store(true, Ordering::SeqCst);
+        {
+            let mut st = lock(&self.inner.state);
+            for p in &mine {
+                let remove = match st.jobs.get(p) {
+                    Some(j) => {
+                        let mut i = lock(&j.interest);
+                        i.retain(|r| !Arc::ptr_eq(r, &req) && !r.gone());
+                        i.is_empty() && matches!(j.status, Status::Done(_))
+                    }
+                    None => false,
+                };
+                if remove {
+                    st.jobs.remove(p);
+                }
+            }
+            self.inner.bump();
+        }
+        outcome.map(|()| results)
+    }
+
+    /// Depth-first walk of the derivations needed to build `root`, in post-order.
+    fn walk(
+        &self,
+        root: &StorePath,
+        root_drv: Derivation,
+        graph: &mut BTreeMap<StorePath, (Arc<Derivation>, BTreeSet<StorePath>)>,
+        order: &mut Vec<StorePath>,
+    ) -> Result<(), BuildError> {
+        let store = &self.inner.store;
+        // Explicit stack: (path, derivation, expanded?).
+        let mut stack: Vec<(StorePath, Option<Derivation>, bool)> =
+            vec![(root.clone(), Some(root_drv), false)];
+        let mut seen: BTreeSet<StorePath> = BTreeSet::new();
+        let mut loaded: BTreeMap<StorePath, Derivation> = BTreeMap::new();
+        while let Some((p, drv, expanded)) = stack.pop() {
+            if expanded {
+                let drv = loaded.remove(&p).expect("loaded before expansion");
+                let mut deps = BTreeSet::new();
+                for (input, outs) in &drv.input_drvs {
+                    if graph.contains_key(input) || self.needs_build(input, outs)? {
+                        deps.insert(input.clone());
+                    }
+                }
+                graph.insert(p.clone(), (Arc::new(drv), deps));
+                order.push(p);
+                continue;
+            }
+            if graph.contains_key(&p) || !seen.insert(p.clone()) {
+                continue;
+            }
+            let drv = match drv {
+                Some(d) => d,
+                None => store.read_derivation(&p)?,
+            };
+            stack.push((p.clone(), None, true));
+            for (input, outs) in &drv.input_drvs {
+                if !graph.contains_key(input)
+                    && !seen.contains(input)
+                    && self.needs_build(input, outs)?
+                {
+                    stack.push((input.clone(), None, false));
+                }
+            }
+            loaded.insert(p, drv);
+        }
+        Ok(())
+    }
+
+    /// Whether any of `outputs` of `drv` is not valid.
+    fn needs_build(&self, drv: &StorePath, outputs: &BTreeSet<String>) -> Result<bool, BuildError> {
+        let store = &self.inner.store;
+        let d = store.read_derivation(drv)?;
+        let paths = output_paths(store, drv, &d)?;
+        for o in outputs {
+            match paths.get(o) {
+                Some(p) => {
+                    if !store.is_valid_path(p)? {
+                        return Ok(true);
+                    }
+                }
+                None => {
+                    return Err(BuildError::Rejected(format!(
+                        "derivation '{}' does not have an output named '{o}'",
+                        store.store_dir().print(drv)
+                    )));
+                }
+            }
+        }
+        Ok(false)
+    }
+}
+
+impl Drop for BuildPool {
+    fn drop(&mut self) {
+        {
+            let mut st = lock(&self.inner.state);
+            st.shutdown = true;
+        }
+        self.inner.cv.notify_all();
+        for h in lock(&self.workers).drain(..) {
+            let _ = h.join();
+        }
+    }
+}
+
+impl Inner {
+    fn bump(&self) {
+        self.generation.fetch_add(1, Ordering::Relaxed);
+        self.cv.notify_all();
+    }
+}
+
+fn broadcast(interest: &Interest, e: BuildEvent) {
+    for r in lock(interest).iter() {
+        r.send(e.clone());
+    }
+}
+
+/// Record a finished job and release or fail its dependents.
+fn finish(
+    st: &mut State,
+    sd: &crate::store_path::StoreDir,
+    p: &StorePath,
+    res: Result<BTreeMap<String, StorePath>, BuildError>,
+) {
+    let mut queue = vec![(p.clone(), res)];
+    while let Some((p, res)) = queue.pop() {
+        let Some(job) = st.jobs.get_mut(&p) else {
+            continue;
+        };
+        let ok = res.is_ok();
+        match &res {
+            Ok(outs) => broadcast(
+                &job.interest,
+                BuildEvent::Finished {
+                    drv: p.clone(),
+                    outputs: outs.clone(),
+                },
+            ),
+            Err(e) => broadcast(
+                &job.interest,
+                BuildEvent::Failed {
+                    drv: p.clone(),
+                    error: e.clone(),
+                },
+            ),
+        }
+        job.status = Status::Done(res);
+        let dependents = std::mem::take(&mut job.dependents);
+        for d in dependents {
+            let Some(dj) = st.jobs.get_mut(&d) else {
+                continue;
+            };
+            if !matches!(dj.status, Status::Waiting) {
+                continue;
+            }
+            dj.deps_left = dj.deps_left.saturating_sub(1);
+            if !ok {
+                dj.failed_deps += 1;
+            }
+            if dj.deps_left == 0 {
+                if dj.failed_deps > 0 {
+                    let err = BuildError::DependencyFailed {
+                        drv: sd.print(&d),
+                        count: dj.failed_deps,
+                    };
+                    queue.push((d.clone(), Err(err)));
+                } else {
+                    dj.status = Status::Ready;
+                    st.ready.push_back(d.clone());
+                }
+            }
+        }
+    }
+}
+
+fn worker(inner: Arc<Inner>) {
+    loop {
+        let (p, drv, interest) = {
+            let mut st = lock(&inner.state);
+            loop {
+                if st.shutdown {
+                    return;
+                }
+                if let Some(p) = st.ready.pop_front() {
+                    let Some(job) = st.jobs.get_mut(&p) else {
+                        continue;
+                    };
+                    if !matches!(job.status, Status::Ready) {
+                        continue;
+                    }
+                    let wanted = lock(&job.interest).iter().any(|r| !r.gone());
+                    if !wanted {
+                        st.stats.cancelled += 1;
+                        let msg = inner.store.store_dir().print(&p);
+                        finish(
+                            &mut st,
+                            inner.store.store_dir(),
+                            &p,
+                            Err(BuildError::Cancelled(msg)),
+                        );
+                        inner.bump();
+                        continue;
+                    }
+                    job.status = Status::Running;
+                    let out = (p.clone(), job.drv.clone(), job.interest.clone());
+                    inner.bump();
+                    break out;
+                }
+                st = inner.cv.wait(st).unwrap_or_else(|e| e.into_inner());
+            }
+        };
+        broadcast(&interest, BuildEvent::Started { drv: p.clone() });
+        let res = {
+            {
+                let mut st = lock(&inner.state);
+                st.stats.builds += 1;
+                *st.stats.per_drv.entry(p.clone()).or_default() += 1;
+            }
+            let mut log = |line: &str| {
+                broadcast(
+                    &interest,
+                    BuildEvent::Log {
+                        drv: p.clone(),
+                        line: line.to_owned(),
+                    },
+                )
+            };
+            let stop = || lock(&interest).iter().all(|r| r.gone());
+            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                build_derivation(&inner.store, &inner.settings, &p, &drv, &mut log, &stop)
+            }))
+            .unwrap_or_else(|_| {
+                Err(BuildError::Rejected(format!(
+                    "internal error: the builder of '{}' panicked",
+                    inner.store.store_dir().print(&p)
+                )))
+            })
+        };
+        let mut st = lock(&inner.state);
+        match &res {
+            Ok(_) => st.stats.succeeded += 1,
+            Err(BuildError::Cancelled(_)) => st.stats.cancelled += 1,
+            Err(_) => st.stats.failed += 1,
+        }
+        finish(&mut st, inner.store.store_dir(), &p, res);
+        inner.bump();
+    }
+}
