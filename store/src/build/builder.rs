@@ -198,7 +198,7 @@ fn export_references_graph(
         return Ok(());
     };
     let toks: Vec<&str> = s.split_whitespace().collect();
-    if toks.len() % 2 != 0 {
+    if !toks.len().is_multiple_of(2) {
         return Err(BuildError::Rejected(format!(
             "odd number of tokens in 'exportReferencesGraph': '{s}'"
         )));
@@ -642,7 +642,7 @@ fn register_outputs(
         outputs::canonicalise(&real).map_err(BuildError::Rejected)?;
         let fixed_spec = match drv.outputs.get(name) {
             Some(DerivationOutput::Fixed(ca)) if fixed => Some((
-                ca.clone(),
+                *ca,
                 FixedSpec {
                     method: ca.method,
                     algo: ca.hash.algo(),

@@ -416,10 +416,10 @@ unsafe fn child_main(p: &ChildPlan) -> ! {
             }
             libc::close(fd);
         }
-        if libc::sethostname(b"localhost\0".as_ptr() as *const libc::c_char, 9) != 0 {
+        if libc::sethostname(c"localhost".as_ptr(), 9) != 0 {
             fail(2);
         }
-        if libc::setdomainname(b"(none)\0".as_ptr() as *const libc::c_char, 6) != 0 {
+        if libc::setdomainname(c"(none)".as_ptr(), 6) != 0 {
             fail(3);
         }
         if libc::mount(

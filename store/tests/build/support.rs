@@ -155,3 +155,95 @@ pub fn process_running(needle: &str) -> bool {
 pub fn exists(p: &Path) -> bool {
     p.symlink_metadata().is_ok()
 }
+
+/// Instantiate a derivation running `builder -c script` with extra env and inputs.
+pub fn mk_drv(
+    store: &LocalStore,
+    name: &str,
+    builder: &str,
+    script: &str,
+    env: &[(&str, &str)],
+    inputs: &[&StorePath],
+) -> StorePath {
+    mk_drv_full(
+        store,
+        name,
+        "x86_64-linux",
+        builder,
+        script,
+        env,
+        inputs,
+        None,
+    )
+}
+
+/// A fixed-output derivation with the given method (`flat`/`recursive`) and SRI/base16 hash.
+pub fn mk_fod(store: &LocalStore, name: &str, script: &str, mode: &str, hash: &str) -> StorePath {
+    mk_drv_full(
+        store,
+        name,
+        "x86_64-linux",
+        "/bin/sh",
+        script,
+        &[],
+        &[],
+        Some((mode, hash)),
+    )
+}
+
+#[allow(clippy::too_many_arguments)]
+pub fn mk_drv_full(
+    store: &LocalStore,
+    name: &str,
+    system: &str,
+    builder: &str,
+    script: &str,
+    env: &[(&str, &str)],
+    inputs: &[&StorePath],
+    fixed: Option<(&str, &str)>,
+) -> StorePath {
+    use flaked_store::DerivationOutput;
+    let mut d = Derivation {
+        name: name.to_owned(),
+        platform: system.to_owned(),
+        builder: builder.to_owned(),
+        args: vec!["-c".into(), script.to_owned()],
+        ..Derivation::default()
+    };
+    for (k, v) in [("name", name), ("builder", builder), ("system", system)] {
+        d.env.insert(k.into(), v.into());
+    }
+    for (k, v) in env {
+        d.env.insert((*k).into(), (*v).into());
+    }
+    for i in inputs {
+        d.input_drvs
+            .insert((*i).clone(), BTreeSet::from(["out".to_owned()]));
+    }
+    match fixed {
+        None => {
+            d.outputs.insert("out".into(), DerivationOutput::Deferred);
+        }
+        Some((mode, hash)) => {
+            let (o, _) = flaked_store::fixed_output(hash, Some("sha256"), Some(mode), &["out"])
+                .expect("fixed output");
+            d.outputs.insert("out".into(), o);
+            d.env.insert("outputHash".into(), hash.into());
+            d.env.insert("outputHashMode".into(), mode.into());
+            d.env.insert("outputHashAlgo".into(), "sha256".into());
+        }
+    }
+    store.instantiate(d).expect("instantiate").0
+}
+
+/// The `out` path of a derivation in the store.
+pub fn out_path(store: &LocalStore, drv: &StorePath) -> StorePath {
+    let d = store.read_derivation(drv).expect("read drv");
+    d.output_path(store.store_dir(), "out")
+        .expect("output path")
+        .expect("known")
+}
+
+pub fn read_out(store: &LocalStore, drv: &StorePath) -> String {
+    std::fs::read_to_string(store.real_path(&out_path(store, drv))).expect("read output")
+}
