@@ -709,13 +709,7 @@ fn register_outputs(
             nar::remove_tree_force(&dest).map_err(|e| {
                 BuildError::Rejected(format!("deleting stale path '{}': {e}", dest.display()))
             })?;
-            fs::rename(real, &dest).map_err(|e| {
-                BuildError::Rejected(format!(
-                    "moving '{}' to '{}': {e}",
-                    real.display(),
-                    dest.display()
-                ))
-            })?;
+            move_path(real, &dest)?;
         }
     }
     let moved_back = |infos: &[(String, PathBuf, PathInfo)]| {
@@ -731,6 +725,30 @@ fn register_outputs(
     if let Err(e) = store.register_valid_paths(&batch) {
         moved_back(&infos);
         return Err(e.into());
+    }
+    Ok(())
+}
+
+/// Rename a canonicalised output into place. Moving a directory to another parent rewrites
+/// its `..` entry, which needs write permission on it (Nix's `movePath`): open it up for the
+/// rename, then restore mode 0555 and mtime 1.
+fn move_path(src: &Path, dest: &Path) -> Result<(), BuildError> {
+    use std::os::unix::fs::PermissionsExt;
+    let err = |e: io::Error| {
+        BuildError::Rejected(format!(
+            "moving '{}' to '{}': {e}",
+            src.display(),
+            dest.display()
+        ))
+    };
+    let is_dir = fs::symlink_metadata(src).map_err(err)?.is_dir();
+    if is_dir {
+        fs::set_permissions(src, fs::Permissions::from_mode(0o755)).map_err(err)?;
+    }
+    fs::rename(src, dest).map_err(err)?;
+    if is_dir {
+        fs::set_permissions(dest, fs::Permissions::from_mode(0o555)).map_err(err)?;
+        nar::set_mtime_one(dest).map_err(err)?;
     }
     Ok(())
 }
