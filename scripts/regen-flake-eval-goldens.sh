@@ -1,9 +1,27 @@
 #!/usr/bin/env bash
-# Regenerates evaluator/tests/flakes/: flake layouts (plain directories with flake.nix files,
-# path inputs by relative `path:` references) and what the reference Nix 2.26 answers for them:
-#   expected.lock   flake.lock bytes written by `nix flake lock`
-#   expected.eval   `nix eval --json .#x` stdout (or the error's first line, prefixed "error")
-# The oracle runs on a copy under /tmp (outside any Git work tree, visible in its chroot).
+# Regenerates evaluator/tests/flakes/: flake layouts and what the reference Nix 2.26 answers for
+# them. Run from anywhere; needs the oracle (/work/shared/oracle/nix) and git.
+#
+# A layout is a directory of flake sources, plus optionally:
+#   input.lock  copied to flake.lock before the first step
+#   setup.sh    run with `sh` in the copy before the first step (creates Git repositories at run
+#               time: no .git directory is committed), with a fixed Git identity and dates
+#   cases       the steps, one per line: `ID COMMAND ARGS…` (default: `1 lock` and
+#               `2 eval --json .#x`). Commands: lock [--update-input P] [--override-input P REF]
+#               [--recreate-lock-file] | update [INPUT…] | eval [--json|--raw]
+#               [--no-write-lock-file] INSTALLABLE | metadata (--json) | show [--all-systems]
+#               (--json) | sh CMD (mutates the copy; its output is not recorded).
+# For every step except `sh`, expected/ID.{out,err,rc} hold stdout, stderr and the exit code, and
+# expected/ID.lock the flake.lock bytes after the step (absent: no lock file).
+#
+# Normalisation (the same in evaluator/tests/flakes.rs), applied to out, err and lock:
+#   - the copy's absolute path            -> FLAKE
+#   - /nix/store/<32 chars>-              -> /nix/store/HASH-  (the tests use a private store
+#     directory, so store path hashes differ; narHashes are compared exactly)
+#   - lastModified values >= 1600000000   -> N  (path inputs take it from file mtimes, i.e. the
+#     time of the run; Git fixtures commit at fixed dates around 1500000000, kept exactly),
+#     and the dates ` (YYYY-MM-DD)` from 2020 on in lock file diffs -> (DATE), for the same reason
+#   - ANSI escapes are removed from stderr (Nix removes them when stderr is not a terminal).
 set -euo pipefail
 NIX=${NIX:-/work/shared/oracle/nix}
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
@@ -11,6 +29,12 @@ OUT=$ROOT/evaluator/tests/flakes
 rm -rf "$OUT"; mkdir -p "$OUT"
 
 mk() { mkdir -p "$OUT/$1/$(dirname "$2")"; cat > "$OUT/$1/$2"; }
+
+# The fixed Git environment of setup.sh and sh steps (the test sets the same).
+export GIT_AUTHOR_NAME=flaked GIT_AUTHOR_EMAIL=flaked@example.org
+export GIT_COMMITTER_NAME=flaked GIT_COMMITTER_EMAIL=flaked@example.org
+export GIT_AUTHOR_DATE='1500000000 +0000' GIT_COMMITTER_DATE='1500000000 +0000'
+export GIT_CONFIG_NOSYSTEM=1 GIT_CONFIG_GLOBAL=/dev/null
 
 mk no-inputs flake.nix <<'N'
 { description = "no inputs"; outputs = { self }: { x = 1 + 2; }; }
@@ -130,23 +154,332 @@ mk stale-lock input.lock <<'N'
 }
 N
 
+# ---- Layouts with explicit steps (file `cases`: one step per line, `ID COMMAND ARGS…`). ----
+# Steps: lock [flags] | update [inputs] | eval [--json|--raw] [--no-write-lock-file] INSTALLABLE |
+#        metadata | show [--all-systems] | sh SHELL-COMMAND (run in both, output ignored).
+
+mk relock flake.nix <<'N'
+{ inputs.sub.url = "path:./sub"; outputs = { self, sub }: { x = sub.v; }; }
+N
+mk relock sub/flake.nix <<'N'
+{ outputs = { self }: { v = 1; }; }
+N
+mk relock cases <<'N'
+1 lock
+2 lock
+3 eval --json .#x
+4 metadata
+N
+
+mk git-clean flake.nix <<'N'
+{ description = "clean git";
+  outputs = { self }: { x = { inherit (self) rev shortRev revCount lastModified lastModifiedDate; }; hello = builtins.readFile ./hello.txt; }; }
+N
+mk git-clean hello.txt <<'N'
+hello from git
+N
+mk git-clean setup.sh <<'N'
+git init -q -b main . && git add flake.nix hello.txt && git commit -q -m init
+N
+mk git-clean cases <<'N'
+1 lock
+2 eval --json .#x
+3 eval --raw .#hello
+4 metadata
+5 show
+N
+
+mk git-dirty flake.nix <<'N'
+{ outputs = { self }: { x = { d = self.dirtyRev or null; ds = self.dirtyShortRev or null; untracked = builtins.pathExists "${self}/untracked.txt"; tracked = builtins.readFile "${self}/a.txt"; }; }; }
+N
+mk git-dirty a.txt <<'N'
+committed
+N
+mk git-dirty setup.sh <<'N'
+git init -q -b main . && git add flake.nix a.txt && git commit -q -m init && echo modified > a.txt && echo new > untracked.txt
+N
+mk git-dirty cases <<'N'
+1 eval --json .#x
+2 metadata
+N
+
+mk git-input flake.nix.in <<'N'
+{ inputs.dep.url = "git+file://@PWD@/dep";
+  inputs.data = { url = "git+file://@PWD@/dep?ref=refs/tags/v1"; flake = false; };
+  outputs = { self, dep, data }: { x = { v = dep.v; rev = dep.rev; count = dep.revCount; old = builtins.readFile "${data}/v.txt"; }; }; }
+N
+mk git-input setup.sh <<'N'
+sed "s#@PWD@#$PWD#g" flake.nix.in > flake.nix && rm flake.nix.in
+mkdir dep && cd dep && git init -q -b main . && echo 1 > v.txt && echo '{ outputs = { self }: { v = builtins.readFile ./v.txt; }; }' > flake.nix && git add . && git commit -q -m one && git tag v1 && echo 2 > v.txt && GIT_COMMITTER_DATE='1500000100 +0000' git commit -q -a -m two
+N
+mk git-input cases <<'N'
+1 lock
+2 eval --json .#x
+3 sh cd dep && echo 3 > v.txt && GIT_COMMITTER_DATE='1500000200 +0000' git commit -q -a -m three
+4 lock
+5 eval --json .#x
+6 update dep
+7 eval --json .#x
+N
+
+mk follows-deep flake.nix <<'N'
+{ inputs.a.url = "path:./a"; inputs.c.url = "path:./c";
+  inputs.a.inputs.b.inputs.c.follows = "c";
+  outputs = { self, a, c }: { x = a.v; }; }
+N
+mk follows-deep a/flake.nix <<'N'
+{ inputs.b.url = "path:./b"; outputs = { self, b }: { v = b.v; }; }
+N
+mk follows-deep a/b/flake.nix <<'N'
+{ inputs.c.url = "path:./c"; outputs = { self, c }: { v = c.name; }; }
+N
+mk follows-deep a/b/c/flake.nix <<'N'
+{ outputs = { self }: { name = "deep c"; }; }
+N
+mk follows-deep c/flake.nix <<'N'
+{ outputs = { self }: { name = "top c"; }; }
+N
+
+mk follows-inner flake.nix <<'N'
+{ inputs.a.url = "path:./a"; outputs = { self, a }: { x = a.v; }; }
+N
+mk follows-inner a/flake.nix <<'N'
+{ inputs.b.url = "path:./b"; inputs.c.follows = "b";
+  outputs = { self, b, c }: { v = [ b.n c.n ]; }; }
+N
+mk follows-inner a/b/flake.nix <<'N'
+{ outputs = { self }: { n = "b"; }; }
+N
+
+mk follows-empty flake.nix <<'N'
+{ inputs.a.url = "path:./a"; inputs.a.inputs.b.follows = "";
+  outputs = { self, a }: { x = a.v; }; }
+N
+mk follows-empty a/flake.nix <<'N'
+{ inputs.b.url = "path:./b"; outputs = { self, b }: { v = builtins.attrNames b; }; }
+N
+mk follows-empty a/b/flake.nix <<'N'
+{ outputs = { self }: { n = "b"; }; }
+N
+
+mk own-lock flake.nix <<'N'
+{ inputs.a.url = "path:./a"; outputs = { self, a }: { x = a.v; }; }
+N
+mk own-lock a/flake.nix <<'N'
+{ inputs.b.url = "path:./b"; outputs = { self, b }: { v = b.n; }; }
+N
+mk own-lock a/b/flake.nix <<'N'
+{ outputs = { self }: { n = "from b"; }; }
+N
+mk own-lock a/flake.lock <<'N'
+{
+  "nodes": {
+    "b": {
+      "locked": {
+        "path": "./b",
+        "type": "path"
+      },
+      "original": {
+        "path": "./b",
+        "type": "path"
+      },
+      "parent": []
+    },
+    "root": {
+      "inputs": {
+        "b": "b"
+      }
+    }
+  },
+  "root": "root",
+  "version": 7
+}
+N
+
+mk outputs-all flake.nix <<'N'
+{ description = "every output type";
+  outputs = { self }: let
+    drv = name: derivation { inherit name; system = "x86_64-linux"; builder = "/bin/sh"; args = [ "-c" "echo > $out" ]; };
+  in {
+    packages.x86_64-linux = { default = drv "hello"; other = drv "other" // { meta.description = "the other one"; }; };
+    packages.aarch64-linux.default = drv "arm";
+    legacyPackages.x86_64-linux = { a = drv "a"; };
+    apps.x86_64-linux.default = { type = "app"; program = "/bin/sh"; meta.description = "a shell"; };
+    apps.x86_64-linux.nodesc = { type = "app"; program = "/bin/sh"; };
+    devShells.x86_64-linux.default = drv "shell";
+    checks.x86_64-linux.test = drv "test";
+    formatter.x86_64-linux = drv "fmt";
+    overlays.default = final: prev: { };
+    nixosModules.default = { ... }: { };
+    nixosConfigurations = { };
+    templates.default = { path = ./.; description = "a template"; };
+    lib = { x = 1; f = a: a; };
+    hydraJobs.build.x86_64-linux = drv "job";
+  }; }
+N
+mk outputs-all cases <<'N'
+1 lock
+2 show
+3 show --all-systems
+4 eval --json .#lib.x
+5 eval --json .#templates.default.description
+6 eval --raw .#default
+7 eval --raw .#other
+8 eval --raw .#a
+9 eval --raw .
+10 eval --json .#nope
+11 eval --json .#.packages.x86_64-linux.other.name
+12 metadata
+N
+
+mk syntax-error flake.nix <<'N'
+{ outputs = { self }: { x = 1 +; }; }
+N
+
+mk bad-input-attr flake.nix <<'N'
+{ inputs.a = { url = "path:./a"; foo = 1; }; outputs = { self, a }: { x = 1; }; }
+N
+mk bad-input-attr a/flake.nix <<'N'
+{ outputs = { self }: { }; }
+N
+
+mk malformed-ref flake.nix <<'N'
+{ inputs.a.url = "foo:bar:baz"; outputs = { self, a }: { x = 1; }; }
+N
+
+mk missing-input flake.nix <<'N'
+{ inputs.a.url = "path:./does-not-exist"; outputs = { self, a }: { x = 1; }; }
+N
+
+mk missing-input-flake flake.nix <<'N'
+{ inputs.a.url = "path:./a"; outputs = { self, a }: { x = 1; }; }
+N
+mk missing-input-flake a/readme.txt <<'N'
+no flake here
+N
+
+mk corrupt-lock flake.nix <<'N'
+{ outputs = { self }: { x = 1; }; }
+N
+mk corrupt-lock input.lock <<'N'
+{ "nodes": { "root": { } }, "root": "root", "version": 7
+N
+
+mk lock-bad-version flake.nix <<'N'
+{ outputs = { self }: { x = 1; }; }
+N
+mk lock-bad-version input.lock <<'N'
+{
+  "nodes": {
+    "root": {}
+  },
+  "root": "root",
+  "version": 99
+}
+N
+
+mk follows-cycle flake.nix <<'N'
+{ inputs.a.follows = "b"; inputs.b.follows = "a"; outputs = { self, a, b }: { x = 1; }; }
+N
+
+mk follows-missing flake.nix <<'N'
+{ inputs.a.follows = "nope"; outputs = { self, a }: { x = 1; }; }
+N
+
+mk override-input flake.nix <<'N'
+{ inputs.sub.url = "path:./sub"; outputs = { self, sub }: { x = sub.v; }; }
+N
+mk override-input sub/flake.nix <<'N'
+{ outputs = { self }: { v = "original"; }; }
+N
+mk override-input other/flake.nix <<'N'
+{ outputs = { self }: { v = "override"; }; }
+N
+mk override-input cases <<'N'
+1 lock --override-input sub path:./other
+2 eval --json .#x
+N
+
+mk no-write flake.nix <<'N'
+{ inputs.sub.url = "path:./sub"; outputs = { self, sub }: { x = sub.v; }; }
+N
+mk no-write sub/flake.nix <<'N'
+{ outputs = { self }: { v = "not written"; }; }
+N
+mk no-write cases <<'N'
+1 eval --json --no-write-lock-file .#x
+2 eval --json .#x
+N
+
+mk default-package flake.nix <<'N'
+{ outputs = { self }: { defaultPackage.x86_64-linux = "old default"; }; }
+N
+mk default-package cases <<'N'
+1 eval --json .
+2 eval --json .#
+N
+
+mk input-subdir flake.nix <<'N'
+{ inputs.s.url = "path:./tree?dir=inner"; outputs = { self, s }: { x = s.v; }; }
+N
+mk input-subdir tree/inner/flake.nix <<'N'
+{ outputs = { self }: { v = "in a subdir"; }; }
+N
+
+mk nonflake-file flake.nix <<'N'
+{ inputs.cfg = { url = "path:./cfg"; flake = false; };
+  outputs = { self, cfg }: { x = import (cfg + "/default.nix"); }; }
+N
+mk nonflake-file cfg/default.nix <<'N'
+{ answer = 42; }
+N
+
+mk outputs-throw flake.nix <<'N'
+{ outputs = { self }: { x = throw "boom"; y = { a = 1; }; }; }
+N
+mk outputs-throw cases <<'N'
+1 eval --json .#x
+2 eval --json .#y.b
+N
+
+scrub() { # $1 = copy's path
+  sed -e "s#$1#FLAKE#g" \
+      -e 's#/nix/store/[0-9a-z]\{32\}-#/nix/store/HASH-#g' \
+      -e 's#\("lastModified": \{0,1\}\)1[6-9][0-9]\{8\}#\1N#g' \
+      -e 's#\(lastModified=\)1[6-9][0-9]\{8\}#\1N#g' \
+      -e 's#(20[2-9][0-9]-[0-9][0-9]-[0-9][0-9])#(DATE)#g' \
+      -e 's#\x1b\[[0-9;]*[A-Za-z]##g'
+}
+
 for d in "$OUT"/*/; do
+  d=${d%/}
   name=$(basename "$d")
   work=$(mktemp -d /tmp/flake-golden.XXXXXX)
-  errs=$(mktemp -d /tmp/flake-golden-err.XXXXXX)
-  cp -r "$d/." "$work/"
-  [ -f "$work/input.lock" ] && mv "$work/input.lock" "$work/flake.lock"
-  if (cd "$work" && "$NIX" flake lock >/dev/null 2>"$errs/lock"); then
-    if [ -f "$work/flake.lock" ]; then cp "$work/flake.lock" "$d/expected.lock"; fi
-  else
-    # The first line of the error, with the temporary directory made generic.
-    head -n 1 "$errs/lock" | sed -e "s#$work#FLAKE#g" -e 's#/nix/store/[0-9a-z]\{32\}-#/nix/store/HASH-#g' > "$d/expected.lock-error"
-  fi
-  if out=$(cd "$work" && "$NIX" eval --json .#x 2>"$errs/eval"); then
-    printf '%s\n' "$out" > "$d/expected.eval"
-  else
-    head -n 1 "$errs/eval" | sed -e "s#$work#FLAKE#g" -e 's#/nix/store/[0-9a-z]\{32\}-#/nix/store/HASH-#g' > "$d/expected.eval-error"
-  fi
-  rm -rf "$work" "$errs"
+  tmp=$(mktemp -d /tmp/flake-golden-out.XXXXXX)
+  (cd "$d" && tar --exclude=./cases --exclude=./setup.sh --exclude=./input.lock -cf - .) | (cd "$work" && tar xf -)
+  [ -f "$d/input.lock" ] && cp "$d/input.lock" "$work/flake.lock"
+  [ -f "$d/setup.sh" ] && (cd "$work" && HOME=$work sh "$d/setup.sh" >/dev/null 2>&1)
+  cases=$d/cases
+  if [ ! -f "$cases" ]; then cases=$tmp/cases; printf '1 lock\n2 eval --json .#x\n' > "$cases"; fi
+  mkdir -p "$d/expected"
+  while read -r id cmd rest; do
+    [ -z "$id" ] && continue
+    if [ "$cmd" = sh ]; then (cd "$work" && HOME=$work sh -c "$rest" >/dev/null 2>&1); continue; fi
+    case $cmd in
+      lock) args=(flake lock $rest) ;;
+      update) args=(flake update $rest) ;;
+      eval) args=(eval $rest) ;;
+      metadata) args=(flake metadata --json $rest) ;;
+      show) args=(flake show --json $rest) ;;
+      *) echo "unknown step '$cmd' in $name" >&2; exit 1 ;;
+    esac
+    rc=0
+    (cd "$work" && "$NIX" "${args[@]}" >"$tmp/out" 2>"$tmp/err") || rc=$?
+    scrub "$work" < "$tmp/out" > "$d/expected/$id.out"
+    scrub "$work" < "$tmp/err" > "$d/expected/$id.err"
+    echo "$rc" > "$d/expected/$id.rc"
+    if [ -f "$work/flake.lock" ]; then scrub "$work" < "$work/flake.lock" > "$d/expected/$id.lock"; fi
+  done < "$cases"
+  rm -rf "$work" "$tmp"
 done
 echo "regenerated $(ls -d "$OUT"/*/ | wc -l) layouts in $OUT"

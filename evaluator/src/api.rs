@@ -24,6 +24,13 @@ pub enum EvalSource {
     Expr(String),
     /// A file (`nix eval --file`).
     File(PathBuf),
+    /// A flake installable `FLAKEREF#ATTRPATH` (`nix eval FLAKEREF#ATTRPATH`), resolved against
+    /// `settings.cwd`. The attribute path is tried as Nix 2.26's `nix eval` does:
+    /// `packages.<system>.A`, `legacyPackages.<system>.A`, then `A` (a leading `.` means exactly
+    /// `A`; no fragment means `packages.<system>.default`, `defaultPackage.<system>`). The flake
+    /// is locked first (writing `flake.lock` when `settings.write_lock_file` and it changed, with
+    /// Nix's warnings in `stderr`). `EvalRequest::attr_path`, if set, is selected from the result.
+    Installable(String),
 }
 
 /// How to print the result.
@@ -50,6 +57,18 @@ pub struct EvalSettings {
     pub system: String,
     pub store_dir: String,
     pub interrupt: Option<Arc<AtomicBool>>,
+    /// Fetcher cache directory for flakes (`None`: `$XDG_CACHE_HOME/flaked`, else
+    /// `$HOME/.cache/flaked`, of the process).
+    pub flake_cache_dir: Option<PathBuf>,
+    /// The global flake registry: a local file path (Nix's `flake-registry`; `None` = off; it
+    /// is never downloaded).
+    pub flake_registry: Option<String>,
+    /// The user flake registry file (`~/.config/nix/registry.json` in Nix; `None` = off).
+    pub user_registry: Option<PathBuf>,
+    /// Write a changed `flake.lock` (false = `--no-write-lock-file`).
+    pub write_lock_file: bool,
+    /// `--override-input INPUT-PATH FLAKEREF` pairs, in order.
+    pub override_inputs: Vec<(String, String)>,
 }
 
 impl Default for EvalSettings {
@@ -62,9 +81,42 @@ impl Default for EvalSettings {
             system: "x86_64-linux".to_string(),
             store_dir: "/nix/store".to_string(),
             interrupt: None,
+            flake_cache_dir: None,
+            flake_registry: None,
+            user_registry: None,
+            write_lock_file: true,
+            override_inputs: Vec::new(),
         }
     }
 }
+
+/// What `nix flake lock` / `nix flake update` are asked to do.
+#[derive(Debug, Clone)]
+pub struct LockOptions {
+    /// Inputs to update (`nix flake update A B`, `--update-input A/B`), as input paths
+    /// (`a/b`). Empty with `recreate = false`: lock only what is missing (`nix flake lock`).
+    pub update_inputs: Vec<String>,
+    /// `--override-input INPUT-PATH FLAKEREF` (in addition to `EvalSettings::override_inputs`).
+    pub override_inputs: Vec<(String, String)>,
+    /// Ignore the existing lock file (`--recreate-lock-file`; `nix flake update` without
+    /// arguments).
+    pub recreate: bool,
+    /// Write the result (false = `--no-write-lock-file`).
+    pub write: bool,
+}
+
+impl Default for LockOptions {
+    fn default() -> Self {
+        LockOptions {
+            update_inputs: Vec::new(),
+            override_inputs: Vec::new(),
+            recreate: false,
+            write: true,
+        }
+    }
+}
+
+pub use crate::flake::warm::{AttrInfo, FlakeFingerprint, WarmFlake};
 
 /// One evaluation request.
 #[derive(Debug, Clone)]
@@ -316,6 +368,19 @@ fn select_path(ev: &mut Evaluator, root: Value, path: &str) -> Result<Value, Eva
 fn run_in(ev: &mut Evaluator, req: &EvalRequest) -> Result<Vec<u8>, EvalError> {
     let cwd = req.settings.cwd.display().to_string();
     let root = match &req.source {
+        EvalSource::Installable(text) => {
+            let fs = flake_settings(&req.settings, &LockOptions::default())?;
+            let opened = crate::flake::warm::open_flake(ev, text, &fs)?;
+            ev.stderr.extend(opened.locked.warnings.iter().cloned());
+            let (v, _) = crate::flake::commands::select_installable(
+                ev,
+                &opened.outputs,
+                &opened.shown_ref,
+                &opened.fragment,
+                &req.settings.system,
+            )?;
+            v
+        }
         EvalSource::Expr(text) => {
             let e = ev.parse(Origin::String, text.as_bytes(), &cwd)?;
             ev.eval_root(&e)?
@@ -339,8 +404,17 @@ fn run_in(ev: &mut Evaluator, req: &EvalRequest) -> Result<Vec<u8>, EvalError> {
         Some(p) if !p.is_empty() => select_path(ev, root, p)?,
         _ => root,
     };
-    let v = ev.force(&v, Pos::NONE)?;
-    match req.output {
+    print_output(ev, &v, req.output)
+}
+
+/// Prints a value as `nix eval` does in the given format.
+pub(crate) fn print_output(
+    ev: &mut Evaluator,
+    v: &Value,
+    output: OutputFormat,
+) -> Result<Vec<u8>, EvalError> {
+    let v = ev.force(v, Pos::NONE)?;
+    match output {
         OutputFormat::Nix => {
             let mut out = print::print_value(ev, &v)?;
             out.push(b'\n');
@@ -370,4 +444,187 @@ fn run_in(ev: &mut Evaluator, req: &EvalRequest) -> Result<Vec<u8>, EvalError> {
             )
         }
     }
+}
+
+/// The process's default fetcher cache directory for flakes.
+fn default_flake_cache_dir() -> PathBuf {
+    if let Some(x) = std::env::var_os("XDG_CACHE_HOME").filter(|v| !v.is_empty()) {
+        return PathBuf::from(x).join("flaked");
+    }
+    if let Some(h) = std::env::var_os("HOME").filter(|v| !v.is_empty()) {
+        return PathBuf::from(h).join(".cache/flaked");
+    }
+    std::env::temp_dir().join("flaked-cache")
+}
+
+/// Parses an input path argument (`a/b`) with Nix's message on error.
+fn input_path_arg(s: &str) -> Result<Vec<String>, EvalError> {
+    flaked_store::fetchers::lockfile::parse_input_path(s)
+        .map_err(|e| EvalError::eval(e.to_string()))
+}
+
+/// The flake settings of an evaluation (command-line reference parsing against `cwd`).
+pub(crate) fn flake_settings(
+    s: &EvalSettings,
+    opts: &LockOptions,
+) -> Result<crate::flake::FlakeSettings, EvalError> {
+    use flaked_store::fetchers::{FlakeRef, ParseOptions, Registries, Registry, RegistryType};
+    let cache = s
+        .flake_cache_dir
+        .clone()
+        .unwrap_or_else(default_flake_cache_dir);
+    let mut fs = crate::flake::FlakeSettings::new(cache, s.cwd.clone());
+    fs.write_lock_file = s.write_lock_file && opts.write;
+    fs.recreate_lock_file = opts.recreate;
+    for u in &opts.update_inputs {
+        fs.update_inputs.push(input_path_arg(u)?);
+    }
+    let parse = ParseOptions {
+        base_dir: Some(s.cwd.clone()),
+        ..ParseOptions::default()
+    };
+    for (p, r) in s.override_inputs.iter().chain(opts.override_inputs.iter()) {
+        let r = FlakeRef::parse(r, &parse).map_err(|e| EvalError::eval(e.to_string()))?;
+        fs.override_inputs.push((input_path_arg(p)?, r));
+    }
+    let global = s.flake_registry.as_ref().map(PathBuf::from);
+    fs.registries = Some(Registries::load(
+        Registry::new(RegistryType::Flag),
+        s.user_registry.as_deref(),
+        None,
+        global.as_deref(),
+    ));
+    Ok(fs)
+}
+
+/// Runs `f` on a fresh evaluator on the evaluation thread; its memory is released afterwards.
+#[allow(clippy::result_large_err)]
+fn with_evaluator<F>(settings: &EvalSettings, f: F) -> Result<EvalOutput, Diagnostic>
+where
+    F: FnOnce(&mut Evaluator) -> Result<Vec<u8>, EvalError> + Send + 'static,
+{
+    let s = settings.clone();
+    let spawned = std::thread::Builder::new()
+        .name("flaked-eval".to_string())
+        .stack_size(EVAL_STACK)
+        .spawn(move || {
+            let mut ev = Evaluator::new(config_of(&s));
+            let r = f(&mut ev);
+            let out = match r {
+                Ok(stdout) => Ok(EvalOutput {
+                    stdout,
+                    stderr: std::mem::take(&mut ev.stderr),
+                }),
+                Err(e) => {
+                    let mut d = to_diagnostic(&e);
+                    d.log = std::mem::take(&mut ev.stderr);
+                    Err(d)
+                }
+            };
+            drop(ev);
+            source::clear();
+            out
+        });
+    match spawned {
+        Ok(h) => match h.join() {
+            Ok(r) => r,
+            Err(_) => Err(plain_diagnostic(
+                "internal error: the evaluator thread panicked",
+            )),
+        },
+        Err(e) => Err(plain_diagnostic(&format!(
+            "cannot start the evaluator thread: {e}"
+        ))),
+    }
+}
+
+/// The evaluator configuration of a request's settings.
+pub(crate) fn config_of(s: &EvalSettings) -> Config {
+    Config {
+        pure: s.pure,
+        cwd: s.cwd.clone(),
+        env: s.env.clone(),
+        nix_path: s.nix_path.clone(),
+        system: s.system.clone(),
+        store_dir: s.store_dir.clone(),
+        interrupt: s.interrupt.clone(),
+    }
+}
+
+/// Converts an evaluation error into the facade's diagnostic.
+pub(crate) fn diagnostic_of(e: &EvalError) -> Diagnostic {
+    to_diagnostic(e)
+}
+
+/// `nix flake lock` (and `nix flake update [INPUTS]` with `update_inputs`/`recreate`): locks
+/// the flake, writes `flake.lock` if it changed and `opts.write`. `stdout` is empty; `stderr`
+/// has Nix's warnings (`warning: creating lock file '"…/flake.lock"': ` followed by the
+/// `• Added input …` lines, uncoloured), one entry per warning.
+#[allow(clippy::result_large_err)]
+pub fn flake_lock(
+    flake_ref: &str,
+    settings: &EvalSettings,
+    opts: &LockOptions,
+) -> Result<EvalOutput, Diagnostic> {
+    let r = flake_ref.to_string();
+    let fs = flake_settings(settings, opts).map_err(|e| to_diagnostic(&e));
+    let fs = fs?;
+    with_evaluator(settings, move |ev| {
+        let locked = crate::flake::lock_flake(ev, &r, &fs).map_err(|e| e.into_eval())?;
+        ev.stderr.extend(locked.warnings.iter().cloned());
+        Ok(Vec::new())
+    })
+}
+
+/// `nix flake metadata [--json]`: locks the flake like Nix (writing `flake.lock` when it
+/// changed and `settings.write_lock_file`) and prints its metadata. JSON: one line and a
+/// newline, keys as Nix's; text: Nix's layout (times in UTC).
+#[allow(clippy::result_large_err)]
+pub fn flake_metadata(
+    flake_ref: &str,
+    settings: &EvalSettings,
+    json: bool,
+) -> Result<EvalOutput, Diagnostic> {
+    let r = flake_ref.to_string();
+    let fs = flake_settings(settings, &LockOptions::default()).map_err(|e| to_diagnostic(&e))?;
+    with_evaluator(settings, move |ev| {
+        let locked = crate::flake::lock_flake(ev, &r, &fs).map_err(|e| e.into_eval())?;
+        ev.stderr.extend(locked.warnings.iter().cloned());
+        let mut out = if json {
+            crate::flake::commands::metadata_json(&locked, &fs.fetch.input)
+        } else {
+            crate::flake::commands::metadata_text(&locked, &fs.fetch.input)
+        };
+        if json {
+            out.push('\n');
+        }
+        Ok(out.into_bytes())
+    })
+}
+
+/// `nix flake show [--json] [--all-systems]`: the flake's outputs by type. With `json`, the
+/// "omitted" notes go to `stderr` as Nix's warnings.
+#[allow(clippy::result_large_err)]
+pub fn flake_show(
+    flake_ref: &str,
+    settings: &EvalSettings,
+    json: bool,
+    all_systems: bool,
+) -> Result<EvalOutput, Diagnostic> {
+    let r = flake_ref.to_string();
+    let fs = flake_settings(settings, &LockOptions::default()).map_err(|e| to_diagnostic(&e))?;
+    let system = settings.system.clone();
+    with_evaluator(settings, move |ev| {
+        let opened = crate::flake::warm::open_flake(ev, &r, &fs)?;
+        ev.stderr.extend(opened.locked.warnings.iter().cloned());
+        let opts = crate::flake::commands::ShowOptions {
+            system,
+            all_systems,
+            legacy: false,
+        };
+        let (out, warnings) =
+            crate::flake::commands::show(ev, &opened.locked, &opened.outputs, &opts, json)?;
+        ev.stderr.extend(warnings);
+        Ok(out.into_bytes())
+    })
 }

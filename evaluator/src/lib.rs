@@ -7,6 +7,7 @@ pub mod api;
 pub mod builtins;
 pub mod error;
 pub mod eval;
+pub mod flake;
 pub mod ir;
 pub mod lower;
 pub mod print;

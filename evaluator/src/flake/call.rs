@@ -6,11 +6,13 @@
 //! calling needs no fetching and works in pure mode; inputs are resolved lazily, so an unused
 //! input's `flake.nix` is never evaluated.
 
+use std::path::PathBuf;
+use std::rc::Rc;
+
 use flaked_store::fetchers::lockfile::Edge;
 use flaked_store::fetchers::{Input, LockFile, NodeId};
 
 use super::{FlakeError, LockedFlake};
-use crate::error::EvalError;
 use crate::eval::Evaluator;
 use crate::source::{Origin, Pos};
 use crate::symbol::Symbol;
@@ -24,7 +26,7 @@ let
     if !node.isFlake then node.sourceInfo
     else
       let
-        decl = import (node.outPath + "/flake.nix");
+        decl = node.decl;
         ins = builtins.mapAttrs (name: target: values.${target}) node.inputs;
         outs = decl.outputs (ins // { self = me; });
         me = outs // node.sourceInfo // {
@@ -139,9 +141,14 @@ pub fn call_flake(ev: &mut Evaluator, locked: &LockedFlake) -> Result<Value, Fla
                 ins.push(attr(name, Value::str(&key(t))));
             }
         }
+        let flake_file = PathBuf::from(dir).join("flake.nix");
+        let decl = Value::native_thunk(Rc::new(move |ev: &mut Evaluator| {
+            super::eval_flake_file(ev, &flake_file)
+        }));
         nodes.push(attr(
             &key(id),
             Value::attrs(Attrs::from_unsorted(vec![
+                attr("decl", decl),
                 attr("isFlake", Value::Bool(is_flake)),
                 attr("outPath", store_string(dir, sp)),
                 attr("sourceInfo", si),
@@ -160,57 +167,4 @@ pub fn call_flake(ev: &mut Evaluator, locked: &LockedFlake) -> Result<Value, Fla
         Pos::NONE,
     )?;
     Ok(v)
-}
-
-/// A JSON string literal.
-fn json_str(s: &str) -> String {
-    let mut o = String::from("\"");
-    for c in s.chars() {
-        match c {
-            '"' => o.push_str("\\\""),
-            '\\' => o.push_str("\\\\"),
-            '\n' => o.push_str("\\n"),
-            c if (c as u32) < 0x20 => o.push_str(&format!("\\u{:04x}", c as u32)),
-            c => o.push(c),
-        }
-    }
-    o.push('"');
-    o
-}
-
-/// `nix flake metadata --json` for a locked flake (`original_url` as given by the user).
-pub fn flake_metadata_json(locked: &LockedFlake) -> Result<String, FlakeError> {
-    let f = &locked.flake;
-    let mut parts: Vec<(String, String)> = Vec::new();
-    if let Some(d) = &f.description {
-        parts.push(("description".into(), json_str(d)));
-    }
-    let input = locked
-        .node_inputs
-        .get(&LockFile::ROOT)
-        .ok_or_else(|| FlakeError::Eval(EvalError::eval("the root input is missing")))?;
-    if let Some(t) = input.last_modified() {
-        parts.push(("lastModified".into(), t.to_string()));
-    }
-    if let Some(r) = input.rev() {
-        parts.push(("revision".into(), json_str(r)));
-    }
-    if let Some(c) = input.rev_count() {
-        parts.push(("revCount".into(), c.to_string()));
-    }
-    let url = |r: &flaked_store::fetchers::FlakeRef| -> String {
-        r.to_url()
-            .map(|u| u.to_string())
-            .unwrap_or_else(|_| r.display())
-    };
-    parts.push(("originalUrl".into(), json_str(&url(&f.original))));
-    parts.push(("path".into(), json_str(&f.source_store_path)));
-    parts.push(("resolvedUrl".into(), json_str(&url(&f.resolved))));
-    parts.push(("url".into(), json_str(&url(&f.locked))));
-    parts.sort();
-    let body: Vec<String> = parts
-        .into_iter()
-        .map(|(k, v)| format!("{}:{v}", json_str(&k)))
-        .collect();
-    Ok(format!("{{{}}}", body.join(",")))
 }

@@ -8,13 +8,22 @@
 //! atomically (temporary file, fsync, rename), with the bytes Nix would write.
 
 mod call;
+pub mod commands;
 mod lock;
+pub mod warm;
 
-pub use call::{call_flake, flake_metadata_json};
-pub use lock::{FlakeInput, FlakeSettings, LockedFlake, lock_flake, read_flake};
+pub use call::call_flake;
+pub use lock::{
+    Flake, FlakeInput, FlakeSettings, LockedFlake, lock_flake, lock_flake_ref, read_flake,
+};
 
-use crate::error::EvalError;
-use crate::source::{self, Pos};
+use std::path::Path;
+
+use crate::error::{ErrorKind, EvalError};
+use crate::eval::Evaluator;
+use crate::source::{self, Origin, Pos};
+use crate::store_path;
+use crate::value::Value;
 use flaked_store::fetchers::FetchError;
 
 /// Errors of locking and calling flakes. `Display` is Nix's message.
@@ -29,6 +38,9 @@ pub enum FlakeError {
     /// Any other failure with Nix's message.
     #[error("{0}")]
     Other(String),
+    /// A failure Nix does not add its lock-file traces to (a JSON library exception).
+    #[error("{0}")]
+    Untraced(String),
 }
 
 impl From<EvalError> for FlakeError {
@@ -43,7 +55,7 @@ impl FlakeError {
         match self {
             FlakeError::Eval(e) => e,
             FlakeError::Fetch(e) => EvalError::eval(e.to_string()),
-            FlakeError::Other(m) => EvalError::eval(m),
+            FlakeError::Other(m) | FlakeError::Untraced(m) => EvalError::eval(m),
         }
     }
 }
@@ -54,4 +66,34 @@ pub(crate) fn show_pos(pos: Pos) -> String {
         Some(r) => format!("{}:{}:{}", r.src.origin_name(), r.line, r.column),
         None => "«none»:0".to_string(),
     }
+}
+
+/// Evaluates a `flake.nix` given by its logical path (usually inside the store), reading it from
+/// where the store keeps it physically (a private store root maps `/nix/store/…` elsewhere).
+/// Cached per evaluation like `import`, under the logical path.
+pub(crate) fn eval_flake_file(ev: &mut Evaluator, logical: &Path) -> Result<Value, EvalError> {
+    if let Some(v) = ev.import_cache.get(logical) {
+        return Ok(v.clone());
+    }
+    let shown = logical.display().to_string();
+    let real = store_path::real_path(&ev.config.store_dir, &shown);
+    let raw = std::fs::read(&real)
+        .map_err(|e| EvalError::new(ErrorKind::Io, format!("reading file '{shown}': {e}")))?;
+    let dir = logical
+        .parent()
+        .map(|d| d.display().to_string())
+        .unwrap_or_else(|| "/".to_string());
+    let e = ev.parse(Origin::File(shown.clone()), &raw, &dir)?;
+    match ev.eval_root(&e) {
+        Ok(v) => {
+            ev.import_cache.insert(logical.to_path_buf(), v.clone());
+            Ok(v)
+        }
+        Err(e) => Err(e.with_trace(Pos::NONE, format!("while evaluating the file '{shown}':"))),
+    }
+}
+
+/// Whether a logical path exists (looked up where the store keeps it physically).
+pub(crate) fn logical_exists(ev: &Evaluator, logical: &Path) -> bool {
+    store_path::real_path(&ev.config.store_dir, &logical.display().to_string()).exists()
 }

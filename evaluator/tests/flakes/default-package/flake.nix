@@ -1,0 +1,1 @@
+{ outputs = { self }: { defaultPackage.x86_64-linux = "old default"; }; }

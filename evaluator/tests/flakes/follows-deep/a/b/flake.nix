@@ -1,0 +1,1 @@
+{ inputs.c.url = "path:./c"; outputs = { self, c }: { v = c.name; }; }

@@ -1,0 +1,1 @@
+{ outputs = { self }: { name = "top c"; }; }

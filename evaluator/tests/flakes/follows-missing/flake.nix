@@ -1,0 +1,1 @@
+{ inputs.a.follows = "nope"; outputs = { self, a }: { x = 1; }; }

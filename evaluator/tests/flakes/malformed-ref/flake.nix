@@ -1,0 +1,1 @@
+{ inputs.a.url = "foo:bar:baz"; outputs = { self, a }: { x = 1; }; }

@@ -1,0 +1,1 @@
+{ inputs.a.url = "path:./does-not-exist"; outputs = { self, a }: { x = 1; }; }

@@ -1,0 +1,1 @@
+{ outputs = { self }: { x = throw "boom"; y = { a = 1; }; }; }

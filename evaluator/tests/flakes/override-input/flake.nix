@@ -1,0 +1,1 @@
+{ inputs.sub.url = "path:./sub"; outputs = { self, sub }: { x = sub.v; }; }

@@ -1,0 +1,1 @@
+{ inputs.b.url = "path:./b"; outputs = { self, b }: { v = b.n; }; }

@@ -1,0 +1,1 @@
+{ inputs.a.url = "path:./a"; outputs = { self, a }: { x = a.v; }; }
