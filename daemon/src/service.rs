@@ -429,6 +429,7 @@ fn settings(ctx: Option<&pb::ClientContext>) -> Result<eval::EvalSettings, Statu
         },
         store_dir: defaults.store_dir,
         interrupt: None,
+        ..defaults
     })
 }
 

@@ -41,6 +41,7 @@ fn encode(req: &EvalRequest, dir: &Path) -> std::io::Result<String> {
     let mut s = String::new();
     match &req.source {
         EvalSource::File(p) => s.push_str(&format!("file\t{}\n", p.display())),
+        EvalSource::Installable(i) => s.push_str(&format!("installable\t{i}\n")),
         EvalSource::Expr(e) => {
             let p = dir.join("expr.nix");
             std::fs::write(&p, e)?;
@@ -74,6 +75,7 @@ fn decode(text: &str) -> Option<EvalRequest> {
         let (k, v) = line.split_once('\t')?;
         match k {
             "file" => source = Some(EvalSource::File(PathBuf::from(v))),
+            "installable" => source = Some(EvalSource::Installable(v.to_string())),
             "exprfile" => source = Some(EvalSource::Expr(std::fs::read_to_string(v).ok()?)),
             "attr" => attr_path = Some(v.to_string()),
             "output" => {
