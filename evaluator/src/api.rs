@@ -241,6 +241,9 @@ fn run(req: &EvalRequest) -> Result<EvalOutput, Diagnostic> {
         interrupt: s.interrupt.clone(),
     };
     let mut ev = Evaluator::new(config);
+    if let Ok(fs) = flake_settings(&req.settings, &LockOptions::default()) {
+        crate::flake::set_context(Some(fs));
+    }
     let result = run_in(&mut ev, req);
     let out = match result {
         Ok(stdout) => Ok(EvalOutput {
@@ -447,7 +450,7 @@ pub(crate) fn print_output(
 }
 
 /// The process's default fetcher cache directory for flakes.
-fn default_flake_cache_dir() -> PathBuf {
+pub(crate) fn default_flake_cache_dir() -> PathBuf {
     if let Some(x) = std::env::var_os("XDG_CACHE_HOME").filter(|v| !v.is_empty()) {
         return PathBuf::from(x).join("flaked");
     }
@@ -509,6 +512,9 @@ where
         .stack_size(EVAL_STACK)
         .spawn(move || {
             let mut ev = Evaluator::new(config_of(&s));
+            if let Ok(fs) = flake_settings(&s, &LockOptions::default()) {
+                crate::flake::set_context(Some(fs));
+            }
             let r = f(&mut ev);
             let out = match r {
                 Ok(stdout) => Ok(EvalOutput {

@@ -216,7 +216,7 @@ fn answer(r: Result<flaked_eval::api::EvalOutput, flaked_eval::api::Diagnostic>)
     }
 }
 
-fn run_step(work: &Path, cmd: &str, args: &[&str]) -> Answer {
+fn run_step(work: &Path, cmd: &str, args: &[&str], expr: Option<&str>) -> Answer {
     let mut s = settings(work);
     match cmd {
         "lock" | "update" => {
@@ -264,6 +264,24 @@ fn run_step(work: &Path, cmd: &str, args: &[&str]) -> Answer {
             };
             answer(evaluate(&req))
         }
+        "expr" => {
+            let mut output = OutputFormat::Nix;
+            for a in args {
+                match *a {
+                    "--json" => output = OutputFormat::Json,
+                    "--raw" => output = OutputFormat::Raw,
+                    "--impure" => s.pure = false,
+                    other => panic!("unknown expr flag {other}"),
+                }
+            }
+            let req = EvalRequest {
+                source: EvalSource::Expr(expr.expect("an expression").to_string()),
+                attr_path: None,
+                output,
+                settings: s,
+            };
+            answer(evaluate(&req))
+        }
         "metadata" => answer(flake_metadata(".", &s, true)),
         "show" => answer(flake_show(".", &s, true, args.contains(&"--all-systems"))),
         other => panic!("unknown step {other}"),
@@ -302,8 +320,13 @@ fn run_layout(dir: &Path) -> Vec<String> {
             sh(&work, rest);
             continue;
         }
-        let args: Vec<&str> = rest.split_whitespace().collect();
-        let got = run_step(&work, cmd, &args);
+        let (flags, expr) = match rest.split_once(" :: ") {
+            Some((f, e)) if cmd == "expr" => (f, Some(e)),
+            _ if cmd == "expr" && rest.starts_with(":: ") => ("", Some(&rest[3..])),
+            _ => (rest, None),
+        };
+        let args: Vec<&str> = flags.split_whitespace().collect();
+        let got = run_step(&work, cmd, &args, expr);
         let what = format!("{name} step {id} ({cmd} {rest})");
         let want_rc: i32 = read_opt(&expected.join(format!("{id}.rc")))
             .and_then(|s| s.trim().parse().ok())

@@ -48,6 +48,7 @@ mod context;
 mod control;
 mod derivation;
 mod env;
+mod flakes;
 mod fs;
 mod hash;
 pub mod import;
@@ -148,6 +149,7 @@ pub fn install(ev: &mut Evaluator) {
     context::register(&mut r);
     misc::register(&mut r);
     derivation::register(&mut r);
+    flakes::register(&mut r);
 
     // `builtins.builtins` refers to the set itself: a thunk filled in after construction.
     let self_ref = Thunk::new(ThunkState::Blackhole);

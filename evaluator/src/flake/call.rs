@@ -75,24 +75,34 @@ pub(crate) fn format_date_time(t: u64) -> String {
     )
 }
 
-/// Nix's `emitTreeAttrs`: the attributes describing a fetched tree.
-fn source_info(input: &Input, out_path: &str, store_path: &str) -> Vec<Attr> {
+/// Nix's `emitTreeAttrs`: the attributes describing a fetched tree. `force_dirty` (the root of a
+/// flake whose changed lock file was not written) hides the revision.
+fn source_info(input: &Input, out_path: &str, store_path: &str, force_dirty: bool) -> Vec<Attr> {
     let mut v = vec![attr("outPath", store_string(out_path, store_path))];
     if let Some(h) = input.nar_hash() {
         v.push(attr("narHash", Value::str(h)));
     }
     let attrs = input.to_attrs();
-    if let Some(rev) = input.rev() {
-        v.push(attr("rev", Value::str(rev)));
-        v.push(attr("shortRev", Value::str(&rev[..rev.len().min(7)])));
-    } else if let Some(flaked_store::fetchers::Attr::String(d)) = attrs.get("dirtyRev") {
+    if let flaked_store::fetchers::InputKind::Git(g) = &input.kind {
+        v.push(attr(
+            "submodules",
+            Value::Bool(g.submodules.unwrap_or(false)),
+        ));
+    }
+    if !force_dirty {
+        if let Some(rev) = input.rev() {
+            v.push(attr("rev", Value::str(rev)));
+            v.push(attr("shortRev", Value::str(&rev[..rev.len().min(7)])));
+        }
+        if let Some(c) = input.rev_count() {
+            v.push(attr("revCount", Value::Int(c as i64)));
+        }
+    }
+    if let Some(flaked_store::fetchers::Attr::String(d)) = attrs.get("dirtyRev") {
         v.push(attr("dirtyRev", Value::str(d)));
         if let Some(flaked_store::fetchers::Attr::String(s)) = attrs.get("dirtyShortRev") {
             v.push(attr("dirtyShortRev", Value::str(s)));
         }
-    }
-    if let Some(c) = input.rev_count() {
-        v.push(attr("revCount", Value::Int(c as i64)));
     }
     if let Some(t) = input.last_modified() {
         v.push(attr("lastModified", Value::Int(t as i64)));
@@ -118,19 +128,34 @@ pub fn call_flake(ev: &mut Evaluator, locked: &LockedFlake) -> Result<Value, Fla
         };
         let is_flake = node.locked.as_ref().is_none_or(|l| l.is_flake);
         // Relative path inputs share their parent's metadata; their outPath is the subtree.
-        let meta_input = match node.locked.as_ref().and_then(|l| l.parent.as_ref()) {
-            Some(parent) => {
+        let relative = node
+            .locked
+            .as_ref()
+            .is_some_and(|l| l.locked.input.is_relative().is_some());
+        let (meta_id, meta_input) = match node.locked.as_ref().and_then(|l| l.parent.as_ref()) {
+            Some(parent) if relative => {
                 let pid = if parent.is_empty() {
                     Some(LockFile::ROOT)
                 } else {
                     lock.find_input(parent)?
                 };
-                pid.and_then(|p| locked.node_inputs.get(&p))
-                    .unwrap_or(input)
+                match pid.and_then(|p| locked.node_inputs.get(&p).map(|i| (p, i))) {
+                    Some((p, i)) => (p, i),
+                    None => (id, input),
+                }
             }
-            None => input,
+            _ => (id, input),
         };
-        let si = Value::attrs(Attrs::from_unsorted(source_info(meta_input, dir, sp)));
+        let force_dirty = meta_id == LockFile::ROOT && locked.force_dirty;
+        // The tree's outPath is the store path itself, except for relative inputs, whose
+        // "tree" is the subdirectory of their parent's.
+        let si_out = if relative { dir.as_str() } else { sp.as_str() };
+        let si = Value::attrs(Attrs::from_unsorted(source_info(
+            meta_input,
+            si_out,
+            sp,
+            force_dirty,
+        )));
         let mut ins = Vec::new();
         for (name, e) in &node.inputs {
             let target = match e {

@@ -389,7 +389,7 @@ fn get_flake(
     lock_root_path: &[String],
     warnings: &mut Vec<String>,
 ) -> Result<(Flake, Input), FlakeError> {
-    let fetched = fetch_flake_ref(r, settings.registries.as_ref(), &settings.fetch)?;
+    let fetched = fetch_ref(r, settings)?;
     if settings.fetch.warn_dirty
         && let InputKind::Git(g) = &fetched.fetched.input.kind
         && g.dirty_rev.is_some()
@@ -414,6 +414,24 @@ fn get_flake(
         lock_root_path,
     )?;
     Ok((flake, fetched.fetched.input))
+}
+
+/// Resolves `r` through the registries (when configured) and fetches it. Fetch failures carry
+/// Nix's "while fetching the input" frame; resolution failures do not.
+fn fetch_ref(
+    r: &FlakeRef,
+    settings: &FlakeSettings,
+) -> Result<flaked_store::fetchers::FetchedFlake, FlakeError> {
+    let resolved = match &settings.registries {
+        Some(regs) if !r.input.is_direct() => regs.resolve(r, &|_| true)?,
+        _ => r.clone(),
+    };
+    fetch_flake_ref(&resolved, None, &settings.fetch).map_err(|e| {
+        FlakeError::Eval(EvalError::eval(e.to_string()).with_trace(
+            Pos::NONE,
+            format!("while fetching the input '{}'", resolved.input.display()),
+        ))
+    })
 }
 
 /// Where an override was declared: the override, the source (store path, flake directory) its
@@ -781,11 +799,7 @@ impl Locker<'_> {
                     reference.input.clone(),
                 ),
                 None => {
-                    let f = fetch_flake_ref(
-                        &reference,
-                        self.settings.registries.as_ref(),
-                        &self.settings.fetch,
-                    )?;
+                    let f = fetch_ref(&reference, self.settings)?;
                     let sp = add_to_store(self.ev, &f.fetched.tree, &f.fetched.input.name())?;
                     let dir = if f.locked.subdir.is_empty() {
                         sp.clone()
@@ -826,7 +840,11 @@ impl Locker<'_> {
             }
             return Ok((parent_source.0.clone(), dir));
         }
-        let f = fetch_flake_ref(&ln.locked, None, &self.settings.fetch)?;
+        let no_registries = FlakeSettings {
+            registries: None,
+            ..self.settings.clone()
+        };
+        let f = fetch_ref(&ln.locked, &no_registries)?;
         let sp = add_to_store(self.ev, &f.fetched.tree, &f.fetched.input.name())?;
         let dir = if ln.locked.subdir.is_empty() {
             sp.clone()
@@ -1069,10 +1087,14 @@ fn lock_top(
                     git_intent_to_add(repo, &lock_rel, &mut warnings);
                 }
                 wrote = true;
-                // The top-level source changed: read it again (Nix re-fetches it).
-                let (f2, i2) = get_flake(ev, top_ref, settings, &[], &mut warnings)?;
-                flake = f2;
-                top_input = i2;
+                // The top-level source changed: read it again, as Nix does. Not for a Git
+                // work tree: Nix caches a work tree's state per process, so its second read
+                // sees the same files (and does not warn again about a dirty tree).
+                if !matches!(top_input.kind, InputKind::Git(_)) {
+                    let (f2, i2) = get_flake(ev, top_ref, settings, &[], &mut warnings)?;
+                    flake = f2;
+                    top_input = i2;
+                }
             }
         } else {
             warnings.push(format!(

@@ -60,6 +60,24 @@ impl FlakeError {
     }
 }
 
+thread_local! {
+    /// The flake settings of the evaluation running on this thread (set by the facade).
+    static CONTEXT: std::cell::RefCell<Option<FlakeSettings>> = const { std::cell::RefCell::new(None) };
+}
+
+/// Sets (or clears) the flake settings `builtins.getFlake` uses on this thread.
+pub fn set_context(settings: Option<FlakeSettings>) {
+    CONTEXT.with(|c| *c.borrow_mut() = settings);
+}
+
+/// The flake settings of this thread's evaluation (defaults: the process's cache directory,
+/// the evaluation's working directory, no registries).
+pub fn context(ev: &Evaluator) -> FlakeSettings {
+    CONTEXT.with(|c| c.borrow().clone()).unwrap_or_else(|| {
+        FlakeSettings::new(crate::api::default_flake_cache_dir(), ev.config.cwd.clone())
+    })
+}
+
 /// `file:line:column` of a position, as Nix prints it inside messages.
 pub(crate) fn show_pos(pos: Pos) -> String {
     match source::resolve(pos) {

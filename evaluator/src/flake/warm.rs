@@ -181,6 +181,7 @@ impl WarmFlake {
             .stack_size(WARM_STACK)
             .spawn(move || -> usize {
                 let mut ev = Evaluator::new(config_of(&settings));
+                super::set_context(Some(fs.clone()));
                 match open_flake(&mut ev, &r, &fs) {
                     Ok(opened) => {
                         let mut log = std::mem::take(&mut ev.stderr);
