@@ -500,6 +500,14 @@ pub fn fetch_git(
             Some(h) => {
                 let id = gix::ObjectId::from_hex(h.to_base16().as_bytes())
                     .map_err(|e| FetchError::git("parsing revision", e))?;
+                if is_worktree && repo.find_object(id).is_err() {
+                    // Nix reads a local work tree's repository without checking first: the
+                    // failure is libgit2's.
+                    let rev = h.to_base16();
+                    return Err(FetchError::invalid(format!(
+                        "getting Git object '{rev}': object not found - no match for id ({rev})"
+                    )));
+                }
                 if repo.find_object(id).is_err() {
                     return Err(FetchError::invalid(format!(
                         "Cannot find Git revision '{}' in ref '{r}' of repository '{}'! Please make sure that the \x1b[1mrev\x1b[0m exists on the \x1b[1mref\x1b[0m you've specified or add \x1b[1mallRefs = true;\x1b[0m to \x1b[1mfetchGit\x1b[0m.",
