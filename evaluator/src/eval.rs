@@ -634,7 +634,7 @@ impl Evaluator {
     }
 
     fn call_lambda(&mut self, c: &Rc<Closure>, arg: &Value, pos: Pos) -> Result<Value> {
-        let def = c.def.clone();
+        let def = &c.def;
         let env = match &def.formals {
             None => Env::new_one(Some(c.env.clone()), arg.clone()),
             Some(formals) => {
@@ -1307,7 +1307,8 @@ impl Evaluator {
             Str,
             Path,
         }
-        let mut context = Context::new();
+        // Created on first use: integer and float sums never need one.
+        let mut context: Option<Context> = None;
         let mut out: Vec<u8> = Vec::new();
         let mut n: i64 = 0;
         let mut nf: f64 = 0.0;
@@ -1364,7 +1365,7 @@ impl Evaluator {
                         "while evaluating a path segment",
                         false,
                         ty == T::Str,
-                        &mut context,
+                        context.get_or_insert_with(Context::new),
                     )?;
                     out.extend_from_slice(&s);
                 }
@@ -1375,7 +1376,7 @@ impl Evaluator {
             T::Int => Value::Int(n),
             T::Float => Value::Float(nf),
             T::Path => {
-                if !context.is_empty() {
+                if context.as_ref().is_some_and(|c| !c.is_empty()) {
                     return Err(EvalError::eval(
                         "a string that refers to a store path cannot be appended to a path",
                     )
@@ -1384,7 +1385,7 @@ impl Evaluator {
                 let s = String::from_utf8_lossy(&out).into_owned();
                 Value::Path(Rc::from(lower::canon_path(&s).as_str()))
             }
-            T::Str => Value::string_ctx(out, context),
+            T::Str => Value::string_ctx(out, context.unwrap_or_default()),
         })
     }
 

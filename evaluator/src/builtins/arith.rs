@@ -15,19 +15,31 @@ pub(crate) fn register(r: &mut Registry) {
     r.primop("__div", 2, prim_div);
     r.primop("__lessThan", 2, prim_less_than);
     r.primop("__bitAnd", 2, |ev, pos, a| {
-        bit(ev, pos, a, "bitAnd", |x, y| x & y)
+        bit(ev, pos, a, &BIT_AND, |x, y| x & y)
     });
     r.primop("__bitOr", 2, |ev, pos, a| {
-        bit(ev, pos, a, "bitOr", |x, y| x | y)
+        bit(ev, pos, a, &BIT_OR, |x, y| x | y)
     });
     r.primop("__bitXor", 2, |ev, pos, a| {
-        bit(ev, pos, a, "bitXor", |x, y| x ^ y)
+        bit(ev, pos, a, &BIT_XOR, |x, y| x ^ y)
     });
     r.primop("__ceil", 1, |ev, pos, a| {
-        round(ev, pos, a, "ceil", f64::ceil)
+        round(
+            ev,
+            pos,
+            a,
+            "while evaluating the first argument passed to builtins.ceil",
+            f64::ceil,
+        )
     });
     r.primop("__floor", 1, |ev, pos, a| {
-        round(ev, pos, a, "floor", f64::floor)
+        round(
+            ev,
+            pos,
+            a,
+            "while evaluating the first argument passed to builtins.floor",
+            f64::floor,
+        )
     });
 }
 
@@ -160,23 +172,34 @@ fn prim_less_than(ev: &mut Evaluator, pos: Pos, args: &[Value]) -> Result<Value>
     Ok(Value::Bool(ev.less_than(&args[0], &args[1], "")?))
 }
 
+/// The trace frames of a bit operation (static: these builtins are hot).
+struct BitCtx {
+    first: &'static str,
+    second: &'static str,
+}
+
+const BIT_AND: BitCtx = BitCtx {
+    first: "while evaluating the first argument passed to builtins.bitAnd",
+    second: "while evaluating the second argument passed to builtins.bitAnd",
+};
+const BIT_OR: BitCtx = BitCtx {
+    first: "while evaluating the first argument passed to builtins.bitOr",
+    second: "while evaluating the second argument passed to builtins.bitOr",
+};
+const BIT_XOR: BitCtx = BitCtx {
+    first: "while evaluating the first argument passed to builtins.bitXor",
+    second: "while evaluating the second argument passed to builtins.bitXor",
+};
+
 fn bit(
     ev: &mut Evaluator,
     pos: Pos,
     args: &[Value],
-    name: &str,
+    ctx: &BitCtx,
     op: fn(i64, i64) -> i64,
 ) -> Result<Value> {
-    let x = ev.force_int(
-        &args[0],
-        pos,
-        &format!("while evaluating the first argument passed to builtins.{name}"),
-    )?;
-    let y = ev.force_int(
-        &args[1],
-        pos,
-        &format!("while evaluating the second argument passed to builtins.{name}"),
-    )?;
+    let x = ev.force_int(&args[0], pos, ctx.first)?;
+    let y = ev.force_int(&args[1], pos, ctx.second)?;
     Ok(Value::Int(op(x, y)))
 }
 
@@ -184,18 +207,14 @@ fn round(
     ev: &mut Evaluator,
     pos: Pos,
     args: &[Value],
-    name: &str,
+    ctx: &'static str,
     op: fn(f64) -> f64,
 ) -> Result<Value> {
     let v = ev.force(&args[0], pos)?;
     if let Value::Int(i) = v {
         return Ok(Value::Int(i));
     }
-    let f = ev.force_float(
-        &v,
-        pos,
-        &format!("while evaluating the first argument passed to builtins.{name}"),
-    )?;
+    let f = ev.force_float(&v, pos, ctx)?;
     let r = op(f);
     if r.is_finite() && (-9.223372036854776e18..9.223372036854776e18).contains(&r) {
         Ok(Value::Int(r as i64))

@@ -31,7 +31,6 @@ fn prim_break(ev: &mut Evaluator, pos: Pos, args: &[Value]) -> Result<Value> {
 
 /// Nix's `hashPlaceholder`: "/" + nix32(sha256("nix-output:" + name)).
 fn prim_placeholder(ev: &mut Evaluator, pos: Pos, args: &[Value]) -> Result<Value> {
-    use sha2::Digest as _;
     let name = ev.force_string_no_ctx(
         &args[0],
         pos,
@@ -39,11 +38,8 @@ fn prim_placeholder(ev: &mut Evaluator, pos: Pos, args: &[Value]) -> Result<Valu
     )?;
     let mut data = b"nix-output:".to_vec();
     data.extend_from_slice(&name.bytes);
-    let h = sha2::Sha256::digest(&data);
-    Ok(Value::str(&format!(
-        "/{}",
-        crate::store_path::nix_base32(&h)
-    )))
+    let h = flaked_store::hash::Hash::sha256(&data);
+    Ok(Value::str(&format!("/{}", h.to_nix32())))
 }
 
 fn prim_warn(ev: &mut Evaluator, pos: Pos, args: &[Value]) -> Result<Value> {
