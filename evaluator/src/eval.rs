@@ -13,7 +13,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use crate::error::{ErrorKind, EvalError, Result, best_matches};
-use crate::ir::{AttrKind, AttrName, AttrsExpr, BinOp, Expr};
+use crate::ir::{AttrKind, AttrName, AttrsExpr, BinOp, Expr, LambdaDef};
 use crate::lower::{self, LowerCtx};
 use crate::print;
 use crate::source::{self, Origin, Pos};
@@ -555,8 +555,20 @@ impl Evaluator {
             self.check_interrupt()?;
             match &cur {
                 Value::Lambda(c) => {
-                    let c = c.clone();
-                    cur = self.call_lambda(&c, &args[0], pos)?;
+                    let (mut def, mut env) = (c.def.clone(), c.env.clone());
+                    // A curried application `f a b …` of `x: y: …`: bind `a` and go straight
+                    // into the inner lambda's frame instead of allocating the intermediate
+                    // closure, which nothing can observe.
+                    while args.len() > 1
+                        && def.formals.is_none()
+                        && let Expr::Lambda(inner) = &*def.body
+                    {
+                        env = Env::new_one(Some(env), args[0].clone());
+                        def = inner.clone();
+                        args = &args[1..];
+                        self.check_interrupt()?;
+                    }
+                    cur = self.call_def(&def, &env, &args[0], pos)?;
                     args = &args[1..];
                 }
                 Value::PrimOp(op) => {
@@ -626,17 +638,27 @@ impl Evaluator {
         Ok(cur)
     }
 
-    fn lambda_name(c: &Closure) -> String {
-        match c.def.name {
+    fn lambda_name(def: &LambdaDef) -> String {
+        match def.name {
             Some(n) => n.as_string(),
             None => "anonymous lambda".to_string(),
         }
     }
 
     fn call_lambda(&mut self, c: &Rc<Closure>, arg: &Value, pos: Pos) -> Result<Value> {
-        let def = &c.def;
+        self.call_def(&c.def, &c.env, arg, pos)
+    }
+
+    /// Applies the lambda `def`, closed over `closure_env`, to `arg`.
+    fn call_def(
+        &mut self,
+        def: &LambdaDef,
+        closure_env: &Rc<Env>,
+        arg: &Value,
+        pos: Pos,
+    ) -> Result<Value> {
         let env = match &def.formals {
-            None => Env::new_one(Some(c.env.clone()), arg.clone()),
+            None => Env::new_one(Some(closure_env.clone()), arg.clone()),
             Some(formals) => {
                 let attrs = self
                     .force_attrs(
@@ -655,9 +677,9 @@ impl Evaluator {
                 let has_defaults = formals.entries.iter().any(|f| f.default.is_some());
                 let mut used = 0usize;
                 let env = if has_defaults {
-                    Env::new_recursive(Some(c.env.clone()), n)
+                    Env::new_recursive(Some(closure_env.clone()), n)
                 } else {
-                    Env::new_unregistered(Some(c.env.clone()), n)
+                    Env::new_unregistered(Some(closure_env.clone()), n)
                 };
                 {
                     if def.arg.is_some() {
@@ -677,7 +699,7 @@ impl Evaluator {
                                 None => {
                                     let mut e = EvalError::type_error(format!(
                                         "function '{}' called without required argument '{}'",
-                                        Self::lambda_name(c),
+                                        Self::lambda_name(def),
                                         f.name
                                     ))
                                     .at(def.pos);
@@ -697,7 +719,7 @@ impl Evaluator {
                                 formals.entries.iter().map(|f| f.name.as_string()).collect();
                             let mut e = EvalError::type_error(format!(
                                 "function '{}' called with unexpected argument '{}'",
-                                Self::lambda_name(c),
+                                Self::lambda_name(def),
                                 a.name
                             ))
                             .at(def.pos)
