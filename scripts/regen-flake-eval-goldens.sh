@@ -10,7 +10,7 @@
 #               `2 eval --json .#x`). Commands: lock [--update-input P] [--override-input P REF]
 #               [--recreate-lock-file] | update [INPUT…] | eval [--json|--raw]
 #               [--no-write-lock-file] INSTALLABLE | metadata (--json) | show [--all-systems]
-#               (--json) | expr [FLAGS] :: EXPRESSION (`nix eval FLAGS --expr EXPRESSION` in the
+#               (--json) | metadata-text | show-text [--all-systems] (without --json) | expr [FLAGS] :: EXPRESSION (`nix eval FLAGS --expr EXPRESSION` in the
 #               copy) | sh CMD (mutates the copy; its output is not recorded).
 # For every step except `sh`, expected/ID.{out,err,rc} hold stdout, stderr and the exit code, and
 # expected/ID.lock the flake.lock bytes after the step (absent: no lock file).
@@ -21,8 +21,10 @@
 #     directory, so store path hashes differ; narHashes are compared exactly)
 #   - lastModified values >= 1600000000   -> N  (path inputs take it from file mtimes, i.e. the
 #     time of the run; Git fixtures commit at fixed dates around 1500000000, kept exactly),
-#     and the dates ` (YYYY-MM-DD)` from 2020 on in lock file diffs -> (DATE), for the same reason
-#   - ANSI escapes are removed from stderr (Nix removes them when stderr is not a terminal).
+#     and the dates ` (YYYY-MM-DD)` from 2020 on in lock file diffs -> (DATE) and the
+#     `Last modified: ` time of text metadata from 2020 on -> DATE, for the same reason
+#   - ANSI escapes are removed (Nix removes them from stderr when it is not a terminal; the
+#     bold/colour markers of the text outputs on stdout are not compared).
 set -euo pipefail
 NIX=${NIX:-/work/shared/oracle/nix}
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
@@ -173,6 +175,7 @@ mk relock cases <<'N'
 2 lock
 3 eval --json .#x
 4 metadata
+5 metadata-text
 N
 
 mk git-clean flake.nix <<'N'
@@ -191,6 +194,8 @@ mk git-clean cases <<'N'
 3 eval --raw .#hello
 4 metadata
 5 show
+6 metadata-text
+7 show-text
 N
 
 mk git-dirty flake.nix <<'N'
@@ -334,6 +339,8 @@ mk outputs-all cases <<'N'
 10 eval --json .#nope
 11 eval --json .#.packages.x86_64-linux.other.name
 12 metadata
+13 show-text
+14 show-text --all-systems
 N
 
 mk syntax-error flake.nix <<'N'
@@ -474,12 +481,13 @@ mk outputs-throw cases <<'N'
 N
 
 scrub() { # $1 = copy's path
-  sed -e "s#$1#FLAKE#g" \
+  sed -e 's#\x1b\[[0-9;]*[A-Za-z]##g' \
+      -e "s#$1#FLAKE#g" \
       -e 's#/nix/store/[0-9a-z]\{32\}-#/nix/store/HASH-#g' \
       -e 's#\("lastModified": \{0,1\}\)1[6-9][0-9]\{8\}#\1N#g' \
       -e 's#\(lastModified=\)1[6-9][0-9]\{8\}#\1N#g' \
       -e 's#(20[2-9][0-9]-[0-9][0-9]-[0-9][0-9])#(DATE)#g' \
-      -e 's#\x1b\[[0-9;]*[A-Za-z]##g'
+      -e 's#^\(Last modified: \)20[2-9][0-9]-.*#\1DATE#'
 }
 
 for d in "$OUT"/*/; do
@@ -502,6 +510,8 @@ for d in "$OUT"/*/; do
       update) args=(flake update $rest) ;;
       eval) args=(eval $rest) ;;
       metadata) args=(flake metadata --json $rest) ;;
+      metadata-text) args=(flake metadata $rest) ;;
+      show-text) args=(flake show $rest) ;;
       show) args=(flake show --json $rest) ;;
       *) echo "unknown step '$cmd' in $name" >&2; exit 1 ;;
     esac

@@ -156,9 +156,28 @@ fn scrub_dates(s: &str) -> String {
     out
 }
 
+/// Removes ANSI escape sequences (`ESC [ params letter`).
+fn strip_ansi(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    let mut chars = s.chars().peekable();
+    while let Some(c) = chars.next() {
+        if c == '\x1b' && chars.peek() == Some(&'[') {
+            chars.next();
+            for c2 in chars.by_ref() {
+                if c2.is_ascii_alphabetic() {
+                    break;
+                }
+            }
+            continue;
+        }
+        out.push(c);
+    }
+    out
+}
+
 /// The normalisation of the regeneration script (see its header).
 fn scrub(s: &str, work: &Path) -> String {
-    let s = s.replace(&work.display().to_string(), "FLAKE");
+    let s = strip_ansi(&s.replace(&work.display().to_string(), "FLAKE"));
     let store = format!("{}/", env().store_dir);
     let mut out = String::new();
     let mut rest = s.as_str();
@@ -177,7 +196,15 @@ fn scrub(s: &str, work: &Path) -> String {
     let out = scrub_last_modified(&out, "\"lastModified\":");
     let out = scrub_last_modified(&out, "\"lastModified\": ");
     let out = scrub_last_modified(&out, "lastModified=");
-    scrub_dates(&out)
+    let out = scrub_dates(&out);
+    let lines: Vec<String> = out
+        .split('\n')
+        .map(|l| match l.strip_prefix("Last modified: ") {
+            Some(d) if d.len() >= 4 && &d[..4] >= "2020" => "Last modified: DATE".to_string(),
+            _ => l.to_string(),
+        })
+        .collect();
+    lines.join("\n")
 }
 
 struct Answer {
@@ -283,7 +310,9 @@ fn run_step(work: &Path, cmd: &str, args: &[&str], expr: Option<&str>) -> Answer
             answer(evaluate(&req))
         }
         "metadata" => answer(flake_metadata(".", &s, true)),
+        "metadata-text" => answer(flake_metadata(".", &s, false)),
         "show" => answer(flake_show(".", &s, true, args.contains(&"--all-systems"))),
+        "show-text" => answer(flake_show(".", &s, false, args.contains(&"--all-systems"))),
         other => panic!("unknown step {other}"),
     }
 }

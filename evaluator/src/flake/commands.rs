@@ -6,6 +6,7 @@
 //! and visits attribute names in byte order, as Nix's eval cache cursors do.
 
 use std::fmt::Write as _;
+use std::path::Path;
 
 use flaked_store::fetchers::attrs::attrs_to_json_string;
 use flaked_store::fetchers::lockfile::{Edge, print_input_path};
@@ -72,15 +73,24 @@ pub fn fingerprint_hex(
     let attrs = input.to_attrs();
     let base = match &input.kind {
         flaked_store::fetchers::InputKind::Git(g) => {
-            let rev = g.rev.as_ref()?;
-            let mut s = rev.clone();
-            if g.submodules == Some(true) {
-                s.push_str(";s");
+            let flags = format!(
+                "{}{}",
+                if g.submodules == Some(true) { ";s" } else { "" },
+                if g.export_ignore == Some(true) {
+                    ";e"
+                } else {
+                    ""
+                }
+            );
+            match (&g.rev, &g.dirty_rev) {
+                (Some(rev), _) => format!("{rev}{flags}"),
+                (None, Some(d)) => {
+                    let head = d.trim_end_matches("-dirty");
+                    let repo = g.url.strip_prefix("file://")?;
+                    format!("{head}{flags};d={}", dirty_files_hash(Path::new(repo))?)
+                }
+                _ => return None,
             }
-            if g.export_ignore == Some(true) {
-                s.push_str(";e");
-            }
-            s
         }
         _ => {
             let _ = attrs;
@@ -99,6 +109,60 @@ pub fn fingerprint_hex(
         let _ = write!(f, ";lastModified={t}");
     }
     Some(flaked_store::hash::Hash::sha256(f.as_bytes()).to_base16())
+}
+
+/// Nix's `writeString` serialisation: length (u64, little endian), bytes, zero padding to 8.
+fn write_string(out: &mut Vec<u8>, s: &[u8]) {
+    out.extend_from_slice(&(s.len() as u64).to_le_bytes());
+    out.extend_from_slice(s);
+    out.resize(out.len() + (8 - s.len() % 8) % 8, 0);
+}
+
+/// The SHA-512 (hex) over a dirty work tree's modified and deleted tracked files, as Nix's Git
+/// fingerprint computes it: `modified:`, the path and its NAR for each modified or added file,
+/// then `deleted:` and the path for each deleted one, both in path order. The file lists come
+/// from `git status` (untracked files do not count).
+fn dirty_files_hash(repo: &Path) -> Option<String> {
+    let out = std::process::Command::new("git")
+        .arg("-C")
+        .arg(repo)
+        .args([
+            "status",
+            "--porcelain=v1",
+            "-z",
+            "--untracked-files=no",
+            "--ignore-submodules",
+            "--no-renames",
+        ])
+        .output()
+        .ok()?;
+    if !out.status.success() {
+        return None;
+    }
+    let mut modified = std::collections::BTreeSet::new();
+    let mut deleted = std::collections::BTreeSet::new();
+    for entry in out.stdout.split(|b| *b == 0).filter(|e| e.len() > 3) {
+        let (x, y) = (entry[0], entry[1]);
+        let path = String::from_utf8_lossy(&entry[3..]).into_owned();
+        if x == b'D' || y == b'D' {
+            deleted.insert(path);
+        } else {
+            modified.insert(path);
+        }
+    }
+    let mut buf = Vec::new();
+    for f in &modified {
+        write_string(&mut buf, b"modified:");
+        write_string(&mut buf, format!("/{f}").as_bytes());
+        flaked_store::nar::dump_path_to(&repo.join(f), &mut buf).ok()?;
+    }
+    for f in &deleted {
+        write_string(&mut buf, b"deleted:");
+        write_string(&mut buf, format!("/{f}").as_bytes());
+    }
+    let mut h = flaked_store::hash::Hasher::new(flaked_store::hash::HashAlgo::Sha512);
+    h.update(&buf);
+    Some(h.finish().to_base16())
 }
 
 /// `nix flake metadata --json` (one line, no trailing newline).
