@@ -229,6 +229,9 @@ mk git-input cases <<'N'
 5 eval --json .#x
 6 update dep
 7 eval --json .#x
+8 sh cd dep && echo 4 > v.txt && GIT_COMMITTER_DATE='1500000300 +0000' git commit -q -a -m four
+9 update
+10 eval --json .#x
 N
 
 mk follows-deep flake.nix <<'N'
@@ -443,6 +446,25 @@ mk nonflake-file flake.nix <<'N'
 N
 mk nonflake-file cfg/default.nix <<'N'
 { answer = 42; }
+N
+
+mk git-subdir sub/flake.nix <<'N'
+{ description = "in a subdirectory";
+  inputs.sibling.url = "path:../sibling";
+  outputs = { self, sibling }: { x = { s = sibling.v; d = self.outPath == self.sourceInfo.outPath; }; }; }
+N
+mk git-subdir sibling/flake.nix <<'N'
+{ outputs = { self }: { v = "sibling"; }; }
+N
+mk git-subdir setup.sh <<'N'
+git init -q -b main . && git add sub/flake.nix sibling/flake.nix && git commit -q -m init
+N
+mk git-subdir cases <<'N'
+1 lock ./sub
+2 eval --json ./sub#x
+3 metadata ./sub
+4 show ./sub
+5 lock ./sub
 N
 
 mk builtins-flakes flake.nix <<'N'

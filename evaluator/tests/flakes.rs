@@ -245,9 +245,22 @@ fn answer(r: Result<flaked_eval::api::EvalOutput, flaked_eval::api::Diagnostic>)
 
 fn run_step(work: &Path, cmd: &str, args: &[&str], expr: Option<&str>) -> Answer {
     let mut s = settings(work);
+    // A flake reference argument of lock/update/metadata/show (default `.`).
+    let positional: Vec<&str> = args
+        .iter()
+        .copied()
+        .filter(|a| !a.starts_with("--"))
+        .collect();
+    let flake_ref = match cmd {
+        "metadata" | "metadata-text" | "show" | "show-text" => {
+            positional.first().copied().unwrap_or(".")
+        }
+        _ => ".",
+    };
     match cmd {
         "lock" | "update" => {
             let mut opts = LockOptions::default();
+            let mut lock_ref = ".";
             let mut i = 0;
             while i < args.len() {
                 match args[i] {
@@ -263,6 +276,7 @@ fn run_step(work: &Path, cmd: &str, args: &[&str], expr: Option<&str>) -> Answer
                     "--recreate-lock-file" => opts.recreate = true,
                     "--no-write-lock-file" => opts.write = false,
                     a if cmd == "update" => opts.update_inputs.push(a.to_string()),
+                    a if !a.starts_with("--") => lock_ref = a,
                     a => panic!("unknown lock argument {a}"),
                 }
                 i += 1;
@@ -270,7 +284,7 @@ fn run_step(work: &Path, cmd: &str, args: &[&str], expr: Option<&str>) -> Answer
             if cmd == "update" && opts.update_inputs.is_empty() {
                 opts.recreate = true;
             }
-            answer(flake_lock(".", &s, &opts))
+            answer(flake_lock(lock_ref, &s, &opts))
         }
         "eval" => {
             let mut output = OutputFormat::Nix;
@@ -309,10 +323,20 @@ fn run_step(work: &Path, cmd: &str, args: &[&str], expr: Option<&str>) -> Answer
             };
             answer(evaluate(&req))
         }
-        "metadata" => answer(flake_metadata(".", &s, true)),
-        "metadata-text" => answer(flake_metadata(".", &s, false)),
-        "show" => answer(flake_show(".", &s, true, args.contains(&"--all-systems"))),
-        "show-text" => answer(flake_show(".", &s, false, args.contains(&"--all-systems"))),
+        "metadata" => answer(flake_metadata(flake_ref, &s, true)),
+        "metadata-text" => answer(flake_metadata(flake_ref, &s, false)),
+        "show" => answer(flake_show(
+            flake_ref,
+            &s,
+            true,
+            args.contains(&"--all-systems"),
+        )),
+        "show-text" => answer(flake_show(
+            flake_ref,
+            &s,
+            false,
+            args.contains(&"--all-systems"),
+        )),
         other => panic!("unknown step {other}"),
     }
 }
@@ -473,7 +497,7 @@ fn warm_flake_answers_from_evaluated_values() {
     std::fs::create_dir_all(work.join("sub")).expect("create flake");
     std::fs::write(
         work.join("flake.nix"),
-        "{ inputs.sub.url = \"path:./sub\";\n  outputs = { self, sub }: rec {\n    x = builtins.trace \"computing x\" (sub.v * 2);\n    legacyPackages.x86_64-linux.p = { a = 1; f = y: y; };\n    cyc = rec { me = cyc; n = 1; };\n  }; }\n",
+        "{ inputs.sub.url = \"path:./sub\";\n  outputs = { self, sub }: rec {\n    x = builtins.trace \"computing x\" (sub.v * 2);\n    legacyPackages.x86_64-linux.p = { a = 1; f = y: y; };\n    cyc = rec { me = cyc; n = 1; };\n    slow = builtins.foldl' (a: b: a + b) 0 (builtins.genList (i: i) 1000);\n  }; }\n",
     )
     .expect("write flake");
     std::fs::write(
@@ -537,6 +561,18 @@ fn warm_flake_answers_from_evaluated_values() {
     assert!(attrs[0].position.as_ref().is_some_and(|p| p.line == 4));
     let show = warm.show_json(false).expect("show");
     assert!(String::from_utf8_lossy(&show.stdout).starts_with("{\"cyc\":{\"type\":\"unknown\"}"));
+    // An interrupted request fails; the flake stays usable.
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
+    let interrupted = warm
+        .eval_interruptible("slow", OutputFormat::Json, stop)
+        .expect_err("interrupted");
+    assert!(
+        interrupted.message.contains("interrupted"),
+        "{}",
+        interrupted.message
+    );
+    let slow = warm.eval("slow", OutputFormat::Json).expect("not interrupted");
+    assert_eq!(slow.stdout, b"499500\n");
     let cyc = warm.eval("cyc.me.me.n", OutputFormat::Json).expect("cycle");
     assert_eq!(cyc.stdout, b"1\n");
     assert!(warm.approx_memory() > 0);

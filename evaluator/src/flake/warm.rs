@@ -10,7 +10,8 @@
 //! `WarmFlake` is dropped (the drop joins the thread, so the memory is freed when `drop`
 //! returns); a request never re-reads or re-locks the flake.
 
-use std::sync::mpsc;
+use std::sync::atomic::AtomicBool;
+use std::sync::{Arc, mpsc};
 use std::thread::JoinHandle;
 
 use flaked_store::fetchers::{Attr as FAttr, FlakeRef, InputKind, ParseOptions};
@@ -265,9 +266,33 @@ impl WarmFlake {
 
     /// `nix eval FLAKE#ATTR_PATH` against the already evaluated flake (installable
     /// default-prefix semantics; `""` = the default package). Values forced by an earlier
-    /// request are not evaluated again.
+    /// request are not evaluated again. The interrupt flag of the settings given to `open`
+    /// applies.
     #[allow(clippy::result_large_err)]
     pub fn eval(&self, attr_path: &str, output: OutputFormat) -> Result<EvalOutput, Diagnostic> {
+        self.eval_impl(attr_path, output, None)
+    }
+
+    /// [`WarmFlake::eval`] with this request's own interrupt flag (set it to stop the request:
+    /// it fails with "interrupted by the user"; the flake stays usable, and thunks whose
+    /// evaluation was cut short are evaluated again by a later request).
+    #[allow(clippy::result_large_err)]
+    pub fn eval_interruptible(
+        &self,
+        attr_path: &str,
+        output: OutputFormat,
+        interrupt: Arc<AtomicBool>,
+    ) -> Result<EvalOutput, Diagnostic> {
+        self.eval_impl(attr_path, output, Some(interrupt))
+    }
+
+    #[allow(clippy::result_large_err)]
+    fn eval_impl(
+        &self,
+        attr_path: &str,
+        output: OutputFormat,
+        interrupt: Option<Arc<AtomicBool>>,
+    ) -> Result<EvalOutput, Diagnostic> {
         let attr_path = attr_path.to_string();
         self.request(move |st| {
             let WarmState {
@@ -275,6 +300,10 @@ impl WarmFlake {
                 opened,
                 settings,
             } = st;
+            let saved = match interrupt {
+                Some(flag) => Some(std::mem::replace(&mut ev.config.interrupt, Some(flag))),
+                None => None,
+            };
             let r = commands::select_installable(
                 ev,
                 &opened.outputs,
@@ -283,6 +312,9 @@ impl WarmFlake {
                 &settings.system,
             )
             .and_then(|(v, _)| print_output(ev, &v, output));
+            if let Some(saved) = saved {
+                ev.config.interrupt = saved;
+            }
             let log = std::mem::take(&mut ev.stderr);
             match r {
                 Ok(stdout) => Ok(EvalOutput {
@@ -336,6 +368,38 @@ impl WarmFlake {
             })();
             st.ev.stderr.clear();
             r.map_err(|e| diagnostic_of(&e))
+        })?
+    }
+
+    /// `nix search FLAKE#FRAGMENT REGEX… [--exclude REGEX…]` against the already evaluated
+    /// flake (see [`crate::search`]); values forced by an earlier search are not evaluated again.
+    #[allow(clippy::result_large_err)]
+    pub fn search(
+        &self,
+        fragment: &str,
+        query: crate::search::SearchQuery,
+    ) -> Result<Vec<crate::search::SearchHit>, Diagnostic> {
+        let fragment = fragment.to_string();
+        self.request(move |st| {
+            let WarmState {
+                ev,
+                opened,
+                settings,
+            } = st;
+            let r = crate::search::search(
+                ev,
+                &opened.outputs,
+                &opened.shown_ref,
+                &fragment,
+                &settings.system,
+                &query,
+            );
+            let log = std::mem::take(&mut ev.stderr);
+            r.map_err(|e| {
+                let mut d = diagnostic_of(&e);
+                d.log = log;
+                d
+            })
         })?
     }
 

@@ -1,0 +1,1 @@
+git init -q -b main . && git add sub/flake.nix sibling/flake.nix && git commit -q -m init
