@@ -571,7 +571,9 @@ fn warm_flake_answers_from_evaluated_values() {
         "{}",
         interrupted.message
     );
-    let slow = warm.eval("slow", OutputFormat::Json).expect("not interrupted");
+    let slow = warm
+        .eval("slow", OutputFormat::Json)
+        .expect("not interrupted");
     assert_eq!(slow.stdout, b"499500\n");
     let cyc = warm.eval("cyc.me.me.n", OutputFormat::Json).expect("cycle");
     assert_eq!(cyc.stdout, b"1\n");

@@ -301,7 +301,7 @@ impl WarmFlake {
                 settings,
             } = st;
             let saved = match interrupt {
-                Some(flag) => Some(std::mem::replace(&mut ev.config.interrupt, Some(flag))),
+                Some(flag) => Some(ev.config.interrupt.replace(flag)),
                 None => None,
             };
             let r = commands::select_installable(
