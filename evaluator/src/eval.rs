@@ -40,6 +40,15 @@ pub struct Config {
     pub interrupt: Option<Arc<AtomicBool>>,
 }
 
+/// One automatic argument of `nix eval` / `nix-instantiate`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AutoArg {
+    /// `--arg NAME EXPR`: a Nix expression.
+    Expr(String),
+    /// `--argstr NAME STRING`: a string.
+    Str(String),
+}
+
 /// Frequently used symbols, interned once.
 pub struct Syms {
     pub functor: Symbol,
@@ -75,6 +84,9 @@ pub struct Evaluator {
     pub stderr: Vec<String>,
     /// Paths copied to the store during this evaluation: source path → store path.
     pub src_to_store: HashMap<String, String>,
+    /// Nix's `abort-on-warn` setting: `builtins.warn` fails after printing its warning. Set from
+    /// `NIX_CONFIG` in the evaluation's environment (as Nix reads it); callers may override it.
+    pub abort_on_warn: bool,
 }
 
 impl Drop for Evaluator {
@@ -85,6 +97,21 @@ impl Drop for Evaluator {
         self.builtins = Value::Null;
         crate::value::region::teardown();
     }
+}
+
+/// The value of setting `name` in a `nix.conf`-style text (`NIX_CONFIG`): `name = value` lines,
+/// `#` comments; the last assignment wins.
+pub fn nix_config_setting(text: &str, name: &str) -> Option<String> {
+    let mut found = None;
+    for line in text.lines() {
+        let line = line.split('#').next().unwrap_or("");
+        if let Some((k, v)) = line.split_once('=')
+            && k.trim() == name
+        {
+            found = Some(v.trim().to_string());
+        }
+    }
+    found
 }
 
 fn hash64(data: &[u8]) -> u64 {
@@ -122,7 +149,14 @@ impl Evaluator {
             lowered: HashMap::new(),
             stderr: Vec::new(),
             src_to_store: HashMap::new(),
+            abort_on_warn: false,
         };
+        ev.abort_on_warn = ev
+            .config
+            .env
+            .get("NIX_CONFIG")
+            .and_then(|c| nix_config_setting(c, "abort-on-warn"))
+            .is_some_and(|v| v == "true");
         crate::builtins::install(&mut ev);
         ev
     }
@@ -175,6 +209,80 @@ impl Evaluator {
     pub fn eval_root(&mut self, e: &Rc<Expr>) -> Result<Value> {
         let env = Env::new_filled(None, Vec::new());
         self.eval(e, &env)
+    }
+
+    // -----------------------------------------------------------------------------------------
+    // Automatic arguments (`--arg` / `--argstr`)
+
+    /// Nix's `getAutoArgs`: the set of `--arg NAME EXPR` / `--argstr NAME STRING` values. Each
+    /// expression is parsed now (a syntax error is reported before anything is evaluated, its
+    /// positions are `«string»`, relative paths resolve against the working directory) and
+    /// evaluated lazily, only if the function uses it. A later duplicate name wins.
+    pub fn auto_args(&mut self, args: &[(String, AutoArg)]) -> Result<Rc<Attrs>> {
+        let root = Env::new_filled(None, Vec::new());
+        let base_dir = self.config.cwd.to_string_lossy().into_owned();
+        let mut entries = Vec::with_capacity(args.len());
+        for (name, arg) in args {
+            let value = match arg {
+                AutoArg::Expr(text) => {
+                    let e = self.parse(Origin::String, text.as_bytes(), &base_dir)?;
+                    self.lazy(&e, &root)
+                }
+                AutoArg::Str(s) => Value::str(s),
+            };
+            entries.push(Attr {
+                name: Symbol::intern(name),
+                value,
+                pos: Pos::NONE,
+            });
+        }
+        Ok(Rc::new(Attrs::from_unsorted(entries)))
+    }
+
+    /// Nix's `autoCallFunction`: a set with `__functor` is called with itself first; a lambda
+    /// with a `{ … }` pattern is called with the automatic arguments it accepts (all of them if
+    /// it has `...`), failing on a formal that has neither an argument nor a default; any other
+    /// value is returned forced.
+    pub fn auto_call_function(&mut self, v: &Value, args: &Rc<Attrs>) -> Result<Value> {
+        let v = self.force(v, Pos::NONE)?;
+        if let Value::Attrs(a) = &v
+            && let Some(f) = a.get(self.syms.functor)
+        {
+            let fv = f.value.clone();
+            let r = self.call(&fv, std::slice::from_ref(&v), Pos::NONE)?;
+            return self.auto_call_function(&r, args);
+        }
+        let Value::Lambda(c) = &v else {
+            return Ok(v);
+        };
+        let Some(formals) = &c.def.formals else {
+            return Ok(v);
+        };
+        let passed = if formals.ellipsis {
+            args.clone()
+        } else {
+            let mut entries = Vec::new();
+            for f in &formals.entries {
+                match args.get(f.name) {
+                    Some(a) => entries.push(a.clone()),
+                    None if f.default.is_some() => {}
+                    None => {
+                        return Err(EvalError::eval(format!(
+                            "cannot evaluate a function that has an argument without a value ('{}')\n\
+                             Nix attempted to evaluate a function as a top level expression; in\n\
+                             this case it must have its arguments supplied either by default\n\
+                             values, or passed explicitly with '--arg' or '--argstr'. See\n\
+                             https://nixos.org/manual/nix/stable/language/constructs.html#functions.",
+                            f.name
+                        ))
+                        .at(f.pos));
+                    }
+                }
+            }
+            // Formals are sorted by symbol, so the entries are too.
+            Rc::new(Attrs { entries })
+        };
+        self.call(&v, &[Value::Attrs(passed)], Pos::NONE)
     }
 
     // -----------------------------------------------------------------------------------------
@@ -770,8 +878,19 @@ impl Evaluator {
         match &**e {
             Expr::Const(v) | Expr::Global(v, _) => Ok(v.clone()),
             Expr::Var { depth, slot, pos } => {
-                let v = Self::env_at(env, *depth).get(*slot as usize);
-                self.force(&v, *pos)
+                // Borrow the slot instead of cloning it: a thunk costs one reference count, a
+                // plain value one clone.
+                let target = Self::env_at(env, *depth);
+                let slots = target.slots.borrow();
+                match slots.get(*slot as usize) {
+                    Some(Value::Thunk(t)) => {
+                        let t = t.clone();
+                        drop(slots);
+                        self.force_thunk(&t, *pos)
+                    }
+                    Some(v) => Ok(v.clone()),
+                    None => Ok(Value::Null),
+                }
             }
             Expr::WithVar { name, withs, pos } => self.eval_with_var(*name, withs, env, *pos),
             Expr::Attrs(a) => self.eval_attrs(a, env),
@@ -826,7 +945,10 @@ impl Evaluator {
                 let c = self
                     .eval(cond, env)
                     .map_err(|e| e.with_trace(*pos, "while evaluating a branch condition"))?;
-                let b = self.force_bool(&c, *pos, "while evaluating a branch condition")?;
+                let b = match c {
+                    Value::Bool(b) => b,
+                    c => self.force_bool(&c, *pos, "while evaluating a branch condition")?,
+                };
                 self.eval(if b { then } else { else_ }, env)
             }
             Expr::Assert {
@@ -1206,6 +1328,9 @@ impl Evaluator {
             BinOp::Eq | BinOp::NEq => {
                 let a = self.eval(l, env)?;
                 let b = self.eval(r, env)?;
+                if let (Value::Int(x), Value::Int(y)) = (&a, &b) {
+                    return Ok(Value::Bool((x == y) == (op == BinOp::Eq)));
+                }
                 let ctx = if op == BinOp::Eq {
                     "while testing two values for equality"
                 } else {
@@ -1698,5 +1823,91 @@ impl Evaluator {
                 b.type_desc()
             ))),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn evaluator() -> Evaluator {
+        Evaluator::new(Config {
+            pure: true,
+            cwd: "/".into(),
+            env: Default::default(),
+            nix_path: Vec::new(),
+            system: "x86_64-linux".into(),
+            store_dir: "/nix/store".into(),
+            interrupt: None,
+        })
+    }
+
+    fn value(ev: &mut Evaluator, text: &str) -> Value {
+        let e = ev
+            .parse(Origin::String, text.as_bytes(), "/")
+            .expect("test expression parses");
+        let v = ev.eval_root(&e).expect("test expression evaluates");
+        ev.force_deep(&v, Pos::NONE).expect("test value forces")
+    }
+
+    /// Expected values from `nix-instantiate --eval --strict -E … --arg … --argstr …` (2.26).
+    #[test]
+    fn auto_call_passes_arg_and_argstr() {
+        let mut ev = evaluator();
+        let f = value(&mut ev, "{ a, b ? 2, ... }@args: [ a b (args.c or null) ]");
+        let args = ev
+            .auto_args(&[
+                ("a".into(), AutoArg::Expr("1 + 1".into())),
+                ("c".into(), AutoArg::Str("x".into())),
+                ("d".into(), AutoArg::Expr("throw \"unused\"".into())),
+            ])
+            .expect("arguments parse");
+        let r = ev.auto_call_function(&f, &args).expect("call succeeds");
+        let r = ev.force_deep(&r, Pos::NONE).expect("result forces");
+        let want = value(&mut ev, "[ 2 2 \"x\" ]");
+        assert!(ev.eq_values(&r, &want, Pos::NONE, "").expect("comparable"));
+
+        // Without `...` only the accepted arguments are passed (no "unexpected argument").
+        let g = value(&mut ev, "{ a, b ? 3 }: a + b");
+        let r = ev.auto_call_function(&g, &args).expect("call succeeds");
+        assert!(matches!(r, Value::Int(5)));
+
+        // A formal with neither an argument nor a default.
+        let h = value(&mut ev, "{ a, b }: a");
+        let e = ev.auto_call_function(&h, &args).expect_err("b is missing");
+        assert!(
+            e.msg().starts_with(
+                "cannot evaluate a function that has an argument without a value ('b')\n\
+                 Nix attempted to evaluate a function as a top level expression; in\n"
+            ),
+            "{}",
+            e.msg()
+        );
+
+        // Syntax errors in `--arg` expressions are reported when the arguments are built.
+        assert!(
+            ev.auto_args(&[("a".into(), AutoArg::Expr("1 +".into()))])
+                .is_err()
+        );
+        // Other values are returned as they are.
+        let n = value(&mut ev, "42");
+        assert!(matches!(
+            ev.auto_call_function(&n, &args),
+            Ok(Value::Int(42))
+        ));
+    }
+
+    #[test]
+    fn nix_config_settings() {
+        let text = "# a comment\nabort-on-warn = true # trailing\nother = x\n";
+        assert_eq!(
+            nix_config_setting(text, "abort-on-warn").as_deref(),
+            Some("true")
+        );
+        assert_eq!(nix_config_setting(text, "missing"), None);
+        assert_eq!(
+            nix_config_setting("a = 1\na = 2", "a").as_deref(),
+            Some("2")
+        );
     }
 }

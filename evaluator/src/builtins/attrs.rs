@@ -177,7 +177,9 @@ fn prim_map_attrs(ev: &mut Evaluator, pos: Pos, args: &[Value]) -> Result<Value>
             Attr {
                 name: x.name,
                 value: Value::apply_thunk(partial, x.value.clone(), Pos::NONE),
-                pos: x.pos,
+                // Nix gives mapAttrs results no position (`unsafeGetAttrPos` is null, and no
+                // "while evaluating the attribute" frame names them).
+                pos: Pos::NONE,
             }
         })
         .collect();

@@ -34,11 +34,24 @@ fn prim_from_json(ev: &mut Evaluator, pos: Pos, args: &[Value]) -> Result<Value>
     )?;
     parse_json(&s.bytes).map_err(|m| {
         // Nix's integer-range check runs in its SAX callback, outside the decoding frame.
-        if m.starts_with("unsigned json number") {
+        if m.starts_with("unsigned json number") || m.starts_with(NUL_MESSAGE_START) {
             EvalError::eval(m)
         } else {
             EvalError::eval(m).with_trace(pos, "while decoding a JSON string")
         }
+    })
+}
+
+const NUL_MESSAGE_START: &str = "input string '";
+
+/// Nix refuses strings with NUL bytes coming from a decoder (fromJSON, fromTOML): the message,
+/// with each NUL shown as `␀`, or `None` when `bytes` has none.
+pub(crate) fn nul_byte_error(bytes: &[u8]) -> Option<String> {
+    bytes.contains(&0).then(|| {
+        format!(
+            "{NUL_MESSAGE_START}{}' cannot be represented as Nix string because it contains null bytes",
+            String::from_utf8_lossy(bytes).replace('\0', "\u{2400}")
+        )
     })
 }
 
@@ -186,7 +199,13 @@ impl JsonParser<'_> {
         match c {
             b'{' => self.object(),
             b'[' => self.array(),
-            b'"' => Ok(Value::string(self.string()?)),
+            b'"' => {
+                let bytes = self.string()?;
+                match nul_byte_error(&bytes) {
+                    Some(m) => Err(m),
+                    None => Ok(Value::string(bytes)),
+                }
+            }
             b't' => self.literal(b"true", Value::Bool(true)),
             b'f' => self.literal(b"false", Value::Bool(false)),
             b'n' => self.literal(b"null", Value::Null),
@@ -468,6 +487,9 @@ impl JsonParser<'_> {
                 return Err(self.syntax_err("object key", &format!("{d}; expected string literal")));
             }
             let k = self.string()?;
+            if let Some(m) = nul_byte_error(&k) {
+                return Err(m);
+            }
             self.skip_ws();
             if self.s.get(self.i) != Some(&b':') {
                 let d = self.describe_next();

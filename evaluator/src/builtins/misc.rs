@@ -50,6 +50,12 @@ fn prim_warn(ev: &mut Evaluator, pos: Pos, args: &[Value]) -> Result<Value> {
     )?;
     ev.stderr
         .push(format!("evaluation warning: {}", s.as_str_lossy()));
+    if ev.abort_on_warn {
+        // Like Nix: not catchable by tryEval.
+        return Err(EvalError::eval(
+            "aborting to reveal stack trace of warning, as abort-on-warn is set",
+        ));
+    }
     ev.force(&args[1], pos)
 }
 
@@ -249,4 +255,50 @@ fn prim_to_xml(ev: &mut Evaluator, pos: Pos, args: &[Value]) -> Result<Value> {
     xml_value(ev, &args[0], pos, &mut x, &mut ctx, &mut drvs)?;
     x.close();
     Ok(Value::string_ctx(x.out, ctx))
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::api::{EvalRequest, EvalSettings, EvalSource, OutputFormat, evaluate};
+
+    fn run(expr: &str, nix_config: Option<&str>) -> Result<String, (Vec<String>, String)> {
+        let mut settings = EvalSettings::default();
+        if let Some(c) = nix_config {
+            settings.env.insert("NIX_CONFIG".into(), c.into());
+        }
+        let req = EvalRequest {
+            source: EvalSource::Expr(expr.into()),
+            attr_path: None,
+            output: OutputFormat::Nix,
+            settings,
+        };
+        match evaluate(&req) {
+            Ok(o) => Ok(String::from_utf8_lossy(&o.stdout).into_owned()),
+            Err(d) => Err((d.log, d.rendered)),
+        }
+    }
+
+    /// Expected output from `NIX_CONFIG='abort-on-warn = true' nix eval` (Nix 2.26).
+    #[test]
+    fn abort_on_warn_from_nix_config() {
+        let expr = "builtins.tryEval (builtins.warn \"hi\" 1)";
+        assert_eq!(
+            run(expr, None),
+            Ok("{ success = true; value = 1; }\n".into())
+        );
+        let (log, rendered) = run(expr, Some("# comment\nabort-on-warn = true\n"))
+            .expect_err("abort-on-warn makes warn fail, uncatchably");
+        assert_eq!(log, vec!["evaluation warning: hi".to_string()]);
+        assert!(
+            rendered.ends_with(
+                "error: aborting to reveal stack trace of warning, as abort-on-warn is set\n"
+            ),
+            "{rendered}"
+        );
+        assert!(
+            rendered.contains("… while calling the 'warn' builtin"),
+            "{rendered}"
+        );
+        assert!(run(expr, Some("abort-on-warn = false")).is_ok());
+    }
 }

@@ -8,6 +8,7 @@
 //! cannot be reproduced).
 
 use crate::builtins::Registry;
+use crate::builtins::json::nul_byte_error;
 use crate::error::{EvalError, Result};
 use crate::eval::Evaluator;
 use crate::source::Pos;
@@ -20,7 +21,12 @@ pub(crate) fn register(r: &mut Registry) {
 
 fn convert(v: &toml::Value) -> std::result::Result<Value, String> {
     Ok(match v {
-        toml::Value::String(s) => Value::str(s),
+        toml::Value::String(s) => {
+            if let Some(m) = nul_byte_error(s.as_bytes()) {
+                return Err(format!("error: {m}"));
+            }
+            Value::str(s)
+        }
         toml::Value::Integer(i) => Value::Int(*i),
         toml::Value::Float(f) => Value::Float(*f),
         toml::Value::Boolean(b) => Value::Bool(*b),
@@ -37,6 +43,9 @@ fn convert(v: &toml::Value) -> std::result::Result<Value, String> {
 fn table(t: &toml::Table) -> std::result::Result<Value, String> {
     let mut attrs = Vec::with_capacity(t.len());
     for (k, v) in t {
+        if let Some(m) = nul_byte_error(k.as_bytes()) {
+            return Err(format!("error: {m}"));
+        }
         attrs.push(Attr {
             name: Symbol::intern(k),
             value: convert(v)?,
