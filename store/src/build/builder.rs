@@ -84,6 +84,45 @@ impl Drop for AutoDelete {
     }
 }
 
+/// Sandbox roots of finished builds are renamed to `.flaked-add-<pid>-trash-<n>` in the store
+/// directory (instant) and deleted by one background thread, off the build's critical path.
+/// The name makes `LocalStore::open` remove leftovers of a crashed process.
+fn trash(store: &LocalStore, mut guard: AutoDelete) {
+    use std::sync::OnceLock;
+    use std::sync::mpsc::{Sender, channel};
+    static CLEANER: OnceLock<Option<std::sync::Mutex<Sender<PathBuf>>>> = OnceLock::new();
+    let Some(path) = guard.keep() else { return };
+    let n = BUILD_COUNTER.fetch_add(1, Ordering::Relaxed);
+    let dest = store
+        .real_store_dir()
+        .join(format!(".flaked-add-{}-trash-{n}", std::process::id()));
+    if fs::rename(&path, &dest).is_err() {
+        drop(AutoDelete::new(path));
+        return;
+    }
+    let cleaner = CLEANER.get_or_init(|| {
+        let (tx, rx) = channel::<PathBuf>();
+        std::thread::Builder::new()
+            .name("flaked-build-cleaner".into())
+            .spawn(move || {
+                for p in rx {
+                    drop(AutoDelete::new(p));
+                }
+            })
+            .ok()
+            .map(|_| std::sync::Mutex::new(tx))
+    });
+    let sent = cleaner.as_ref().is_some_and(|tx| {
+        tx.lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .send(dest.clone())
+            .is_ok()
+    });
+    if !sent {
+        drop(AutoDelete::new(dest));
+    }
+}
+
 /// The printed `DerivedPath::Built` form Nix uses in goal names: `drv^out1,out2`.
 fn goal_name(store: &LocalStore, drv_path: &StorePath, drv: &Derivation) -> String {
     let outs: Vec<&str> = drv.outputs.keys().map(String::as_str).collect();
@@ -598,12 +637,14 @@ pub fn build_derivation(
         }
     };
     match register_outputs(
-        store, drv_path, drv, &outputs, &wanted, &inputs, fixed, &actual,
+        store, settings, drv_path, drv, &outputs, &wanted, &inputs, fixed, &actual,
     ) {
         Ok(()) => {}
         Err(e) => return Err(fail(e, &mut top_guard)),
     }
-    drop(chroot_guard);
+    if let Some(g) = chroot_guard {
+        trash(store, g);
+    }
     drop(top_guard);
     Ok(outputs)
 }
@@ -611,6 +652,7 @@ pub fn build_derivation(
 #[allow(clippy::too_many_arguments)]
 fn register_outputs(
     store: &LocalStore,
+    settings: &BuildSettings,
     drv_path: &StorePath,
     drv: &Derivation,
     outputs: &BTreeMap<String, StorePath>,
@@ -717,7 +759,9 @@ fn register_outputs(
             let _ = nar::remove_tree_force(&store.real_path(&info.path));
         }
     };
-    if let Err(e) = store.sync_store() {
+    if settings.fsync_outputs
+        && let Err(e) = store.sync_store()
+    {
         moved_back(&infos);
         return Err(e.into());
     }

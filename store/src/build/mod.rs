@@ -62,6 +62,11 @@ pub struct BuildSettings {
     pub keep_failed: bool,
     /// Lines of log kept for error messages (`log-lines`).
     pub log_lines: usize,
+    /// `fsync-store-paths`: flush the store's file system before registering outputs (off by
+    /// default, like Nix: a crash of the daemon can never register a partial output either
+    /// way, because outputs are renamed into place before the registering transaction; the
+    /// flush only adds durability across power loss).
+    pub fsync_outputs: bool,
 }
 
 impl Default for BuildSettings {
@@ -90,6 +95,7 @@ impl Default for BuildSettings {
             sandbox_build_dir: "/build".into(),
             keep_failed: false,
             log_lines: 25,
+            fsync_outputs: false,
         }
     }
 }

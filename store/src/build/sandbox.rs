@@ -14,7 +14,8 @@
 //! nothing of the host is writable inside except the build directory and the sandbox's own
 //! store directory (whose new entries become the outputs). Between `clone` and `execve` the
 //! child only issues system calls on data prepared before the clone (no allocation, no
-//! locks), because the parent is multi-threaded.
+//! locks, no libc wrapper that synchronises with other threads, such as `setuid`), because
+//! the parent is multi-threaded and the child is a raw copy of one of its threads.
 
 use std::ffi::CString;
 use std::fs;
@@ -388,6 +389,14 @@ unsafe fn child_main(p: &ChildPlan) -> ! {
             libc::_exit(1);
         };
         let null = std::ptr::null::<libc::c_char>();
+        // Die with the thread that started us, from the start (set again after setuid).
+        libc::prctl(
+            libc::PR_SET_PDEATHSIG,
+            libc::SIGKILL as libc::c_ulong,
+            0,
+            0,
+            0,
+        );
         // Wait until the parent has written our uid/gid maps.
         let mut b = 0u8;
         if libc::read(p.sync_r, &mut b as *mut u8 as *mut libc::c_void, 1) != 1 {
@@ -531,10 +540,13 @@ unsafe fn child_main(p: &ChildPlan) -> ! {
             fail(17);
         }
         libc::umask(0o022);
-        if libc::setgid(SANDBOX_GID) != 0 {
+        // Raw system calls: glibc's setgid/setuid broadcast to every thread it believes
+        // exists (the parent's, copied by clone) under its internal locks, which may be held
+        // forever in this copy of the address space.
+        if libc::syscall(libc::SYS_setgid, SANDBOX_GID as libc::c_long) != 0 {
             fail(18);
         }
-        if libc::setuid(SANDBOX_UID) != 0 {
+        if libc::syscall(libc::SYS_setuid, SANDBOX_UID as libc::c_long) != 0 {
             fail(19);
         }
         if libc::chdir(p.build_dir.as_ptr()) != 0 {

@@ -1,0 +1,52 @@
+#!/usr/bin/env bash
+# Builds 200 trivial derivations (10 layers of width 20, each depending on two of the layer
+# before) with -j2: flaked's BuildPool (sandboxed, store-level driver store/examples/build_drvs.rs)
+# vs the reference `nix-store --realise` (sandbox off, its own store), in one run. A fresh
+# nonce per run makes every derivation new for both. Prints wall times; checks that both
+# produce the same output paths. The end-to-end `flakectl build` variant needs the daemon's
+# Build RPC (not wired yet).
+#   bench/build-graph.sh [RUNS]
+set -euo pipefail
+RUNS=${1:-3}
+ORACLE=${ORACLE:-/work/shared/oracle/nix}
+here=$(cd "$(dirname "$0")/.." && pwd)
+export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$here/target-store}
+cargo build -q --release -p flaked-store --example build_drvs
+bin=$CARGO_TARGET_DIR/release/examples/build_drvs
+oracle_root=${ORACLE_ROOT:-/opt/nix-oracle}
+work=$(mktemp -d /tmp/build-graph.XXXXXX)
+trap 'chmod -R u+w "$work" 2>/dev/null; rm -rf "$work"' EXIT
+# sandbox-paths for /bin/sh and the libraries it loads.
+sp=(--sandbox-path "/bin/sh=$(readlink -f /bin/sh)")
+for lib in $(ldd /bin/sh | grep -o '/[^ ]*'); do sp+=(--sandbox-path "$lib=$(readlink -f "$lib")"); done
+for run in $(seq "$RUNS"); do
+  nonce="$(date +%s%N)-$run"
+  cat > "$work/graph.nix" <<NIX
+let
+  layer = l: builtins.genList (i: derivation {
+    name = "bg-\${toString l}-\${toString i}"; system = "x86_64-linux"; builder = "/bin/sh";
+    args = [ "-c" "echo \${toString l} \${toString i} > \$out" ];
+    nonce = "$nonce";
+    deps = if l == 0 then [ ] else let p = layers.\${toString (l - 1)}; in
+      [ (builtins.elemAt p i) (builtins.elemAt p (if i == 19 then 0 else i + 1)) ];
+  }) 20;
+  layers = builtins.listToAttrs (builtins.genList (l: { name = toString l; value = layer l; }) 10);
+in layers."9"
+NIX
+  cd "$work"
+  mapfile -t tops < <("$ORACLE" --cmd nix-instantiate graph.nix 2>/dev/null)
+  mapfile -t drvs < <("$ORACLE" --cmd nix-store -qR "${tops[@]}" | grep '\.drv$')
+  files=(); for d in "${drvs[@]}"; do files+=("$oracle_root$d"); done
+  t0=$(date +%s%N)
+  "$ORACLE" --cmd nix-store --realise "${tops[@]}" -j2 --option sandbox false --option cores 1 \
+    2>/dev/null | sort > "$work/nix.out"
+  t1=$(date +%s%N)
+  rm -rf "$work/root"
+  "$bin" --root "$work/root" -j 2 "${sp[@]}" --drv "${files[@]}" --target "${tops[@]}" 2>"$work/ours.err" \
+    | sort > "$work/ours.out"
+  t2=$(date +%s%N)
+  chmod -R u+w "$work/root"; rm -rf "$work/root"
+  cmp -s "$work/nix.out" "$work/ours.out" || { echo "output paths differ" >&2; exit 1; }
+  echo "run $run: ${#drvs[@]} derivations: nix-store --realise $(( (t1 - t0) / 1000000 )) ms;" \
+       "flaked (incl. adding .drvs, opening the store) $(( (t2 - t1) / 1000000 )) ms; $(cat "$work/ours.err")"
+done
