@@ -452,11 +452,19 @@ pub fn print_ambiguous(v: &Value) -> Vec<u8> {
     out
 }
 
+/// Nix 2.26 keeps lists of one or two elements inline in the value cell, so such a list's
+/// identity for `«repeated»` is the cell holding it (here: the thunk it was reached through;
+/// reached directly, it cannot be seen twice), while a longer list's identity is its shared
+/// element array (here: the `Rc`).
 fn ambiguous_into(v: &Value, out: &mut Vec<u8>, seen: &mut HashSet<usize>, depth: i32) {
     if depth <= 0 {
         out.extend_from_slice("«too deep»".as_bytes());
         return;
     }
+    let cell = match v {
+        Value::Thunk(t) => Some(Rc::as_ptr(t) as *const u8 as usize),
+        _ => None,
+    };
     let v = match v {
         Value::Thunk(t) => match &*t.state.borrow() {
             crate::value::ThunkState::Done(x) => x.clone(),
@@ -493,7 +501,12 @@ fn ambiguous_into(v: &Value, out: &mut Vec<u8>, seen: &mut HashSet<usize>, depth
             out.push(b'}');
         }
         Value::List(l) => {
-            if !l.is_empty() && !seen.insert(l.as_ptr() as *const u8 as usize) {
+            let id = match l.len() {
+                0 => None,
+                1 | 2 => cell,
+                _ => Some(l.as_ptr() as *const u8 as usize),
+            };
+            if id.is_some_and(|id| !seen.insert(id)) {
                 out.extend_from_slice("«repeated»".as_bytes());
                 return;
             }
