@@ -84,42 +84,50 @@ impl Drop for AutoDelete {
     }
 }
 
-/// Sandbox roots of finished builds are renamed to `.flaked-add-<pid>-trash-<n>` in the store
-/// directory (instant) and deleted by one background thread, off the build's critical path.
-/// The name makes `LocalStore::open` remove leftovers of a crashed process.
-fn trash(store: &LocalStore, mut guard: AutoDelete) {
-    use std::sync::OnceLock;
-    use std::sync::mpsc::{Sender, channel};
-    static CLEANER: OnceLock<Option<std::sync::Mutex<Sender<PathBuf>>>> = OnceLock::new();
-    let Some(path) = guard.keep() else { return };
-    let n = BUILD_COUNTER.fetch_add(1, Ordering::Relaxed);
-    let dest = store
-        .real_store_dir()
-        .join(format!(".flaked-add-{}-trash-{n}", std::process::id()));
-    if fs::rename(&path, &dest).is_err() {
-        drop(AutoDelete::new(path));
-        return;
-    }
-    let cleaner = CLEANER.get_or_init(|| {
-        let (tx, rx) = channel::<PathBuf>();
-        std::thread::Builder::new()
-            .name("flaked-build-cleaner".into())
-            .spawn(move || {
-                for p in rx {
-                    drop(AutoDelete::new(p));
-                }
-            })
-            .ok()
-            .map(|_| std::sync::Mutex::new(tx))
-    });
-    let sent = cleaner.as_ref().is_some_and(|tx| {
-        tx.lock()
+/// Sandbox roots kept for reuse, by store and root variant. Creating a root's ~40 mount
+/// points, files and links for every build (and deleting them after) dominated the cost of
+/// small builds (ext4 inode allocation), so a finished build's root goes back here once its
+/// store directory is emptied. Roots are named `.flaked-add-<pid>-sandbox-<n>` in the store
+/// directory, so `LocalStore::open` removes those of a crashed process.
+fn root_cache() -> &'static std::sync::Mutex<BTreeMap<String, Vec<PathBuf>>> {
+    static CACHE: std::sync::OnceLock<std::sync::Mutex<BTreeMap<String, Vec<PathBuf>>>> =
+        std::sync::OnceLock::new();
+    CACHE.get_or_init(Default::default)
+}
+
+fn take_root(store: &LocalStore, key: &str) -> PathBuf {
+    let cached = root_cache()
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .get_mut(key)
+        .and_then(Vec::pop);
+    cached.unwrap_or_else(|| {
+        let n = BUILD_COUNTER.fetch_add(1, Ordering::Relaxed);
+        store
+            .real_store_dir()
+            .join(format!(".flaked-add-{}-sandbox-{n}", std::process::id()))
+    })
+}
+
+/// Empty the root's store directory (mount points of inputs, anything the builder left) and
+/// make the root available again; a root that cannot be cleaned is deleted.
+fn return_root(store: &LocalStore, key: String, root: PathBuf) {
+    let inner_store = root.join(store.store_dir().as_str().trim_start_matches('/'));
+    let clean = match fs::read_dir(&inner_store) {
+        Ok(rd) => rd
+            .flatten()
+            .all(|e| nar::remove_tree_force(&e.path()).is_ok()),
+        Err(e) => e.kind() == io::ErrorKind::NotFound,
+    };
+    if clean {
+        root_cache()
+            .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .send(dest.clone())
-            .is_ok()
-    });
-    if !sent {
-        drop(AutoDelete::new(dest));
+            .entry(key)
+            .or_default()
+            .push(root);
+    } else {
+        drop(AutoDelete::new(root));
     }
 }
 
@@ -544,18 +552,9 @@ pub fn build_derivation(
         build_dir_inner: build_dir_inner.clone(),
     };
 
-    // Where the builder's outputs appear on the host.
-    let chroot_parent = PathBuf::from(format!("{}.chroot", store.real_path(drv_path).display()));
-    let mut chroot_guard = None;
+    // Where the builder's outputs appear on the host: below a (reused) sandbox root.
+    let mut sandbox_root: Option<(String, PathBuf)> = None;
     let child = if sandboxed {
-        let _ = nar::remove_tree_force(&chroot_parent);
-        fs::DirBuilder::new()
-            .mode(0o700)
-            .create(&chroot_parent)
-            .map_err(|e| {
-                BuildError::Rejected(format!("cannot create '{}': {e}", chroot_parent.display()))
-            })?;
-        chroot_guard = Some(AutoDelete::new(chroot_parent.clone()));
         let mut binds = parse_sandbox_paths(&settings.sandbox_paths);
         for p in &inputs {
             binds.push(Bind {
@@ -568,15 +567,33 @@ pub fn build_derivation(
         // An output that is a valid path must not shadow the fresh one.
         let outs: BTreeSet<String> = printed_outputs.values().cloned().collect();
         binds.retain(|b| !outs.contains(&b.target));
-        sandbox::spawn_sandboxed(
+        let key = format!(
+            "{}|{}|{}|{}",
+            store.real_store_dir().display(),
+            !fixed,
+            build_dir_inner,
+            settings.sandbox_paths.join(" ")
+        );
+        let root = take_root(store, &key);
+        sandbox_root = Some((key, root.clone()));
+        let spawned = sandbox::spawn_sandboxed(
             &spec,
             &SandboxSpec {
-                root: chroot_parent.join("root"),
+                root,
                 store_dir: sd.as_str().to_owned(),
                 binds,
                 private_network: !fixed,
             },
-        )?
+        );
+        match spawned {
+            Ok(c) => c,
+            Err(e) => {
+                if let Some((key, root)) = sandbox_root.take() {
+                    return_root(store, key, root);
+                }
+                return Err(e.into());
+            }
+        }
     } else {
         for p in wanted.values() {
             let real = store.real_path(p);
@@ -586,6 +603,17 @@ pub fn build_derivation(
         }
         sandbox::spawn_unsandboxed(&spec)?
     };
+    // Give the root back on every way out from here.
+    struct RootGuard<'a>(&'a LocalStore, Option<(String, PathBuf)>);
+    impl Drop for RootGuard<'_> {
+        fn drop(&mut self) {
+            if let Some((key, root)) = self.1.take() {
+                return_root(self.0, key, root);
+            }
+        }
+    }
+    let root_dir = sandbox_root.as_ref().map(|(_, r)| r.clone());
+    let _root_guard = RootGuard(store, sandbox_root);
 
     tracing::debug!(drv = %drv_printed, pid = child.pid, sandboxed, "builder started");
     let goal = goal_name(store, drv_path, drv);
@@ -627,8 +655,8 @@ pub fn build_derivation(
     }
 
     let actual = |p: &StorePath| -> PathBuf {
-        if sandboxed {
-            let mut r = chroot_parent.join("root");
+        if let Some(root) = &root_dir {
+            let mut r = root.clone();
             r.push(sd.as_str().trim_start_matches('/'));
             r.push(p.base_name());
             r
@@ -641,9 +669,6 @@ pub fn build_derivation(
     ) {
         Ok(()) => {}
         Err(e) => return Err(fail(e, &mut top_guard)),
-    }
-    if let Some(g) = chroot_guard {
-        trash(store, g);
     }
     drop(top_guard);
     Ok(outputs)

@@ -523,17 +523,16 @@ unsafe fn child_main(p: &ChildPlan) -> ! {
         if libc::chdir(p.root.as_ptr()) != 0 {
             fail(12);
         }
-        if libc::syscall(libc::SYS_pivot_root, c".".as_ptr(), c"real-root".as_ptr()) != 0 {
+        // pivot_root(".", "."): the old root ends up stacked on the new one and is detached
+        // right away, so no mount point for it is needed in the (reused) root.
+        if libc::syscall(libc::SYS_pivot_root, c".".as_ptr(), c".".as_ptr()) != 0 {
             fail(13);
         }
-        if libc::chroot(c".".as_ptr()) != 0 {
-            fail(14);
-        }
-        if libc::umount2(c"real-root".as_ptr(), libc::MNT_DETACH) != 0 {
+        if libc::umount2(c".".as_ptr(), libc::MNT_DETACH) != 0 {
             fail(15);
         }
-        if libc::rmdir(c"real-root".as_ptr()) != 0 {
-            fail(16);
+        if libc::chdir(c"/".as_ptr()) != 0 {
+            fail(14);
         }
         let root_flags = libc::MS_BIND | libc::MS_REMOUNT | libc::MS_RDONLY | p.root_flags;
         if libc::mount(null, c"/".as_ptr(), null, root_flags, std::ptr::null()) != 0 {
@@ -594,8 +593,21 @@ fn statfs_keep_flags(p: &Path) -> libc::c_ulong {
     }
 }
 
+/// Write `data` unless the file already holds exactly that (roots are reused).
 fn write_file(p: &Path, data: &[u8]) -> Result<(), SandboxError> {
+    if fs::read(p).is_ok_and(|old| old == data) {
+        return Ok(());
+    }
     fs::write(p, data).map_err(io_err("writing", p))
+}
+
+fn symlink_once(target: &str, p: &Path) -> Result<(), SandboxError> {
+    match std::os::unix::fs::symlink(target, p) {
+        Err(e) if e.kind() != io::ErrorKind::AlreadyExists => {
+            Err(io_err("creating symbolic link", p)(e))
+        }
+        _ => Ok(()),
+    }
 }
 
 /// Create the mount point for a bind (Nix's `doBind` preparation): directories get a
@@ -647,11 +659,12 @@ pub fn etc_group() -> String {
     format!("root:x:0:\nnixbld:!:{SANDBOX_GID}:\nnogroup:x:65534:\n")
 }
 
-/// Lay out the sandbox root and start the builder in it.
+/// Lay out the sandbox root and start the builder in it. `root` may be a root used before
+/// (see `builder`'s root cache): everything is created only if missing, so a reused root
+/// costs lookups, not inode allocations; its store directory must be empty.
 pub fn spawn_sandboxed(spec: &Spec, sb: &SandboxSpec) -> Result<Child, SandboxError> {
     let root = &sb.root;
     mkdir_p(root, 0o755)?;
-    mkdir_p(&root.join("real-root"), 0o500)?;
     mkdir_p(&root.join("tmp"), 0o1777)?;
     mkdir_p(&root.join("proc"), 0o555)?;
     let etc = root.join("etc");
@@ -710,13 +723,12 @@ pub fn spawn_sandboxed(spec: &Spec, sb: &SandboxSpec) -> Result<Child, SandboxEr
         ("stderr", "/proc/self/fd/2"),
     ] {
         let p = dev.join(link);
-        std::os::unix::fs::symlink(target, &p).map_err(io_err("creating symbolic link", &p))?;
+        symlink_once(target, &p)?;
     }
     let ptmx_link = Path::new("/dev/pts/ptmx").exists();
     if ptmx_link {
         let p = dev.join("ptmx");
-        std::os::unix::fs::symlink("/dev/pts/ptmx", &p)
-            .map_err(io_err("creating symbolic link", &p))?;
+        symlink_once("/dev/pts/ptmx", &p)?;
     }
 
     let mut prepared = Vec::new();
