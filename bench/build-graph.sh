@@ -3,7 +3,8 @@
 # before) with -j2: flaked's BuildPool (sandboxed, store-level driver store/examples/build_drvs.rs)
 # vs the reference `nix-store --realise` (sandbox off, its own store), in one run. A fresh
 # nonce per run makes every derivation new for both. Prints wall times; checks that both
-# produce the same output paths. The end-to-end `flakectl build` variant needs the daemon's
+# produce the same output paths and that the reference verifies our store
+# (`nix-store --store local?root=… --verify --check-contents`). The end-to-end `flakectl build` variant needs the daemon's
 # Build RPC (not wired yet).
 #   bench/build-graph.sh [RUNS]
 set -euo pipefail
@@ -45,6 +46,10 @@ NIX
   "$bin" --root "$work/root" -j 2 "${sp[@]}" --drv "${files[@]}" --target "${tops[@]}" 2>"$work/ours.err" \
     | sort > "$work/ours.out"
   t2=$(date +%s%N)
+  # The reference reads our registrations and finds every hash right.
+  (cd "$work" && "$ORACLE" --cmd nix-store --store "local?root=$work/root" --verify --check-contents \
+    >/dev/null 2>"$work/verify.err") || { cat "$work/verify.err" >&2; exit 1; }
+  if grep -qi "error\|mismatch\|corrupt" "$work/verify.err"; then cat "$work/verify.err" >&2; exit 1; fi
   chmod -R u+w "$work/root"; rm -rf "$work/root"
   cmp -s "$work/nix.out" "$work/ours.out" || { echo "output paths differ" >&2; exit 1; }
   echo "run $run: ${#drvs[@]} derivations: nix-store --realise $(( (t1 - t0) / 1000000 )) ms;" \

@@ -41,6 +41,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         let name = base[33..].trim_end_matches(".drv").to_owned();
         parsed.insert(p, Derivation::parse(&sd, &std::fs::read(f)?, &name)?);
     }
+    let t_add = Instant::now();
     let mut added = BTreeSet::new();
     while added.len() < parsed.len() {
         let before = added.len();
@@ -54,6 +55,11 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             return Err("derivation inputs missing from --drv".into());
         }
     }
+    eprintln!(
+        "added {} derivations in {} ms",
+        added.len(),
+        t_add.elapsed().as_millis()
+    );
     let settings = BuildSettings {
         max_jobs: jobs,
         cores: 1,

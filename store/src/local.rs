@@ -165,6 +165,46 @@ pub trait ImportCache: Send + Sync {
     );
 }
 
+/// Coalesces flushes of the store: a caller needs a flush that *started* after its own
+/// writes finished; callers arriving while one runs share the next one, so N concurrent
+/// writers cost about two flushes, not N.
+#[derive(Default)]
+struct FlushBatcher {
+    /// (flushes started, last flush completed successfully, one is running)
+    state: Mutex<(u64, u64, bool)>,
+    cv: std::sync::Condvar,
+}
+
+impl FlushBatcher {
+    fn flush(&self, f: impl Fn() -> io::Result<()>) -> io::Result<()> {
+        let mut st = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        let target = st.0 + 1;
+        loop {
+            if st.1 >= target {
+                return Ok(());
+            }
+            if !st.2 {
+                st.2 = true;
+                st.0 += 1;
+                let mine = st.0;
+                drop(st);
+                let r = f();
+                st = self.state.lock().unwrap_or_else(|e| e.into_inner());
+                st.2 = false;
+                if r.is_ok() && st.1 < mine {
+                    st.1 = mine;
+                }
+                self.cv.notify_all();
+                if mine >= target || r.is_err() {
+                    return r;
+                }
+                continue;
+            }
+            st = self.cv.wait(st).unwrap_or_else(|e| e.into_inner());
+        }
+    }
+}
+
 /// A local Nix store rooted at a physical directory.
 pub struct LocalStore {
     store_dir: StoreDir,
@@ -174,6 +214,10 @@ pub struct LocalStore {
     _big_lock: fs::File,
     drv_hashes: DrvHashCache,
     import_cache: Option<Arc<dyn ImportCache>>,
+    /// Shared `syncfs` of the store's file system (objects written as trees).
+    fs_flush: FlushBatcher,
+    /// Shared fsync of the store directory (renames into place).
+    dir_flush: FlushBatcher,
 }
 
 static TEMP_COUNTER: AtomicU64 = AtomicU64::new(0);
@@ -325,6 +369,8 @@ impl LocalStore {
             _big_lock: big_lock,
             drv_hashes: DrvHashCache::new(),
             import_cache: None,
+            fs_flush: FlushBatcher::default(),
+            dir_flush: FlushBatcher::default(),
         })
     }
 
@@ -558,11 +604,11 @@ impl LocalStore {
     /// Flush the store's file system and directory: what must precede registering objects
     /// that were moved into place (one call for a whole batch).
     pub fn sync_store(&self) -> Result<()> {
-        let store_fd = fs::File::open(&self.real_store_dir)
-            .map_err(io_err("opening", &self.real_store_dir))?;
-        syncfs(&store_fd).map_err(io_err("syncing file system of", &self.real_store_dir))?;
-        store_fd
-            .sync_all()
+        self.fs_flush
+            .flush(|| syncfs(&fs::File::open(&self.real_store_dir)?))
+            .map_err(io_err("syncing file system of", &self.real_store_dir))?;
+        self.dir_flush
+            .flush(|| fs::File::open(&self.real_store_dir)?.sync_all())
             .map_err(io_err("syncing directory", &self.real_store_dir))
     }
 
@@ -665,6 +711,10 @@ impl LocalStore {
 
     /// Move a fully written, canonicalised temporary object into place and register it,
     /// unless another writer already did. Holds the per-path lock throughout.
+    ///
+    /// Durability before registration: a single regular file (text, `.drv`) is fsynced on its
+    /// own; a tree is flushed with `syncfs`, shared with concurrent adders; the rename is
+    /// made durable by an fsync of the store directory, also shared.
     fn install(&self, tmp: &Path, info: PathInfo, drv: Option<&Derivation>) -> Result<StorePath> {
         let dest = self.real_path(&info.path);
         let lock_path = PathBuf::from(format!("{}.lock", dest.display()));
@@ -675,12 +725,19 @@ impl LocalStore {
         }
         // Left over from a crash between rename and registration: replace it.
         nar::remove_tree_force(&dest).map_err(io_err("removing stale", &dest))?;
-        let store_fd = fs::File::open(&self.real_store_dir)
-            .map_err(io_err("opening", &self.real_store_dir))?;
-        syncfs(&store_fd).map_err(io_err("syncing file system of", &self.real_store_dir))?;
+        let md = fs::symlink_metadata(tmp).map_err(io_err("getting status of", tmp))?;
+        if md.is_file() {
+            fs::File::open(tmp)
+                .and_then(|f| f.sync_all())
+                .map_err(io_err("syncing", tmp))?;
+        } else {
+            self.fs_flush
+                .flush(|| syncfs(&fs::File::open(&self.real_store_dir)?))
+                .map_err(io_err("syncing file system of", &self.real_store_dir))?;
+        }
         fs::rename(tmp, &dest).map_err(io_err("moving into place", &dest))?;
-        store_fd
-            .sync_all()
+        self.dir_flush
+            .flush(|| fs::File::open(&self.real_store_dir)?.sync_all())
             .map_err(io_err("syncing directory", &self.real_store_dir))?;
         self.register(&info, drv)?;
         Ok(info.path)
@@ -1063,4 +1120,55 @@ pub fn make_writable(path: &Path) -> io::Result<()> {
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod flush_tests {
+    use super::FlushBatcher;
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicU64, Ordering};
+
+    #[test]
+    fn concurrent_flushes_are_shared_and_each_caller_is_covered() {
+        let b = Arc::new(FlushBatcher::default());
+        let calls = Arc::new(AtomicU64::new(0));
+        // Every caller records the flush count at entry; the flush it returns after must have
+        // started later (a call started after the caller's writes).
+        let handles: Vec<_> = (0..32)
+            .map(|_| {
+                let (b, calls) = (b.clone(), calls.clone());
+                std::thread::spawn(move || {
+                    let before = calls.load(Ordering::SeqCst);
+                    b.flush(|| {
+                        calls.fetch_add(1, Ordering::SeqCst);
+                        std::thread::sleep(std::time::Duration::from_millis(20));
+                        Ok(())
+                    })
+                    .expect("flush");
+                    assert!(calls.load(Ordering::SeqCst) > before);
+                })
+            })
+            .collect();
+        for h in handles {
+            h.join().expect("thread");
+        }
+        let n = calls.load(Ordering::SeqCst);
+        assert!(
+            (1..32).contains(&n),
+            "32 concurrent callers shared flushes: {n}"
+        );
+    }
+
+    #[test]
+    fn a_failed_flush_is_reported_and_retried_by_the_next_caller() {
+        let b = FlushBatcher::default();
+        assert!(b.flush(|| Err(std::io::Error::other("disk gone"))).is_err());
+        let ran = AtomicU64::new(0);
+        b.flush(|| {
+            ran.fetch_add(1, Ordering::SeqCst);
+            Ok(())
+        })
+        .expect("second flush");
+        assert_eq!(ran.load(Ordering::SeqCst), 1);
+    }
 }
