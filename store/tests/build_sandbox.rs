@@ -528,3 +528,87 @@ fn sandbox_false_on_a_diverted_store_still_sandboxes() {
     build_one(&pool, &d).expect("build");
     assert_eq!(read_out(&t.store, &d), "localhost 1\n");
 }
+
+/// Child half of `a_daemon_killed_mid_build_leaves_nothing_registered`: builds the derivation
+/// named by the environment in the store named by the environment (killed by the parent).
+#[test]
+#[ignore = "run by a_daemon_killed_mid_build_leaves_nothing_registered"]
+fn crash_child() {
+    let (Ok(root), Ok(drv)) = (
+        std::env::var("FLAKED_CRASH_ROOT"),
+        std::env::var("FLAKED_CRASH_DRV"),
+    ) else {
+        return;
+    };
+    let store = std::sync::Arc::new(
+        flaked_store::LocalStore::open(
+            flaked_store::StoreDir::new("/nix/store").expect("store dir"),
+            &root,
+        )
+        .expect("open"),
+    );
+    let settings = flaked_store::build::BuildSettings {
+        sandbox_paths: sandbox_paths(TOOLS),
+        build_dir: std::path::Path::new(&root).join("builds"),
+        ..Default::default()
+    };
+    let pool = BuildPool::new(store.clone(), settings);
+    let d = sp(&store, &drv);
+    let _ = build(&pool, &[all_outputs(d)], &BuildOptions::default());
+}
+
+#[test]
+fn a_daemon_killed_mid_build_leaves_nothing_registered() {
+    let t = test_store();
+    let d = mk_drv(
+        &t.store,
+        "crashy",
+        "/bin/sh",
+        "echo partial > $out; /bin/sleep 2.987656; echo complete > $out",
+        &[],
+        &[],
+    );
+    let mut child = std::process::Command::new(std::env::current_exe().expect("test binary"))
+        .args(["--exact", "crash_child", "--ignored", "--nocapture"])
+        .env("FLAKED_CRASH_ROOT", &t.root)
+        .env("FLAKED_CRASH_DRV", t.store.store_dir().print(&d))
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("spawn child");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !process_running("2.987656") {
+        assert!(Instant::now() < deadline, "child build never started");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    child.kill().expect("kill -9 the 'daemon'");
+    child.wait().expect("reap");
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while process_running("2.987656") {
+        assert!(Instant::now() < deadline, "the builder outlived its daemon");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let out = out_path(&t.store, &d);
+    assert!(
+        !t.store.is_valid_path(&out).expect("query"),
+        "nothing half-built is registered"
+    );
+    // "Restart": a new store handle and pool build it fully.
+    let store2 = std::sync::Arc::new(
+        flaked_store::LocalStore::open(t.store.store_dir().clone(), &t.root).expect("reopen"),
+    );
+    let pool = BuildPool::new(store2.clone(), settings(&t));
+    build_one(&pool, &d).expect("rebuild after the crash");
+    assert_eq!(read_out(&store2, &d), "complete\n");
+    // The dead process's sandbox roots were removed on open.
+    let pid = child.id();
+    let stale = std::fs::read_dir(t.store.real_store_dir())
+        .expect("store")
+        .flatten()
+        .any(|e| {
+            e.file_name()
+                .to_string_lossy()
+                .starts_with(&format!(".flaked-add-{pid}-"))
+        });
+    assert!(!stale, "stale sandbox root of the killed process");
+}
