@@ -4,6 +4,8 @@
 #
 # A layout is a directory of flake sources, plus optionally:
 #   input.lock  copied to flake.lock before the first step
+#   The user registry of every step is $XDG_CONFIG_HOME/nix/registry.json with
+#               XDG_CONFIG_HOME = "<copy>-config", outside the flake's tree (setup.sh may write it)
 #   setup.sh    run with `sh` in the copy before the first step (creates Git repositories at run
 #               time: no .git directory is committed), with a fixed Git identity and dates
 #   cases       the steps, one per line: `ID COMMAND ARGS…` (default: `1 lock` and
@@ -467,6 +469,31 @@ mk git-subdir cases <<'N'
 5 lock ./sub
 N
 
+mk registry flake.nix <<'N'
+{ inputs.t.url = "flake:target";
+  outputs = { self, t, target }: { x = [ t.v target.v ]; }; }
+N
+mk registry target/flake.nix <<'N'
+{ outputs = { self }: { v = "from the registry"; }; }
+N
+mk registry setup.sh <<'N'
+mkdir -p "$XDG_CONFIG_HOME/nix" && printf '{"flakes":[{"from":{"id":"target","type":"indirect"},"to":{"path":"%s/target","type":"path"}}],"version":2}\n' "$PWD" > "$XDG_CONFIG_HOME/nix/registry.json"
+N
+mk registry cases <<'N'
+1 lock
+2 eval --json .#x
+N
+
+mk registry-ref flake.nix <<'N'
+{ inputs.pinned.url = "target/main"; outputs = { self, pinned }: { x = pinned.v; }; }
+N
+mk registry-ref target/flake.nix <<'N'
+{ outputs = { self }: { v = 1; }; }
+N
+mk registry-ref setup.sh <<'N'
+mkdir -p "$XDG_CONFIG_HOME/nix" && printf '{"flakes":[{"from":{"id":"target","type":"indirect"},"to":{"path":"%s/target","type":"path"}}],"version":2}\n' "$PWD" > "$XDG_CONFIG_HOME/nix/registry.json"
+N
+
 mk builtins-flakes flake.nix <<'N'
 { description = "for getFlake";
   inputs.sub.url = "path:./sub";
@@ -519,13 +546,14 @@ for d in "$OUT"/*/; do
   tmp=$(mktemp -d /tmp/flake-golden-out.XXXXXX)
   (cd "$d" && tar --exclude=./cases --exclude=./setup.sh --exclude=./input.lock -cf - .) | (cd "$work" && tar xf -)
   [ -f "$d/input.lock" ] && cp "$d/input.lock" "$work/flake.lock"
-  [ -f "$d/setup.sh" ] && (cd "$work" && HOME=$work sh "$d/setup.sh" >/dev/null 2>&1)
+  mkdir -p "$work-config"
+  [ -f "$d/setup.sh" ] && (cd "$work" && HOME=$work XDG_CONFIG_HOME=$work-config sh "$d/setup.sh" >/dev/null 2>&1)
   cases=$d/cases
   if [ ! -f "$cases" ]; then cases=$tmp/cases; printf '1 lock\n2 eval --json .#x\n' > "$cases"; fi
   mkdir -p "$d/expected"
   while read -r id cmd rest; do
     [ -z "$id" ] && continue
-    if [ "$cmd" = sh ]; then (cd "$work" && HOME=$work sh -c "$rest" >/dev/null 2>&1); continue; fi
+    if [ "$cmd" = sh ]; then (cd "$work" && HOME=$work XDG_CONFIG_HOME=$work-config sh -c "$rest" >/dev/null 2>&1); continue; fi
     case $cmd in
       expr) args=(eval ${rest%% :: *} --expr "${rest#* :: }") ;;
       lock) args=(flake lock $rest) ;;
@@ -538,12 +566,12 @@ for d in "$OUT"/*/; do
       *) echo "unknown step '$cmd' in $name" >&2; exit 1 ;;
     esac
     rc=0
-    (cd "$work" && "$NIX" "${args[@]}" >"$tmp/out" 2>"$tmp/err") || rc=$?
+    (cd "$work" && XDG_CONFIG_HOME=$work-config "$NIX" "${args[@]}" >"$tmp/out" 2>"$tmp/err") || rc=$?
     scrub "$work" < "$tmp/out" > "$d/expected/$id.out"
     scrub "$work" < "$tmp/err" > "$d/expected/$id.err"
     echo "$rc" > "$d/expected/$id.rc"
     if [ -f "$work/flake.lock" ]; then scrub "$work" < "$work/flake.lock" > "$d/expected/$id.lock"; fi
   done < "$cases"
-  rm -rf "$work" "$tmp"
+  rm -rf "$work" "$work-config" "$tmp"
 done
 echo "regenerated $(ls -d "$OUT"/*/ | wc -l) layouts in $OUT"

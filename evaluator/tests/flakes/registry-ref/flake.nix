@@ -1,0 +1,1 @@
+{ inputs.pinned.url = "target/main"; outputs = { self, pinned }: { x = pinned.v; }; }

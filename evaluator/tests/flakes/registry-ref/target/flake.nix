@@ -1,0 +1,1 @@
+{ outputs = { self }: { v = 1; }; }

@@ -1,0 +1,1 @@
+{ outputs = { self }: { v = "from the registry"; }; }
