@@ -53,5 +53,5 @@ NIX
   chmod -R u+w "$work/root"; rm -rf "$work/root"
   cmp -s "$work/nix.out" "$work/ours.out" || { echo "output paths differ" >&2; exit 1; }
   echo "run $run: ${#drvs[@]} derivations: nix-store --realise $(( (t1 - t0) / 1000000 )) ms;" \
-       "flaked (incl. adding .drvs, opening the store) $(( (t2 - t1) / 1000000 )) ms; $(cat "$work/ours.err")"
+       "flaked (incl. adding .drvs, opening the store) $(( (t2 - t1) / 1000000 )) ms: $(tr '\n' ';' < "$work/ours.err")"
 done
