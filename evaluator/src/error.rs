@@ -187,10 +187,54 @@ impl EvalError {
         if !e.suggestions.is_empty() {
             oss.push_str(&format!("Did you mean {}?\n", english_or(&e.suggestions)));
         }
-        let mut out = indent("error: ", "       ", chomp(&oss));
+        let mut out = filter_ansi_escapes(&indent("error: ", "       ", chomp(&oss)));
         out.push('\n');
         out
     }
+}
+
+/// What Nix's logger does to every message it writes to a stderr that is not a terminal
+/// (`filterANSIEscapes(s, filterAll = true)`): escape sequences (CSI and two-byte ones) are
+/// removed, `\r` and `\a` dropped, and a tab becomes spaces up to the next multiple of 8 of the
+/// number of characters written so far in the whole message (not per line, as Nix counts).
+pub fn filter_ansi_escapes(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    let mut width = 0usize;
+    let mut chars = s.chars().peekable();
+    while let Some(c) = chars.next() {
+        match c {
+            '\u{1b}' => {
+                if chars.peek() == Some(&'[') {
+                    chars.next();
+                    while chars
+                        .next_if(|c| ('\u{30}'..='\u{3f}').contains(c))
+                        .is_some()
+                    {}
+                    while chars
+                        .next_if(|c| ('\u{20}'..='\u{2f}').contains(c))
+                        .is_some()
+                    {}
+                    chars.next_if(|c| ('\u{40}'..='\u{7e}').contains(c));
+                } else {
+                    chars.next_if(|c| ('\u{40}'..='\u{5f}').contains(c));
+                }
+            }
+            '\t' => {
+                out.push(' ');
+                width += 1;
+                while width % 8 != 0 {
+                    out.push(' ');
+                    width += 1;
+                }
+            }
+            '\r' | '\u{7}' => {}
+            c => {
+                out.push(c);
+                width += 1;
+            }
+        }
+    }
+    out
 }
 
 fn english_or(s: &[String]) -> String {
@@ -277,4 +321,23 @@ fn levenshtein(a: &[u8], b: &[u8]) -> usize {
         std::mem::swap(&mut prev, &mut cur);
     }
     prev[b.len()]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::filter_ansi_escapes;
+
+    /// Expected texts from Nix 2.26 writing to a pipe (`nix eval … 2>&1 | od -c`).
+    #[test]
+    fn ansi_escapes_are_filtered_like_nixs_logger() {
+        // builtins.trace "t${ESC}[1mx${ESC}[0m\ty"
+        assert_eq!(
+            filter_ansi_escapes("trace: t\u{1b}[1mx\u{1b}[0m\ty"),
+            "trace: tx       y"
+        );
+        // throw "a\tb\rc" (tab counted from the start of the message; CR dropped)
+        assert_eq!(filter_ansi_escapes("error: a\tbc\r"), "error: a        bc");
+        assert_eq!(filter_ansi_escapes("plain ✓ text"), "plain ✓ text");
+        assert_eq!(filter_ansi_escapes("x\u{1b}Dy"), "xy");
+    }
 }

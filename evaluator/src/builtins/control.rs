@@ -94,7 +94,7 @@ fn prim_trace(ev: &mut Evaluator, pos: Pos, args: &[Value]) -> Result<Value> {
             format!("trace: {}", String::from_utf8_lossy(&b))
         }
     };
-    ev.stderr.push(line);
+    ev.stderr.push(crate::error::filter_ansi_escapes(&line));
     ev.force(&args[1], pos)
 }
 

@@ -48,8 +48,10 @@ fn prim_warn(ev: &mut Evaluator, pos: Pos, args: &[Value]) -> Result<Value> {
         pos,
         "while evaluating the first argument; the message passed to builtins.warn",
     )?;
-    ev.stderr
-        .push(format!("evaluation warning: {}", s.as_str_lossy()));
+    ev.stderr.push(crate::error::filter_ansi_escapes(&format!(
+        "evaluation warning: {}",
+        s.as_str_lossy()
+    )));
     if ev.abort_on_warn {
         // Like Nix: not catchable by tryEval.
         return Err(EvalError::eval(
