@@ -9,7 +9,7 @@ set -euo pipefail
 ORACLE=${ORACLE:-/work/shared/oracle/nix}
 cd "$(dirname "$0")/../store/tests/build"
 mkdir -p golden
-cases=(chain diamond graph50 multi multiUser tree fodFlat fodRecursive fodUser passAsFile structured envDump)
+cases=(chain diamond graph50 multi multiUser tree fodFlat fodRecursive fodUser passAsFile structured envDump refsGraph refsGraphStructured)
 for c in "${cases[@]}"; do
   drv=$("$ORACLE" --cmd nix-instantiate corpus.nix -A "$c" 2>/dev/null)
   "$ORACLE" --cmd nix-store --realise "$drv" --option sandbox false --option cores 1 >/dev/null 2>&1

@@ -123,4 +123,6 @@ cases! {
     pass_as_file => "passAsFile",
     structured => "structured",
     env_dump => "envDump",
+    refs_graph => "refsGraph",
+    refs_graph_structured => "refsGraphStructured",
 }

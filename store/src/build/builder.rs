@@ -233,6 +233,93 @@ pub fn input_closure(
     Ok(store.closure(&roots)?)
 }
 
+/// Nix's `exportReferences`: the closure of `paths` (which must be inputs), plus the output
+/// closures of the derivations in it.
+fn export_references(
+    store: &LocalStore,
+    paths: &BTreeSet<StorePath>,
+    inputs: &BTreeSet<StorePath>,
+) -> Result<BTreeSet<StorePath>, BuildError> {
+    for p in paths {
+        if !inputs.contains(p) {
+            return Err(BuildError::Rejected(format!(
+                "cannot export references of path '{}' because it is not in the input closure of the derivation",
+                store.store_dir().print(p)
+            )));
+        }
+    }
+    let mut out = store.closure(paths)?;
+    for q in out.clone() {
+        if q.is_derivation() {
+            let d = store.read_derivation(&q)?;
+            let outs = output_paths(store, &q, &d)?;
+            out.extend(store.closure(&outs.into_values().collect())?);
+        }
+    }
+    Ok(out)
+}
+
+/// Structured attributes: each `exportReferencesGraph.<name>` (store paths) becomes a
+/// top-level `<name>` list of path infos, as Nix's `pathInfoToJSON`.
+fn export_references_json(
+    store: &LocalStore,
+    structured: &mut serde_json::Map<String, serde_json::Value>,
+    inputs: &BTreeSet<StorePath>,
+) -> Result<(), BuildError> {
+    use serde_json::{Value, json};
+    let Some(Value::Object(graph)) = structured.get("exportReferencesGraph").cloned() else {
+        return Ok(());
+    };
+    let sd = store.store_dir();
+    for (key, value) in graph {
+        let items: Vec<Value> = match value {
+            Value::Array(a) => a,
+            other => vec![other],
+        };
+        let mut roots = BTreeSet::new();
+        for item in items {
+            let s = item.as_str().ok_or_else(|| {
+                BuildError::Rejected(format!(
+                    "'exportReferencesGraph.{key}' must contain store paths"
+                ))
+            })?;
+            let (p, _) = sd
+                .parse_prefix(s)
+                .map_err(|e| BuildError::Rejected(e.to_string()))?;
+            roots.insert(p);
+        }
+        let mut list = Vec::new();
+        for p in export_references(store, &roots, inputs)? {
+            let info = store.query_path_info(&p)?.ok_or_else(|| {
+                BuildError::Store(format!("path '{}' is not valid", sd.print(&p)))
+            })?;
+            let closure_size: u64 = store
+                .closure(&BTreeSet::from([p.clone()]))?
+                .iter()
+                .map(|q| {
+                    store
+                        .query_path_info(q)
+                        .map(|i| i.map_or(0, |i| i.nar_size))
+                })
+                .sum::<Result<u64, _>>()?;
+            let mut o = json!({
+                "narHash": info.nar_hash.render(HashFormat::Nix32, true),
+                "narSize": info.nar_size,
+                "references": info.references.iter().map(|r| sd.print(r)).collect::<Vec<_>>(),
+                "path": sd.print(&p),
+                "valid": true,
+                "closureSize": closure_size,
+            });
+            if let (Some(ca), Value::Object(m)) = (info.ca, &mut o) {
+                m.insert("ca".into(), Value::String(ca));
+            }
+            list.push(o);
+        }
+        structured.insert(key, Value::Array(list));
+    }
+    Ok(())
+}
+
 /// Nix's `exportReferencesGraph` for non-structured derivations: files in the build
 /// directory listing the closure of the given paths in `--register-validity` format.
 fn export_references_graph(
@@ -265,20 +352,7 @@ fn export_references_graph(
                 "'exportReferencesGraph' contains a non-store path '{path}'"
             ))
         })?;
-        if !inputs.contains(&p) {
-            return Err(BuildError::Rejected(format!(
-                "cannot export references of path '{}' because it is not in the input closure of the derivation",
-                store.store_dir().print(&p)
-            )));
-        }
-        let mut paths = store.closure(&BTreeSet::from([p]))?;
-        for q in paths.clone() {
-            if q.is_derivation() {
-                let d = store.read_derivation(&q)?;
-                let outs = output_paths(store, &q, &d)?;
-                paths.extend(store.closure(&outs.into_values().collect())?);
-            }
-        }
+        let paths = export_references(store, &BTreeSet::from([p]), inputs)?;
         let mut text = String::new();
         for q in &paths {
             let info = store.query_path_info(q)?.ok_or_else(|| {
@@ -451,7 +525,7 @@ pub fn build_derivation(
 ) -> Result<BTreeMap<String, StorePath>, BuildError> {
     let sd = store.store_dir();
     let drv_printed = sd.print(drv_path);
-    let attrs = ParsedAttrs::new(drv, &drv_printed)?;
+    let mut attrs = ParsedAttrs::new(drv, &drv_printed)?;
     check_platform(store, settings, drv_path, drv, &attrs)?;
     if drv.builder.starts_with("builtin:") {
         return Err(BuildError::Rejected(format!(
@@ -523,6 +597,9 @@ pub fn build_derivation(
         ));
     }
 
+    if let Some(structured) = &mut attrs.structured {
+        export_references_json(store, structured, &inputs)?;
+    }
     let printed_outputs: BTreeMap<String, String> = outputs
         .iter()
         .map(|(k, v)| (k.clone(), sd.print(v)))

@@ -111,6 +111,27 @@ let
     ph = placeholder "out";
     custom = "a b\tc";
   });
+
+  # exportReferencesGraph: the closure of an input in --register-validity form, and (structured)
+  # as path-info JSON (narHash, narSize, references, closureSize).
+  refsGraph = derivation (sh ''
+    while IFS= read -r l || [ -n "$l" ]; do echo "$l"; done < closure > $out
+  '' // {
+    name = "refs-graph";
+    exportReferencesGraph = [ "closure" diamond ];
+  });
+  refsGraphStructured = derivation {
+    name = "refs-graph-structured";
+    inherit system;
+    builder = "/bin/bash";
+    args = [ "-c" ''
+      source "$NIX_ATTRS_SH_FILE"
+      while IFS= read -r l || [ -n "$l" ]; do echo "$l"; done < "$NIX_ATTRS_JSON_FILE" > "''${outputs[out]}"
+    '' ];
+    __structuredAttrs = true;
+    exportReferencesGraph.closure = [ diamond ];
+  };
 in {
+  inherit refsGraph refsGraphStructured;
   inherit chain diamond graph50 multi multiUser tree fodFlat fodRecursive fodUser passAsFile structured envDump;
 }
