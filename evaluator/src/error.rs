@@ -222,7 +222,7 @@ pub fn filter_ansi_escapes(s: &str) -> String {
             '\t' => {
                 out.push(' ');
                 width += 1;
-                while width % 8 != 0 {
+                while !width.is_multiple_of(8) {
                     out.push(' ');
                     width += 1;
                 }
