@@ -124,6 +124,9 @@ enum Command {
         /// Print the output paths.
         #[arg(long)]
         print_out_paths: bool,
+        /// Print full build logs on standard error.
+        #[arg(short = 'L', long)]
+        print_build_logs: bool,
         #[command(flatten)]
         opts: EvalOpts,
     },
@@ -134,6 +137,9 @@ enum Command {
         /// Hide packages matching this regex.
         #[arg(short = 'e', long, value_name = "REGEX")]
         exclude: Vec<String>,
+        /// Print the matches as JSON.
+        #[arg(long)]
+        json: bool,
         #[command(flatten)]
         opts: EvalOpts,
     },
@@ -267,6 +273,40 @@ fn context(opts: &EvalOpts) -> Result<pb::ClientContext, CliError> {
     })
 }
 
+/// `result`, `result-dev`, `result-1`, … symlinks to the built outputs, as `nix build` makes them
+/// (replacing existing symlinks; anything else in the way is an error).
+fn link_results(prefix: &str, paths: &[pb::BuiltPath]) -> Result<(), CliError> {
+    for (i, p) in paths.iter().enumerate() {
+        for (output, target) in &p.outputs {
+            let mut name = prefix.to_string();
+            if i > 0 {
+                name.push_str(&format!("-{i}"));
+            }
+            if output != "out" {
+                name.push_str(&format!("-{output}"));
+            }
+            let link = std::path::Path::new(&name);
+            if let Ok(meta) = std::fs::symlink_metadata(link)
+                && !meta.file_type().is_symlink()
+            {
+                return Err(CliError::msg(format!(
+                    "cannot create symlink '{name}': a file is in the way"
+                )));
+            }
+            // A new symlink beside it, renamed over it: the link is never missing or half-made.
+            let tmp = format!("{name}.tmp-{}", std::process::id());
+            let _ = std::fs::remove_file(&tmp);
+            std::os::unix::fs::symlink(target, &tmp)
+                .and_then(|()| std::fs::rename(&tmp, link))
+                .map_err(|e| {
+                    let _ = std::fs::remove_file(&tmp);
+                    CliError::msg(format!("cannot create symlink '{name}' to '{target}': {e}"))
+                })?;
+        }
+    }
+    Ok(())
+}
+
 fn write_stdout(bytes: &[u8]) -> Result<(), CliError> {
     let mut out = std::io::stdout().lock();
     out.write_all(bytes)
@@ -347,12 +387,13 @@ async fn run(cli: Cli) -> Result<ExitCode, CliError> {
             no_link,
             dry_run,
             print_out_paths,
+            print_build_logs,
             opts,
         } => {
             let req = pb::BuildRequest {
                 context: Some(context(&opts)?),
                 installables,
-                out_link: out_link.unwrap_or_default(),
+                out_link: out_link.clone().unwrap_or_default(),
                 no_link,
                 dry_run,
             };
@@ -360,15 +401,23 @@ async fn run(cli: Cli) -> Result<ExitCode, CliError> {
             let mut stream = client.build(req).await?.into_inner();
             while let Some(event) = stream.message().await? {
                 match event.event {
-                    Some(pb::build_event::Event::Log(l)) => print_stderr_lines(&[l.line]),
+                    Some(pb::build_event::Event::Log(l)) => {
+                        // Warnings of the evaluation (no derivation) always; build logs with -L.
+                        if l.drv_path.is_empty() || print_build_logs {
+                            print_stderr_lines(&[l.line]);
+                        }
+                    }
                     Some(pb::build_event::Event::Progress(_)) | None => {}
                     Some(pb::build_event::Event::Error(d)) => {
                         return Err(CliError::rendered(d.rendered));
                     }
                     Some(pb::build_event::Event::Result(r)) => {
+                        if !no_link {
+                            link_results(out_link.as_deref().unwrap_or("result"), &r.paths)?;
+                        }
                         if print_out_paths {
                             let mut text = String::new();
-                            for p in r.paths {
+                            for p in &r.paths {
                                 for path in p.outputs.values() {
                                     text.push_str(path);
                                     text.push('\n');
@@ -385,6 +434,7 @@ async fn run(cli: Cli) -> Result<ExitCode, CliError> {
             installable,
             regexes,
             exclude,
+            json,
             opts,
         } => {
             let req = pb::SearchRequest {
@@ -395,24 +445,36 @@ async fn run(cli: Cli) -> Result<ExitCode, CliError> {
             };
             let mut client = autostart::connect(&target).await?;
             let mut stream = client.search(req).await?.into_inner();
-            let mut found = false;
+            let mut results = 0usize;
+            // nlohmann's objects (Nix) are sorted by key.
+            let mut json_out = std::collections::BTreeMap::new();
             while let Some(m) = stream.message().await? {
+                print_stderr_lines(&m.stderr);
                 if let Some(d) = m.error {
                     return Err(CliError::rendered(d.rendered));
                 }
-                found = true;
-                let mut text = format!("* {}", m.attr_path);
-                if !m.version.is_empty() {
-                    text.push_str(&format!(" ({})", m.version));
+                results += 1;
+                if json {
+                    json_out.insert(
+                        m.attr_path,
+                        serde_json::json!({
+                            "description": m.description,
+                            "pname": m.pname,
+                            "version": m.version,
+                        }),
+                    );
+                } else {
+                    // Nix prints an empty line between two packages, not after the last one.
+                    let sep = if results > 1 { "\n" } else { "" };
+                    write_stdout(format!("{sep}{}", m.rendered).as_bytes())?;
                 }
-                text.push('\n');
-                if !m.description.is_empty() {
-                    text.push_str(&format!("  {}\n", m.description));
-                }
+            }
+            if json {
+                let mut text = serde_json::to_string(&json_out)
+                    .map_err(|e| CliError::msg(format!("cannot print JSON: {e}")))?;
                 text.push('\n');
                 write_stdout(text.as_bytes())?;
-            }
-            if !found {
+            } else if results == 0 {
                 return Err(CliError::msg("no results for the given search term(s)!"));
             }
             Ok(ExitCode::SUCCESS)
@@ -470,6 +532,7 @@ async fn flake(command: FlakeCommand, target: &autostart::Target) -> Result<Exit
             let req = pb::FlakeMetadataRequest {
                 context: Some(context(&opts)?),
                 flake_ref,
+                json,
             };
             let mut client = autostart::connect(target).await?;
             let reply = client.flake_metadata(req).await?.into_inner();
@@ -497,6 +560,7 @@ async fn flake(command: FlakeCommand, target: &autostart::Target) -> Result<Exit
                 flake_ref,
                 all_systems,
                 legacy,
+                json,
             };
             let mut client = autostart::connect(target).await?;
             let reply = client.flake_show(req).await?.into_inner();

@@ -40,6 +40,20 @@ pub struct Config {
     pub eval_workers: usize,
     /// The file the configuration was read from, if any.
     pub config_file: Option<PathBuf>,
+    /// Where eval caches and the fetcher cache live.
+    pub cache_dir: PathBuf,
+    /// The physical root of the store (`/` = the real `/nix/store`); `None` = the evaluator's
+    /// default (`$FLAKED_STORE_ROOT`, `/` for root, else under the user's data directory).
+    pub store_root: Option<PathBuf>,
+    /// The global flake registry, a local JSON file (`None` = none; it is never downloaded).
+    pub flake_registry: Option<String>,
+    /// Memory budget for warm flakes, in bytes.
+    pub warm_memory: usize,
+    /// Concurrent builds (Nix's `max-jobs`).
+    pub max_jobs: usize,
+    /// Host paths visible inside build sandboxes (Nix's `sandbox-paths`: `PATH` or
+    /// `TARGET=SOURCE`, a trailing `?` for optional ones).
+    pub sandbox_paths: Vec<String>,
 }
 
 /// Command-line values; `None` = not given.
@@ -55,6 +69,12 @@ pub struct Overrides {
     pub request_timeout: Option<String>,
     pub shutdown_grace: Option<String>,
     pub eval_workers: Option<String>,
+    pub cache_dir: Option<PathBuf>,
+    pub store_root: Option<PathBuf>,
+    pub flake_registry: Option<String>,
+    pub warm_memory: Option<String>,
+    pub max_jobs: Option<String>,
+    pub sandbox_paths: Option<String>,
 }
 
 /// The TOML file's shape. Every key is optional; unknown keys are errors (a typo must not be ignored).
@@ -70,6 +90,12 @@ struct FileConfig {
     request_timeout: Option<String>,
     shutdown_grace: Option<String>,
     eval_workers: Option<u64>,
+    cache_dir: Option<PathBuf>,
+    store_root: Option<PathBuf>,
+    flake_registry: Option<String>,
+    warm_memory: Option<String>,
+    max_jobs: Option<u64>,
+    sandbox_paths: Option<Vec<String>>,
 }
 
 /// A configuration error, naming the offending setting and value.
@@ -225,6 +251,57 @@ impl Config {
                 .map(|n| n.get())
                 .unwrap_or(2),
         };
+        let cache_dir = flags
+            .cache_dir
+            .clone()
+            .or_else(|| env_get("FLAKED_CACHE_DIR").map(PathBuf::from))
+            .or(file.cache_dir)
+            .unwrap_or_else(|| default_cache_dir(env));
+        let store_root = flags
+            .store_root
+            .clone()
+            .or_else(|| env_get("FLAKED_STORE_ROOT").map(PathBuf::from))
+            .or(file.store_root);
+        let flake_registry = pick(
+            &flags.flake_registry,
+            "FLAKED_FLAKE_REGISTRY",
+            file.flake_registry,
+        )
+        .map(|(v, _)| v);
+        let warm_memory = match pick(&flags.warm_memory, "FLAKED_WARM_MEMORY", file.warm_memory) {
+            Some((v, origin)) => {
+                parse_size(&v).map_err(|reason| invalid("warm-memory", &v, &origin, reason))?
+            }
+            None => default_warm_memory(),
+        };
+        let max_jobs = match pick(
+            &flags.max_jobs,
+            "FLAKED_MAX_JOBS",
+            file.max_jobs.map(|n| n.to_string()),
+        ) {
+            Some((v, origin)) => match v.parse::<usize>() {
+                Ok(n) if (1..=1024).contains(&n) => n,
+                _ => {
+                    return Err(invalid(
+                        "max-jobs",
+                        &v,
+                        &origin,
+                        "expected a number from 1 to 1024".into(),
+                    ));
+                }
+            },
+            None => std::thread::available_parallelism()
+                .map(|n| n.get())
+                .unwrap_or(1),
+        };
+        let sandbox_paths = match pick(
+            &flags.sandbox_paths,
+            "FLAKED_SANDBOX_PATHS",
+            file.sandbox_paths.map(|v| v.join(" ")),
+        ) {
+            Some((v, _)) => v.split_whitespace().map(str::to_string).collect(),
+            None => Vec::new(),
+        };
         if request_timeout.is_zero() {
             return Err(invalid(
                 "request-timeout",
@@ -244,6 +321,12 @@ impl Config {
             shutdown_grace,
             eval_workers,
             config_file,
+            cache_dir,
+            store_root,
+            flake_registry,
+            warm_memory,
+            max_jobs,
+            sandbox_paths,
         })
     }
 }
@@ -283,6 +366,38 @@ pub fn default_config_path(env: &BTreeMap<String, String>) -> PathBuf {
         return Path::new(home).join(".config/flaked/config.toml");
     }
     PathBuf::from("/etc/flaked/config.toml")
+}
+
+/// `$XDG_CACHE_HOME/flaked`, `$HOME/.cache/flaked`, or for root `/var/cache/flaked`.
+pub fn default_cache_dir(env: &BTreeMap<String, String>) -> PathBuf {
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    if unsafe { libc::geteuid() } == 0 {
+        return PathBuf::from("/var/cache/flaked");
+    }
+    let get = |k: &str| env.get(k).filter(|v| !v.is_empty());
+    if let Some(dir) = get("XDG_CACHE_HOME") {
+        return Path::new(dir).join("flaked");
+    }
+    if let Some(home) = get("HOME") {
+        return Path::new(home).join(".cache/flaked");
+    }
+    std::env::temp_dir().join("flaked-cache")
+}
+
+/// A quarter of physical memory (1 GiB when it cannot be read).
+fn default_warm_memory() -> usize {
+    // SAFETY: sysconf has no preconditions.
+    let (pages, page) = unsafe {
+        (
+            libc::sysconf(libc::_SC_PHYS_PAGES),
+            libc::sysconf(libc::_SC_PAGESIZE),
+        )
+    };
+    if pages > 0 && page > 0 {
+        (pages as usize).saturating_mul(page as usize) / 4
+    } else {
+        1 << 30
+    }
 }
 
 /// Parses `500ms`, `30s`, `5m`, `2h`, `1d` or a plain number of seconds.

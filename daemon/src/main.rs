@@ -48,6 +48,26 @@ struct Args {
     /// Evaluations that may run at once. Default: the number of CPUs.
     #[arg(long, value_name = "N")]
     eval_workers: Option<String>,
+    /// Eval caches and the fetcher cache. Default: $XDG_CACHE_HOME/flaked (/var/cache/flaked for root).
+    #[arg(long, value_name = "DIR")]
+    cache_dir: Option<PathBuf>,
+    /// Physical root of the store (its logical directory stays /nix/store). Default:
+    /// $FLAKED_STORE_ROOT, / for root, else $XDG_DATA_HOME/flaked/store-root.
+    #[arg(long, value_name = "DIR")]
+    store_root: Option<PathBuf>,
+    /// The global flake registry: a local JSON file. Default: none.
+    #[arg(long, value_name = "PATH")]
+    flake_registry: Option<String>,
+    /// Memory budget for warm flakes (suffixes K, M, G). Default: a quarter of RAM.
+    #[arg(long, value_name = "SIZE")]
+    warm_memory: Option<String>,
+    /// Concurrent builds. Default: the number of CPUs.
+    #[arg(long, value_name = "N")]
+    max_jobs: Option<String>,
+    /// Host paths visible in build sandboxes, space-separated (PATH or TARGET=SOURCE, `?` suffix
+    /// for optional ones), e.g. "/bin/sh=/bin/sh /lib /lib64". Default: none.
+    #[arg(long, value_name = "PATHS")]
+    sandbox_paths: Option<String>,
 }
 
 fn main() -> ExitCode {
@@ -66,6 +86,12 @@ fn main() -> ExitCode {
         request_timeout: args.request_timeout,
         shutdown_grace: args.shutdown_grace,
         eval_workers: args.eval_workers,
+        cache_dir: args.cache_dir,
+        store_root: args.store_root,
+        flake_registry: args.flake_registry,
+        warm_memory: args.warm_memory,
+        max_jobs: args.max_jobs,
+        sandbox_paths: args.sandbox_paths,
     };
     let config = match Config::resolve(&flags, &env) {
         Ok(c) => c,
@@ -76,6 +102,9 @@ fn main() -> ExitCode {
         }
     };
     init_logging(config.log_format, &config.log_level);
+    if let Some(root) = &config.store_root {
+        flaked_eval::store_path::set_store_root(Some(root.clone()));
+    }
     std::panic::set_hook(Box::new(|info| {
         let location = info.location().map(|l| l.to_string()).unwrap_or_default();
         tracing::error!(location, panic = %panic_message(info.payload()), "panic");

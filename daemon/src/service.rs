@@ -22,6 +22,7 @@ use tokio_stream::Stream;
 use tonic::{Request, Response, Status};
 
 use crate::config::Config;
+use crate::warm::WarmSet;
 
 /// Test-only hooks, enabled by environment variables read once at startup (see docs/operations.md).
 #[derive(Debug, Clone, Default)]
@@ -64,6 +65,10 @@ pub struct State {
     last_activity: Mutex<Instant>,
     evals: Arc<Semaphore>,
     shutdown: watch::Sender<ShutdownReason>,
+    /// Flakes kept evaluated between requests.
+    pub warm: WarmSet,
+    /// The builder pool, created at the first build.
+    pub builds: crate::builds::PoolSlot,
 }
 
 impl State {
@@ -75,7 +80,10 @@ impl State {
         shutdown: watch::Sender<ShutdownReason>,
     ) -> State {
         let workers = config.eval_workers;
+        let warm = WarmSet::new(config.warm_memory as u64);
         State {
+            warm,
+            builds: crate::builds::PoolSlot::default(),
             config,
             socket_path,
             activated,
@@ -173,61 +181,302 @@ impl pb::flaked_server::Flaked for FlakedService {
         request: Request<pb::EvalRequest>,
     ) -> Result<Response<pb::EvalResponse>, Status> {
         let _active = Active::begin(&self.state);
-        let req = eval_request(request.into_inner())?;
+        let req = eval_request(&self.state.config, request.into_inner())?;
         let reply = self.run_eval(req).await?;
         Ok(Response::new(reply))
     }
 
     async fn lock(
         &self,
-        _request: Request<pb::LockRequest>,
+        request: Request<pb::LockRequest>,
     ) -> Result<Response<pb::LockResponse>, Status> {
         let _active = Active::begin(&self.state);
-        Err(unimplemented("locking flakes (Lock)"))
+        let req = request.into_inner();
+        let mut settings = settings(&self.state.config, req.context.as_ref())?;
+        let flake_ref = nonempty_ref(req.flake_ref);
+        let opts = eval::LockOptions {
+            update_inputs: req.update_inputs,
+            override_inputs: req
+                .overrides
+                .into_iter()
+                .map(|o| (o.input, o.flake_ref))
+                .collect(),
+            recreate: req.update_all,
+            write: !req.dry_run,
+        };
+        let interrupt = Arc::new(AtomicBool::new(false));
+        settings.interrupt = Some(interrupt.clone());
+        let out = self
+            .run_blocking(interrupt, move || {
+                eval::flake_lock(&flake_ref, &settings, &opts)
+            })
+            .await?;
+        Ok(Response::new(match out {
+            Ok(out) => {
+                let changed = out.stderr.iter().any(|l| {
+                    l.starts_with("warning: creating lock file")
+                        || l.starts_with("warning: updating lock file")
+                });
+                pb::LockResponse {
+                    result: Some(pb::lock_response::Result::Locked(pb::LockResult {
+                        lock_file: Vec::new(),
+                        changed,
+                        changes: Vec::new(),
+                    })),
+                    stderr: out.stderr,
+                }
+            }
+            Err(d) => pb::LockResponse {
+                stderr: d.log.clone(),
+                result: Some(pb::lock_response::Result::Error(diagnostic(d))),
+            },
+        }))
     }
 
     type BuildStream = BoxStream<pb::BuildEvent>;
 
     async fn build(
         &self,
-        _request: Request<pb::BuildRequest>,
+        request: Request<pb::BuildRequest>,
     ) -> Result<Response<Self::BuildStream>, Status> {
-        let _active = Active::begin(&self.state);
-        Err(unimplemented("building (Build)"))
+        let active = Active::begin(&self.state);
+        let req = request.into_inner();
+        if req.installables.is_empty() {
+            return Err(Status::invalid_argument(
+                "BuildRequest.installables is empty",
+            ));
+        }
+        if req.dry_run {
+            return Err(unimplemented("'build --dry-run'"));
+        }
+        let settings = settings(&self.state.config, req.context.as_ref())?;
+        let (tx, rx) = tokio::sync::mpsc::channel::<Result<pb::BuildEvent, Status>>(256);
+        let state = self.state.clone();
+        tokio::task::spawn_blocking(move || {
+            let _active = active;
+            let last = match std::panic::catch_unwind(AssertUnwindSafe(|| {
+                crate::builds::run(&state, &req.installables, &settings, &tx)
+            })) {
+                Ok(Ok(result)) => pb::build_event::Event::Result(result),
+                Ok(Err(d)) => pb::build_event::Event::Error(diagnostic(d)),
+                Err(panic) => {
+                    let msg = panic_message(panic.as_ref());
+                    tracing::error!(panic = %msg, "build panicked; answered INTERNAL");
+                    let _ = tx.blocking_send(Err(Status::internal(format!(
+                        "flaked hit an internal error (a bug) while building: {msg}; the daemon is still running"
+                    ))));
+                    return;
+                }
+            };
+            let _ = tx.blocking_send(Ok(pb::BuildEvent { event: Some(last) }));
+        });
+        Ok(Response::new(Box::pin(
+            tokio_stream::wrappers::ReceiverStream::new(rx),
+        )))
     }
 
     type SearchStream = BoxStream<pb::SearchMatch>;
 
     async fn search(
         &self,
-        _request: Request<pb::SearchRequest>,
+        request: Request<pb::SearchRequest>,
     ) -> Result<Response<Self::SearchStream>, Status> {
         let _active = Active::begin(&self.state);
-        Err(unimplemented("searching packages (Search)"))
+        let req = request.into_inner();
+        let settings = settings(&self.state.config, req.context.as_ref())?;
+        let installable = nonempty_ref(req.installable);
+        let state = self.state.clone();
+        let interrupt = Arc::new(AtomicBool::new(false));
+        let out = self
+            .run_blocking(interrupt, move || {
+                state
+                    .warm
+                    .search(&installable, &settings, &req.regexes, &req.exclude)
+            })
+            .await?;
+        let messages: Vec<Result<pb::SearchMatch, Status>> = match out {
+            Ok((hits, stderr)) => {
+                let mut stderr = Some(stderr);
+                hits.into_iter()
+                    .map(|h| {
+                        Ok(pb::SearchMatch {
+                            attr_path: h.attr_path,
+                            pname: h.pname,
+                            version: h.version,
+                            description: h.description,
+                            error: None,
+                            rendered: h.rendered,
+                            stderr: stderr.take().unwrap_or_default(),
+                        })
+                    })
+                    .collect()
+            }
+            Err(d) => vec![Ok(pb::SearchMatch {
+                stderr: d.log.clone(),
+                error: Some(diagnostic(d)),
+                ..Default::default()
+            })],
+        };
+        Ok(Response::new(Box::pin(tokio_stream::iter(messages))))
     }
 
     async fn flake_show(
         &self,
-        _request: Request<pb::FlakeShowRequest>,
+        request: Request<pb::FlakeShowRequest>,
     ) -> Result<Response<pb::FlakeShowResponse>, Status> {
         let _active = Active::begin(&self.state);
-        Err(unimplemented("showing flake outputs (FlakeShow)"))
+        let req = request.into_inner();
+        if req.legacy {
+            return Err(unimplemented("'flake show --legacy'"));
+        }
+        let mut settings = settings(&self.state.config, req.context.as_ref())?;
+        let flake_ref = nonempty_ref(req.flake_ref);
+        let (json, all_systems) = (req.json, req.all_systems);
+        let interrupt = Arc::new(AtomicBool::new(false));
+        settings.interrupt = Some(interrupt.clone());
+        let out = self
+            .run_blocking(interrupt, move || {
+                eval::flake_show(&flake_ref, &settings, json, all_systems)
+            })
+            .await?;
+        Ok(Response::new(match out {
+            Ok(out) => pb::FlakeShowResponse {
+                result: Some(pb::flake_show_response::Result::Shown(if json {
+                    pb::FlakeShowResult {
+                        text: Vec::new(),
+                        json: out.stdout,
+                    }
+                } else {
+                    pb::FlakeShowResult {
+                        text: out.stdout,
+                        json: Vec::new(),
+                    }
+                })),
+                stderr: out.stderr,
+            },
+            Err(d) => pb::FlakeShowResponse {
+                stderr: d.log.clone(),
+                result: Some(pb::flake_show_response::Result::Error(diagnostic(d))),
+            },
+        }))
     }
 
     async fn flake_metadata(
         &self,
-        _request: Request<pb::FlakeMetadataRequest>,
+        request: Request<pb::FlakeMetadataRequest>,
     ) -> Result<Response<pb::FlakeMetadataResponse>, Status> {
         let _active = Active::begin(&self.state);
-        Err(unimplemented("flake metadata (FlakeMetadata)"))
+        let req = request.into_inner();
+        let mut settings = settings(&self.state.config, req.context.as_ref())?;
+        let flake_ref = nonempty_ref(req.flake_ref);
+        let want_text = !req.json;
+        let interrupt = Arc::new(AtomicBool::new(false));
+        settings.interrupt = Some(interrupt.clone());
+        let out = self
+            .run_blocking(interrupt, move || {
+                let json = eval::flake_metadata(&flake_ref, &settings, true)?;
+                let text = if want_text {
+                    Some(eval::flake_metadata(&flake_ref, &settings, false)?)
+                } else {
+                    None
+                };
+                Ok::<_, eval::Diagnostic>((json, text))
+            })
+            .await?;
+        Ok(Response::new(match out {
+            Ok((json, text)) => {
+                let v: serde_json::Value = serde_json::from_slice(&json.stdout).unwrap_or_default();
+                let field = |k: &str| {
+                    v.get(k)
+                        .and_then(|x| x.as_str())
+                        .unwrap_or_default()
+                        .to_string()
+                };
+                let (text, stderr) = match text {
+                    Some(t) => (t.stdout, t.stderr),
+                    None => (Vec::new(), json.stderr),
+                };
+                pb::FlakeMetadataResponse {
+                    result: Some(pb::flake_metadata_response::Result::Metadata(
+                        pb::FlakeMetadata {
+                            original_url: field("originalUrl"),
+                            resolved_url: field("resolvedUrl"),
+                            locked_url: field("lockedUrl"),
+                            description: field("description"),
+                            path: field("path"),
+                            revision: field("revision"),
+                            last_modified: v
+                                .get("lastModified")
+                                .and_then(|x| x.as_i64())
+                                .unwrap_or_default(),
+                            text,
+                            json: if want_text { Vec::new() } else { json.stdout },
+                        },
+                    )),
+                    stderr,
+                }
+            }
+            Err(d) => pb::FlakeMetadataResponse {
+                stderr: d.log.clone(),
+                result: Some(pb::flake_metadata_response::Result::Error(diagnostic(d))),
+            },
+        }))
     }
 
     async fn list_attrs(
         &self,
-        _request: Request<pb::ListAttrsRequest>,
+        request: Request<pb::ListAttrsRequest>,
     ) -> Result<Response<pb::ListAttrsResponse>, Status> {
         let _active = Active::begin(&self.state);
-        Err(unimplemented("listing attributes (ListAttrs)"))
+        let req = request.into_inner();
+        let settings = settings(&self.state.config, req.context.as_ref())?;
+        let installable = match req.source {
+            Some(pb::list_attrs_request::Source::Installable(i)) if !i.is_empty() => i,
+            Some(pb::list_attrs_request::Source::Installable(_)) => {
+                return Err(Status::invalid_argument(
+                    "ListAttrsRequest.installable is empty",
+                ));
+            }
+            Some(_) => {
+                return Err(unimplemented(
+                    "listing the attributes of an expression or a file (ListAttrs supports installables)",
+                ));
+            }
+            None => {
+                return Err(Status::invalid_argument(
+                    "ListAttrsRequest has no source: set one of expr, file or installable",
+                ));
+            }
+        };
+        let state = self.state.clone();
+        let attr_path = req.attr_path;
+        let interrupt = Arc::new(AtomicBool::new(false));
+        let out = self
+            .run_blocking(interrupt, move || {
+                state.warm.list_attrs(&installable, &settings, &attr_path)
+            })
+            .await?;
+        Ok(Response::new(match out {
+            Ok(attrs) => pb::ListAttrsResponse {
+                attrs: attrs
+                    .into_iter()
+                    .map(|a| pb::AttrInfo {
+                        name: a.name,
+                        r#type: if a.type_name == "error" {
+                            String::new()
+                        } else {
+                            a.type_name
+                        },
+                        position: a.position.map(position),
+                    })
+                    .collect(),
+                error: None,
+            },
+            Err(d) => pb::ListAttrsResponse {
+                attrs: Vec::new(),
+                error: Some(diagnostic(d)),
+            },
+        }))
     }
 
     async fn status(
@@ -241,8 +490,7 @@ impl pb::flaked_server::Flaked for FlakedService {
             version: env!("CARGO_PKG_VERSION").to_string(),
             pid: std::process::id(),
             uptime_seconds: state.started.elapsed().as_secs_f64(),
-            // No flake is cached in memory yet: flake evaluation is not implemented.
-            warm_flakes: Vec::new(),
+            warm_flakes: state.warm.names(),
             memory_rss_bytes: rss_bytes(),
             requests_in_flight: others,
             requests_served: state.served.load(Ordering::SeqCst),
@@ -270,6 +518,33 @@ impl FlakedService {
     // The job's result type is the evaluator facade's, whose shape is fixed.
     #[allow(clippy::result_large_err)]
     async fn run_eval(&self, mut req: eval::EvalRequest) -> Result<pb::EvalResponse, Status> {
+        let interrupt = Arc::new(AtomicBool::new(false));
+        req.settings.interrupt = Some(interrupt.clone());
+        let hooks = self.state.hooks.clone();
+        let state = self.state.clone();
+        let out = self
+            .run_blocking(interrupt, move || run_job(&state, &req, &hooks))
+            .await?;
+        Ok(match out {
+            Ok(out) => pb::EvalResponse {
+                result: Some(pb::eval_response::Result::Stdout(out.stdout)),
+                stderr: out.stderr,
+            },
+            Err(diag) => pb::EvalResponse {
+                stderr: diag.log.clone(),
+                result: Some(pb::eval_response::Result::Error(diagnostic(diag))),
+            },
+        })
+    }
+
+    /// Runs `job` on the blocking pool: at most `eval_workers` at once, bounded by the request
+    /// timeout (after which `interrupt` is set), a panic answered as INTERNAL. `interrupt` is also
+    /// set when the caller goes away before the job finished.
+    async fn run_blocking<T, F>(&self, interrupt: Arc<AtomicBool>, job: F) -> Result<T, Status>
+    where
+        T: Send + 'static,
+        F: FnOnce() -> T + Send + 'static,
+    {
         let state = &self.state;
         let permit = state
             .evals
@@ -277,13 +552,10 @@ impl FlakedService {
             .acquire_owned()
             .await
             .map_err(|_| Status::unavailable("flaked is shutting down"))?;
-        let interrupt = Arc::new(AtomicBool::new(false));
-        req.settings.interrupt = Some(interrupt.clone());
         let mut guard = InterruptOnDrop(Some(interrupt.clone()));
-        let hooks = state.hooks.clone();
         let job = tokio::task::spawn_blocking(move || {
             let _permit = permit;
-            std::panic::catch_unwind(AssertUnwindSafe(|| run_job(&req, &hooks)))
+            std::panic::catch_unwind(AssertUnwindSafe(job))
         });
         let timeout = state.config.request_timeout;
         let outcome = tokio::time::timeout(timeout, job).await;
@@ -293,7 +565,7 @@ impl FlakedService {
                 interrupt.store(true, Ordering::SeqCst);
                 tracing::warn!(
                     ?timeout,
-                    "evaluation exceeded the request timeout; interrupted"
+                    "request exceeded the request timeout; interrupted"
                 );
                 Err(Status::deadline_exceeded(format!(
                     "the evaluation took longer than flaked's request timeout ({}) and was interrupted",
@@ -313,14 +585,7 @@ impl FlakedService {
                     "flaked hit an internal error (a bug) while evaluating this request: {msg}; the daemon is still running"
                 )))
             }
-            Ok(Ok(Ok(Ok(out)))) => Ok(pb::EvalResponse {
-                result: Some(pb::eval_response::Result::Stdout(out.stdout)),
-                stderr: out.stderr,
-            }),
-            Ok(Ok(Ok(Err(diag)))) => Ok(pb::EvalResponse {
-                result: Some(pb::eval_response::Result::Error(diagnostic(diag))),
-                stderr: Vec::new(),
-            }),
+            Ok(Ok(Ok(value))) => Ok(value),
         }
     }
 }
@@ -329,6 +594,7 @@ impl FlakedService {
 // The result type is the evaluator facade's, whose shape is fixed.
 #[allow(clippy::result_large_err)]
 fn run_job(
+    state: &State,
     req: &eval::EvalRequest,
     hooks: &TestHooks,
 ) -> Result<eval::EvalOutput, eval::Diagnostic> {
@@ -351,12 +617,15 @@ fn run_job(
     {
         panic!("test hook FLAKED_TEST_PANIC_EXPR triggered");
     }
+    if let eval::EvalSource::Installable(i) = &req.source {
+        return state.warm.eval(i, &req.settings, req.output);
+    }
     eval::evaluate(req)
 }
 
 /// Builds the facade's request from the wire request, or says what is wrong with it.
-pub fn eval_request(req: pb::EvalRequest) -> Result<eval::EvalRequest, Status> {
-    let settings = settings(req.context.as_ref())?;
+pub fn eval_request(config: &Config, req: pb::EvalRequest) -> Result<eval::EvalRequest, Status> {
+    let settings = settings(config, req.context.as_ref())?;
     let source = match req.source {
         Some(pb::eval_request::Source::Expr(e)) => eval::EvalSource::Expr(e),
         Some(pb::eval_request::Source::File(f)) => {
@@ -366,9 +635,10 @@ pub fn eval_request(req: pb::EvalRequest) -> Result<eval::EvalRequest, Status> {
             eval::EvalSource::File(settings.cwd.join(f))
         }
         Some(pb::eval_request::Source::Installable(i)) => {
-            return Err(unimplemented(&format!(
-                "evaluating the flake installable '{i}' (flakes)"
-            )));
+            if i.is_empty() {
+                return Err(Status::invalid_argument("EvalRequest.installable is empty"));
+            }
+            eval::EvalSource::Installable(i)
         }
         None => {
             return Err(Status::invalid_argument(
@@ -396,7 +666,10 @@ pub fn eval_request(req: pb::EvalRequest) -> Result<eval::EvalRequest, Status> {
 }
 
 /// The evaluator settings for a client's context.
-fn settings(ctx: Option<&pb::ClientContext>) -> Result<eval::EvalSettings, Status> {
+fn settings(
+    config: &Config,
+    ctx: Option<&pb::ClientContext>,
+) -> Result<eval::EvalSettings, Status> {
     let ctx = ctx.ok_or_else(|| Status::invalid_argument("the request has no ClientContext"))?;
     let cwd = Path::new(&ctx.cwd);
     if !cwd.is_absolute() {
@@ -429,8 +702,15 @@ fn settings(ctx: Option<&pb::ClientContext>) -> Result<eval::EvalSettings, Statu
         },
         store_dir: defaults.store_dir,
         interrupt: None,
+        flake_cache_dir: Some(config.cache_dir.join("fetchers")),
+        flake_registry: config.flake_registry.clone(),
         ..defaults
     })
+}
+
+/// A flake reference from a request; empty means `.` as for `nix flake …`.
+fn nonempty_ref(r: String) -> String {
+    if r.is_empty() { ".".to_string() } else { r }
 }
 
 /// Splits a NIX_PATH value like Nix: on `:`, except the `:` of a URL's `scheme://`.
@@ -552,14 +832,30 @@ mod tests {
         })
     }
 
+    fn test_config() -> Config {
+        Config::resolve(
+            &crate::config::Overrides {
+                config: Some("/dev/null".into()),
+                cache_dir: Some("/tmp/flaked-test-cache".into()),
+                ..Default::default()
+            },
+            &BTreeMap::new(),
+        )
+        .expect("default configuration")
+    }
+
     #[test]
     fn request_conversion() {
-        let r = eval_request(pb::EvalRequest {
-            context: ctx("/w"),
-            source: Some(pb::eval_request::Source::File("f.nix".into())),
-            attr_path: "a.b".into(),
-            output: pb::OutputFormat::Json as i32,
-        })
+        let config = test_config();
+        let r = eval_request(
+            &config,
+            pb::EvalRequest {
+                context: ctx("/w"),
+                source: Some(pb::eval_request::Source::File("f.nix".into())),
+                attr_path: "a.b".into(),
+                output: pb::OutputFormat::Json as i32,
+            },
+        )
         .expect("valid");
         assert!(matches!(&r.source, eval::EvalSource::File(p) if p == Path::new("/w/f.nix")));
         assert_eq!(r.attr_path.as_deref(), Some("a.b"));
@@ -572,7 +868,7 @@ mod tests {
         assert_eq!(r.settings.nix_path, vec!["x=/y", "a=/b"]);
         assert_eq!(r.settings.system, "x86_64-linux");
 
-        let bad = |req: pb::EvalRequest| eval_request(req).expect_err("invalid").code();
+        let bad = |req: pb::EvalRequest| eval_request(&config, req).expect_err("invalid").code();
         assert_eq!(
             bad(pb::EvalRequest {
                 context: ctx("/w"),
@@ -591,10 +887,10 @@ mod tests {
         assert_eq!(
             bad(pb::EvalRequest {
                 context: ctx("/w"),
-                source: Some(pb::eval_request::Source::Installable(".#x".into())),
+                source: Some(pb::eval_request::Source::Installable(String::new())),
                 ..Default::default()
             }),
-            tonic::Code::Unimplemented
+            tonic::Code::InvalidArgument
         );
         assert_eq!(
             bad(pb::EvalRequest {

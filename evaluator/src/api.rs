@@ -117,6 +117,7 @@ impl Default for LockOptions {
 }
 
 pub use crate::flake::warm::{AttrInfo, FlakeFingerprint, WarmFlake};
+pub use crate::search::{SearchHit, SearchQuery};
 
 /// One evaluation request.
 #[derive(Debug, Clone)]

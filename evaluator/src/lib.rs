@@ -11,6 +11,7 @@ pub mod flake;
 pub mod ir;
 pub mod lower;
 pub mod print;
+pub mod search;
 pub mod show;
 pub mod source;
 pub mod store_path;

@@ -55,12 +55,13 @@ pub fn bins() -> &'static Bins {
         let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
         let out = Command::new(cargo)
             .current_dir(workspace)
+            // `--workspace --bins` rather than `-p flaked -p flakectl`: the same package selection
+            // as the `cargo test --workspace` that runs us, hence the same feature unification, so
+            // every library is reused and only the binaries are linked.
             .args([
                 "build",
-                "-p",
-                "flaked",
-                "-p",
-                "flakectl",
+                "--workspace",
+                "--bins",
                 "--profile",
                 &profile,
                 "--target-dir",
@@ -92,6 +93,12 @@ const SCRUBBED: &[&str] = &[
     "FLAKED_REQUEST_TIMEOUT",
     "FLAKED_SHUTDOWN_GRACE",
     "FLAKED_EVAL_WORKERS",
+    "FLAKED_CACHE_DIR",
+    "FLAKED_STORE_ROOT",
+    "FLAKED_FLAKE_REGISTRY",
+    "FLAKED_WARM_MEMORY",
+    "FLAKED_MAX_JOBS",
+    "FLAKED_SANDBOX_PATHS",
     "FLAKED_TEST_EVAL_DELAY_MS",
     "FLAKED_TEST_PANIC_EXPR",
     "FLAKED_BIN",
@@ -192,9 +199,17 @@ impl Daemon {
             .set_read_timeout(Some(Duration::from_millis(50)))
             .expect("set timeout");
         let mut cmd = scratch.command(&bins().flaked);
-        cmd.arg("--socket")
-            .arg(&socket)
-            .args(opts.args)
+        cmd.arg("--socket").arg(&socket);
+        // Store objects and caches stay inside the scratch directory (CI runs as root, where the
+        // default store root would be the real /nix/store).
+        if !opts.args.contains(&"--store-root") {
+            cmd.arg("--store-root")
+                .arg(scratch.path().join("store-root"));
+        }
+        if !opts.args.contains(&"--cache-dir") {
+            cmd.arg("--cache-dir").arg(scratch.path().join("cache"));
+        }
+        cmd.args(opts.args)
             .env("NOTIFY_SOCKET", &notify_path)
             .env("FLAKED_LOG", "debug")
             .stdin(Stdio::null())

@@ -13,6 +13,7 @@ use crate::builtins::paths::{check_access, coerce_to_path};
 use crate::error::{ErrorKind, EvalError, Result};
 use crate::eval::Evaluator;
 use crate::source::Pos;
+use crate::store_path;
 use crate::symbol::Symbol;
 use crate::value::{Attr, Attrs, Context, Value};
 
@@ -84,7 +85,7 @@ pub fn realise_path(ev: &mut Evaluator, v: &Value, resolve: bool) -> Result<Stri
 
 fn prim_read_file(ev: &mut Evaluator, pos: Pos, args: &[Value]) -> Result<Value> {
     let p = realise_path(ev, &args[0], true)?;
-    let data = read_file_bytes(&p)?;
+    let data = read_file_bytes(ev, &p)?;
     if data.contains(&0) {
         return Err(EvalError::eval(format!(
             "the contents of the file '{p}' cannot be represented as a Nix string"
@@ -94,14 +95,16 @@ fn prim_read_file(ev: &mut Evaluator, pos: Pos, args: &[Value]) -> Result<Value>
     Ok(Value::string(data))
 }
 
-/// Reads a whole file with Nix's error messages.
-pub fn read_file_bytes(p: &str) -> Result<Vec<u8>> {
-    let meta = std::fs::metadata(p)
+/// Reads a whole file with Nix's error messages (a store path is read from the store's physical
+/// location).
+pub fn read_file_bytes(ev: &Evaluator, p: &str) -> Result<Vec<u8>> {
+    let real = store_path::real_path(&ev.config.store_dir, p);
+    let meta = std::fs::metadata(&real)
         .map_err(|e| io_err(format!("opening file '{p}': {}", strerror(&e))))?;
     if meta.is_dir() {
         return Err(io_err(format!("reading from file '{p}': Is a directory")));
     }
-    std::fs::read(p).map_err(|e| io_err(format!("reading from file '{p}': {}", strerror(&e))))
+    std::fs::read(&real).map_err(|e| io_err(format!("reading from file '{p}': {}", strerror(&e))))
 }
 
 fn type_name(ft: std::fs::FileType) -> &'static str {
@@ -118,7 +121,7 @@ fn type_name(ft: std::fs::FileType) -> &'static str {
 
 fn prim_read_dir(ev: &mut Evaluator, _pos: Pos, args: &[Value]) -> Result<Value> {
     let p = realise_path(ev, &args[0], true)?;
-    let rd = std::fs::read_dir(&p)
+    let rd = std::fs::read_dir(store_path::real_path(&ev.config.store_dir, &p))
         .map_err(|e| io_err(format!("reading directory {p}: {}", strerror(&e))))?;
     let mut attrs = Vec::new();
     for ent in rd {
@@ -139,7 +142,7 @@ fn prim_read_dir(ev: &mut Evaluator, _pos: Pos, args: &[Value]) -> Result<Value>
 
 fn prim_read_file_type(ev: &mut Evaluator, _pos: Pos, args: &[Value]) -> Result<Value> {
     let p = realise_path(ev, &args[0], false)?;
-    let meta = std::fs::symlink_metadata(&p)
+    let meta = std::fs::symlink_metadata(store_path::real_path(&ev.config.store_dir, &p))
         .map_err(|e| io_err(format!("getting status of '{p}': {}", strerror(&e))))?;
     Ok(Value::str(type_name(meta.file_type())))
 }
@@ -155,10 +158,11 @@ fn prim_path_exists(ev: &mut Evaluator, pos: Pos, args: &[Value]) -> Result<Valu
         }
         Err(e) => return Err(e),
     };
+    let real = store_path::real_path(&ev.config.store_dir, &p);
     let meta = if must_be_dir {
-        std::fs::metadata(&p)
+        std::fs::metadata(&real)
     } else {
-        std::fs::symlink_metadata(&p)
+        std::fs::symlink_metadata(&real)
     };
     Ok(Value::Bool(match meta {
         Ok(m) => !must_be_dir || m.is_dir(),

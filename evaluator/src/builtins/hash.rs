@@ -52,7 +52,7 @@ fn prim_hash_file(ev: &mut Evaluator, pos: Pos, args: &[Value]) -> Result<Value>
     )?;
     let algo = parse_algo(&a.bytes)?;
     let p = realise_path(ev, &args[1], true)?;
-    let data = read_file_bytes(&p)?;
+    let data = read_file_bytes(ev, &p)?;
     Ok(Value::str(&Hash::digest(algo, &data).to_base16()))
 }
 

@@ -21,11 +21,13 @@ pub(crate) fn register(r: &mut Registry) {
 fn resolve_expr_path(ev: &Evaluator, path: &str) -> Result<PathBuf> {
     check_access(ev, path)?;
     let p = Path::new(path);
-    let md = std::fs::metadata(p)
+    // Store paths live under the store's physical root, which may differ from `/`.
+    let real = crate::store_path::real_path(&ev.config.store_dir, path);
+    let md = std::fs::metadata(&real)
         .map_err(|_| EvalError::new(ErrorKind::Io, format!("path '{path}' does not exist")))?;
     if md.is_dir() {
         let d = p.join("default.nix");
-        if !d.exists() {
+        if !real.join("default.nix").exists() {
             return Err(EvalError::new(
                 ErrorKind::Io,
                 format!("path '{}' does not exist", d.display()),
@@ -36,8 +38,9 @@ fn resolve_expr_path(ev: &Evaluator, path: &str) -> Result<PathBuf> {
     Ok(p.to_path_buf())
 }
 
-fn read_source(path: &Path) -> Result<Vec<u8>> {
-    std::fs::read(path).map_err(|e| {
+fn read_source(ev: &Evaluator, path: &Path) -> Result<Vec<u8>> {
+    let real = crate::store_path::real_path(&ev.config.store_dir, &path.to_string_lossy());
+    std::fs::read(real).map_err(|e| {
         EvalError::new(
             ErrorKind::Io,
             format!("reading file '{}': {}", path.display(), e),
@@ -51,7 +54,7 @@ pub fn eval_file(ev: &mut Evaluator, path: &Path) -> Result<Value> {
         return Ok(v.clone());
     }
     let shown = path.display().to_string();
-    let raw = read_source(path)?;
+    let raw = read_source(ev, path)?;
     let dir = path
         .parent()
         .map(|d| d.display().to_string())
@@ -82,7 +85,7 @@ fn prim_scoped_import(ev: &mut Evaluator, pos: Pos, args: &[Value]) -> Result<Va
         pos,
         "while evaluating the first argument passed to builtins.scopedImport",
     )?;
-    let raw = read_source(&file)?;
+    let raw = read_source(ev, &file)?;
     let dir = file
         .parent()
         .map(|d| d.display().to_string())

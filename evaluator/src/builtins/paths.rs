@@ -58,7 +58,8 @@ pub fn copy_path_to_store(ev: &mut Evaluator, path: &str, _pos: Pos) -> Result<S
         ));
     }
     check_access(ev, path)?;
-    if std::fs::symlink_metadata(path).is_err() {
+    if std::fs::symlink_metadata(crate::store_path::real_path(&ev.config.store_dir, path)).is_err()
+    {
         return Err(EvalError::new(
             ErrorKind::Io,
             format!("path '{path}' does not exist"),
@@ -160,7 +161,7 @@ fn prim_find_file(ev: &mut Evaluator, pos: Pos, args: &[Value]) -> Result<Value>
         } else {
             format!("{}/{}", path.trim_end_matches('/'), rest)
         };
-        if Path::new(&full).exists() {
+        if crate::store_path::real_path(&ev.config.store_dir, &full).exists() {
             return Ok(Value::Path(std::rc::Rc::from(
                 crate::lower::canon_path(&full).as_str(),
             )));

@@ -1,0 +1,116 @@
+#!/usr/bin/env bash
+# Repeated flake queries on a nixpkgs-shaped flake, flaked against the reference Nix, in one run.
+#
+#   bench/flake-queries.sh            (env: N=20000 RUNS=100 CLIENTS=64 PER_CLIENT=500 PROFILE=release
+#                                      SKIP_BUILD=1 ORACLE=/work/shared/oracle/nix NIXPKGS_LIB=…)
+#
+# 1. generates the flake with bench/gen-nixpkgs-flake.sh (N packages), locks it with the reference and
+#    commits the lock file, so both tools see the same clean git flake;
+# 2. cold: the first `eval .#PKG.drvPath` of each tool (flaked: a fresh daemon with empty caches);
+# 3. warm: RUNS repeated `eval .#PKG.drvPath` and `eval .#PKG.name` end to end (process start
+#    included), p50/p99 with hyperfine;
+# 4. the first query after a daemon restart;
+# 5. CLIENTS concurrent clients × PER_CLIENT warm queries each: errors and p50/p99 per request;
+# 6. search, when the daemon implements it.
+# Answers are compared before anything is timed.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+N=${N:-20000}
+RUNS=${RUNS:-100}
+CLIENTS=${CLIENTS:-64}
+PER_CLIENT=${PER_CLIENT:-500}
+ORACLE=${ORACLE:-/work/shared/oracle/nix}
+PROFILE=${PROFILE:-release}
+command -v hyperfine >/dev/null || { echo "needs hyperfine (apt-get install hyperfine)" >&2; exit 1; }
+[ -n "${SKIP_BUILD:-}" ] || cargo build --profile "$PROFILE" -q -p flaked -p flakectl
+case "$PROFILE" in dev) dir=debug ;; *) dir=$PROFILE ;; esac
+BIN=$(cd "${CARGO_TARGET_DIR:-target}/$dir" && pwd)
+nix=("$ORACLE" --extra-experimental-features 'nix-command flakes')
+
+tmp=$(mktemp -d /tmp/flaked-bench-flake.XXXXXX)
+daemon=
+cleanup() { [ -n "$daemon" ] && kill "$daemon" 2>/dev/null; wait 2>/dev/null; rm -rf "$tmp"; }
+trap cleanup EXIT
+bench/gen-nixpkgs-flake.sh "$tmp/gen" "$N" >/dev/null
+flake=$tmp/gen/flake
+cd "$flake"
+"${nix[@]}" flake lock 2>/dev/null
+git add flake.lock && git -c user.name=bench -c user.email=bench@localhost commit -q -m lock
+pkg=$(ls pkgs/by-name/*/ | grep -v : | grep . | sed -n "$((N / 2))p")
+[ -n "$pkg" ] || pkg=$(ls pkgs/by-name/*/ | grep -v : | grep . | head -1)
+
+sock=$tmp/sock
+start_daemon() {
+  "$BIN/flaked" --socket "$sock" --config /dev/null --idle-exit 30m --cache-dir "$tmp/cache" \
+    --store-root "$tmp/store-root" 2>>"$tmp/flaked.log" &
+  daemon=$!
+  for _ in $(seq 400); do [ -S "$sock" ] && return; sleep 0.05; done
+  echo "flaked did not start" >&2; exit 1
+}
+ctl=("$BIN/flakectl" --socket "$sock" --no-auto-start)
+ms() { python3 -c 'import sys,time; print(f"{(time.time()-float(sys.argv[1]))*1000:.0f}")' "$1"; }
+
+echo "flake: $N packages (nixpkgs-shaped, lib as a git input), query: .#$pkg.drvPath, profile $PROFILE"
+
+t=$(date +%s.%N); ref=$("${nix[@]}" eval ".#$pkg.drvPath" 2>/dev/null); ref_cold=$(ms "$t")
+start_daemon
+t=$(date +%s.%N); ours=$("${ctl[@]}" eval ".#$pkg.drvPath" 2>/dev/null); our_cold=$(ms "$t")
+[ "$ours" = "$ref" ] || { echo "answers differ: flakectl '$ours' vs nix '$ref'" >&2; exit 1; }
+ours_name=$("${ctl[@]}" eval ".#$pkg.name" 2>/dev/null); ref_name=$("${nix[@]}" eval ".#$pkg.name" 2>/dev/null)
+[ "$ours_name" = "$ref_name" ] || { echo "names differ: '$ours_name' vs '$ref_name'" >&2; exit 1; }
+echo "cold first query:  flakectl ${our_cold} ms   nix ${ref_cold} ms"
+
+hyperfine -N --style none --runs "$RUNS" --warmup 3 --export-json "$tmp/warm.json" \
+  -n flakectl-drvPath "${ctl[*]} eval .#$pkg.drvPath" \
+  -n nix-drvPath "${nix[*]} eval .#$pkg.drvPath" \
+  -n flakectl-name "${ctl[*]} eval .#$pkg.name" \
+  -n nix-name "${nix[*]} eval .#$pkg.name" >/dev/null 2>&1
+python3 - "$tmp/warm.json" <<'PY'
+import json, sys
+res = {r["command"]: sorted(r["times"]) for r in json.load(open(sys.argv[1]))["results"]}
+pct = lambda ts, p: ts[min(len(ts) - 1, int(round(p / 100 * (len(ts) - 1))))] * 1000
+for q in ("drvPath", "name"):
+    o, r = res[f"flakectl-{q}"], res[f"nix-{q}"]
+    print(f"warm .{q:8}  flakectl p50 {pct(o,50):7.2f} ms p99 {pct(o,99):7.2f} ms   "
+          f"nix p50 {pct(r,50):7.1f} ms p99 {pct(r,99):7.1f} ms   ratio p50 {pct(r,50)/pct(o,50):.0f}x")
+PY
+
+kill "$daemon"; wait "$daemon" 2>/dev/null || true; daemon=
+start_daemon
+t=$(date +%s.%N); "${ctl[@]}" eval ".#$pkg.drvPath" >/dev/null 2>&1; restart=$(ms "$t")
+echo "first query after a daemon restart: flakectl ${restart} ms"
+
+python3 - "$BIN/flakectl" "$sock" "$pkg" "$CLIENTS" "$PER_CLIENT" <<'PY'
+import subprocess, sys, time, threading
+ctl, sock, pkg, clients, per = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4]), int(sys.argv[5])
+lat, errors, lock = [], [0], threading.Lock()
+def client():
+    mine, bad = [], 0
+    for _ in range(per):
+        t = time.perf_counter()
+        r = subprocess.run([ctl, "--socket", sock, "--no-auto-start", "eval", f".#{pkg}.drvPath"],
+                           capture_output=True)
+        mine.append((time.perf_counter() - t) * 1000)
+        bad += r.returncode != 0
+    with lock:
+        lat.extend(mine); errors[0] += bad
+t0 = time.perf_counter()
+ts = [threading.Thread(target=client) for _ in range(clients)]
+[t.start() for t in ts]; [t.join() for t in ts]
+lat.sort()
+pct = lambda p: lat[min(len(lat) - 1, int(round(p / 100 * (len(lat) - 1))))]
+print(f"{clients} clients x {per} warm queries: {errors[0]} errors, p50 {pct(50):.1f} ms, p99 {pct(99):.1f} ms, "
+      f"{len(lat) / (time.perf_counter() - t0):.0f} queries/s (process start included)")
+PY
+
+if "${ctl[@]}" search . "$pkg" >/dev/null 2>"$tmp/search.err"; then
+  hyperfine -N --style none --runs 10 --warmup 1 --export-json "$tmp/search.json" \
+    -n flakectl "${ctl[*]} search . $pkg" -n nix "${nix[*]} search . $pkg" >/dev/null 2>&1
+  python3 - "$tmp/search.json" <<'PY'
+import json, sys
+res = {r["command"]: r["median"] * 1000 for r in json.load(open(sys.argv[1]))["results"]}
+print(f"warm search: flakectl median {res['flakectl']:.1f} ms   nix median {res['nix']:.1f} ms")
+PY
+else
+  echo "search: not measured ($(head -1 "$tmp/search.err"))"
+fi

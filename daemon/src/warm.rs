@@ -1,0 +1,352 @@
+//! Warm flakes: locked, called flakes kept alive between requests, so that a repeated query is
+//! answered from values that are already evaluated.
+//!
+//! Each warm flake is an [`eval::WarmFlake`]: one evaluator thread owning the flake's values
+//! (the evaluator is not `Send`). This module decides *which* warm flake answers a request and
+//! whether it may: the key is the canonical flake reference (relative references resolved
+//! against the client's cwd) plus every setting that can change an answer.
+//!
+//! Invariants:
+//! - a query never answers from a stale tree: a local flake (`path:`, `git+file:`, a directory)
+//!   is watched with inotify from *before* it is read ([`TreeWatch`]); any write, creation,
+//!   deletion, rename or attribute change below its root since then makes the next query open it
+//!   afresh. Unlocked remote references are re-resolved after `tarball-ttl` (an hour, Nix's
+//!   default) as Nix does; locked ones (with `rev` or `narHash`) never change;
+//! - at most one open of a given key runs at a time (others wait for it and share the result);
+//! - the memory of warm flakes stays within the configured budget: least-recently-used flakes
+//!   are dropped whole (their thread ends and their values, cycles included, are freed) — a
+//!   request still using a dropped flake finishes first.
+
+use std::collections::HashMap;
+use std::hash::{DefaultHasher, Hash, Hasher};
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use flaked_cache::WarmLru;
+use flaked_eval::api as eval;
+use flaked_store::fetchers::{FlakeRef, InputKind, InputSettings, ParseOptions};
+
+use crate::watch::TreeWatch;
+
+/// How long an unlocked remote reference stays resolved (Nix's `tarball-ttl` default).
+const REMOTE_TTL: Duration = Duration::from_secs(3600);
+
+/// What identifies one warm flake.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct WarmKey {
+    /// The canonical flake reference (an absolute URL such as `git+file:///x?dir=y`).
+    pub flake: String,
+    /// A hash of the settings that can change answers (system, purity, environment, …).
+    settings: u64,
+}
+
+struct Live {
+    flake: Arc<eval::WarmFlake>,
+    watch: Option<TreeWatch>,
+    local: bool,
+    locked: bool,
+    opened: Instant,
+}
+
+impl Live {
+    fn fresh(&mut self) -> bool {
+        if self.local {
+            return self.watch.as_mut().is_some_and(|w| !w.changed());
+        }
+        self.locked || self.opened.elapsed() < REMOTE_TTL
+    }
+}
+
+#[derive(Default)]
+struct Slot {
+    live: Mutex<Option<Live>>,
+}
+
+/// The daemon's warm flakes.
+pub struct WarmSet {
+    slots: Mutex<HashMap<WarmKey, Arc<Slot>>>,
+    lru: Mutex<WarmLru<WarmKey>>,
+}
+
+impl std::fmt::Debug for WarmSet {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WarmSet")
+            .field("flakes", &self.names())
+            .finish()
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+fn plain(message: String) -> eval::Diagnostic {
+    eval::Diagnostic {
+        rendered: format!("error: {message}\n"),
+        message,
+        position: None,
+        trace: Vec::new(),
+        log: Vec::new(),
+    }
+}
+
+/// A parsed installable: the canonical flake reference, its fragment, and what to watch.
+struct Target {
+    key_ref: String,
+    fragment: String,
+    watch_root: Option<PathBuf>,
+    locked: bool,
+}
+
+#[allow(clippy::result_large_err)]
+fn target(installable: &str, settings: &eval::EvalSettings) -> Result<Target, eval::Diagnostic> {
+    let opts = ParseOptions {
+        base_dir: Some(settings.cwd.clone()),
+        ..ParseOptions::default()
+    };
+    let (flake_ref, fragment) =
+        FlakeRef::parse_with_fragment(installable, &opts).map_err(|e| plain(e.to_string()))?;
+    let key_ref = flake_ref
+        .to_url()
+        .map(|u| u.to_string())
+        .map_err(|e| plain(e.to_string()))?;
+    let watch_root = match &flake_ref.input.kind {
+        InputKind::Path(p) => Some(PathBuf::from(&p.path)),
+        InputKind::Git(g) => g.url.strip_prefix("file://").map(PathBuf::from),
+        _ => None,
+    };
+    let locked = watch_root.is_none() && flake_ref.input.is_locked(&InputSettings::default());
+    Ok(Target {
+        key_ref,
+        fragment,
+        watch_root,
+        locked,
+    })
+}
+
+fn settings_hash(s: &eval::EvalSettings) -> u64 {
+    let mut h = DefaultHasher::new();
+    (
+        s.pure,
+        &s.system,
+        &s.store_dir,
+        &s.env,
+        &s.nix_path,
+        &s.flake_registry,
+        &s.user_registry,
+        s.write_lock_file,
+        &s.override_inputs,
+    )
+        .hash(&mut h);
+    h.finish()
+}
+
+/// Warnings that `nix` prints every time it opens a flake (not only the first time), replayed
+/// when a warm flake answers.
+fn repeats_on_every_open(line: &str) -> bool {
+    line.starts_with("warning: Git tree '") && line.ends_with("' is dirty")
+}
+
+impl WarmSet {
+    /// An empty set with a memory budget in bytes.
+    pub fn new(budget_bytes: u64) -> WarmSet {
+        WarmSet {
+            slots: Mutex::new(HashMap::new()),
+            lru: Mutex::new(WarmLru::new(budget_bytes)),
+        }
+    }
+
+    /// The canonical references of the flakes kept warm now.
+    pub fn names(&self) -> Vec<String> {
+        let mut v: Vec<String> = lock(&self.slots)
+            .iter()
+            .filter(|(_, slot)| lock(&slot.live).is_some())
+            .map(|(k, _)| k.flake.clone())
+            .collect();
+        v.sort();
+        v.dedup();
+        v
+    }
+
+    /// `nix eval INSTALLABLE`: answers from a warm flake, opening (locking, fetching, calling)
+    /// it first when there is none or it is stale. Blocking.
+    #[allow(clippy::result_large_err)]
+    pub fn eval(
+        &self,
+        installable: &str,
+        settings: &eval::EvalSettings,
+        output: eval::OutputFormat,
+    ) -> Result<eval::EvalOutput, eval::Diagnostic> {
+        let t = target(installable, settings)?;
+        let (flake, key, mut stderr) = self.flake(&t, settings)?;
+        let result = flake.eval(&t.fragment, output);
+        self.account(&key, &flake);
+        match result {
+            Ok(mut out) => {
+                stderr.append(&mut out.stderr);
+                out.stderr = stderr;
+                Ok(out)
+            }
+            Err(mut d) => {
+                stderr.append(&mut d.log);
+                d.log = stderr;
+                Err(d)
+            }
+        }
+    }
+
+    /// `nix search INSTALLABLE REGEX…`: the matching packages, in Nix's order, and the warnings to
+    /// print first. Blocking.
+    #[allow(clippy::result_large_err)]
+    pub fn search(
+        &self,
+        installable: &str,
+        settings: &eval::EvalSettings,
+        regexes: &[String],
+        excludes: &[String],
+    ) -> Result<(Vec<eval::SearchHit>, Vec<String>), eval::Diagnostic> {
+        let query = eval::SearchQuery::new(regexes, excludes).map_err(plain)?;
+        let t = target(installable, settings)?;
+        let (flake, key, mut stderr) = self.flake(&t, settings)?;
+        let result = flake.search(&t.fragment, query);
+        self.account(&key, &flake);
+        match result {
+            Ok(hits) => Ok((hits, stderr)),
+            Err(mut d) => {
+                stderr.append(&mut d.log);
+                d.log = stderr;
+                Err(d)
+            }
+        }
+    }
+
+    /// The attributes of the set at `FRAGMENT` + `attr_path` (an exact path from the flake's
+    /// outputs; no default prefixes), for editors. Blocking.
+    #[allow(clippy::result_large_err)]
+    pub fn list_attrs(
+        &self,
+        installable: &str,
+        settings: &eval::EvalSettings,
+        attr_path: &str,
+    ) -> Result<Vec<eval::AttrInfo>, eval::Diagnostic> {
+        let t = target(installable, settings)?;
+        let path: Vec<String> = t
+            .fragment
+            .split('.')
+            .chain(attr_path.split('.'))
+            .filter(|p| !p.is_empty())
+            .map(str::to_string)
+            .collect();
+        let (flake, key, _) = self.flake(&t, settings)?;
+        let result = flake.list_attrs(&path);
+        self.account(&key, &flake);
+        result
+    }
+
+    /// The derivation an installable denotes for `nix build`: its `.drv` store path and the output
+    /// to build (`outputName`, normally `out`), with the warnings to print. Blocking.
+    #[allow(clippy::result_large_err)]
+    pub fn derivation(
+        &self,
+        installable: &str,
+        settings: &eval::EvalSettings,
+    ) -> Result<(String, String, Vec<String>), eval::Diagnostic> {
+        let t = target(installable, settings)?;
+        let (flake, key, mut stderr) = self.flake(&t, settings)?;
+        // No fragment means the default package, which `default` reaches through the same
+        // `packages.<system>.` prefix.
+        let base = if t.fragment.is_empty() {
+            "default".to_string()
+        } else {
+            t.fragment.clone()
+        };
+        let raw = |attr: &str| -> Result<String, eval::Diagnostic> {
+            let out = flake.eval(&format!("{base}.{attr}"), eval::OutputFormat::Raw)?;
+            Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+        };
+        let result = raw("drvPath").and_then(|drv| Ok((drv, raw("outputName")?)));
+        self.account(&key, &flake);
+        match result {
+            Ok((drv, output)) => Ok((drv, output, stderr)),
+            Err(mut d) => {
+                stderr.append(&mut d.log);
+                d.log = stderr;
+                Err(d)
+            }
+        }
+    }
+
+    /// The warm flake for `t`, opened if needed, with the warnings to print before its answer.
+    #[allow(clippy::result_large_err, clippy::type_complexity)]
+    fn flake(
+        &self,
+        t: &Target,
+        settings: &eval::EvalSettings,
+    ) -> Result<(Arc<eval::WarmFlake>, WarmKey, Vec<String>), eval::Diagnostic> {
+        let key = WarmKey {
+            flake: t.key_ref.clone(),
+            settings: settings_hash(settings),
+        };
+        let slot = lock(&self.slots).entry(key.clone()).or_default().clone();
+        let mut live = lock(&slot.live);
+        if let Some(l) = live.as_mut() {
+            if l.fresh() {
+                let flake = l.flake.clone();
+                drop(live);
+                lock(&self.lru).touch(&key);
+                let replay = flake
+                    .open_stderr()
+                    .iter()
+                    .filter(|l| repeats_on_every_open(l))
+                    .cloned()
+                    .collect();
+                return Ok((flake, key, replay));
+            }
+            tracing::debug!(flake = %key.flake, "warm flake is stale; opening it again");
+        }
+        // Drop the stale flake (if any) before opening again: its memory is freed now.
+        *live = None;
+        lock(&self.lru).remove(&key);
+        // Watch before reading, so that no change between the read and the next query is missed.
+        let watch = t.watch_root.as_deref().and_then(|root| {
+            TreeWatch::new(root)
+                .map_err(|e| {
+                    tracing::warn!(root = %root.display(), error = %e,
+                        "cannot watch the flake; it will be opened again on every query");
+                })
+                .ok()
+        });
+        let flake = Arc::new(eval::WarmFlake::open(&t.key_ref, settings.clone())?);
+        let stderr = flake.open_stderr().to_vec();
+        *live = Some(Live {
+            flake: flake.clone(),
+            watch,
+            local: t.watch_root.is_some(),
+            locked: t.locked,
+            opened: Instant::now(),
+        });
+        drop(live);
+        Ok((flake, key, stderr))
+    }
+
+    /// Records the flake's current size and drops least-recently-used flakes over the budget.
+    fn account(&self, key: &WarmKey, flake: &eval::WarmFlake) {
+        let size = flake.approx_memory() as u64;
+        let evicted = {
+            let mut lru = lock(&self.lru);
+            if lru.contains(key) {
+                lru.resize(key, size)
+            } else {
+                lru.insert(key.clone(), size)
+            }
+        };
+        for k in evicted {
+            let slot = lock(&self.slots).get(&k).cloned();
+            if let Some(slot) = slot {
+                tracing::info!(flake = %k.flake, "dropping a warm flake to stay within the memory budget");
+                *lock(&slot.live) = None;
+            }
+        }
+    }
+}

@@ -1,0 +1,385 @@
+//! `nix search`: walks a flake's package sets and matches derivations against regular
+//! expressions, with Nix 2.26's traversal, matching and output rules.
+//!
+//! Traversal (as Nix's `CmdSearch`): from each existing root attribute path, derivations are
+//! matched; attribute sets are entered at the roots themselves, at `packages.<system>` and
+//! `legacyPackages.<system>` depth, and below `legacyPackages` only where
+//! `recurseForDerivations = true`. Evaluation errors below `legacyPackages` skip the attribute;
+//! elsewhere they are the command's error. Attributes are visited in name order.
+//!
+//! Matching: every regular expression (extended syntax, case-insensitive) must match the
+//! attribute path, the derivation's name (without version) or its description (newlines
+//! turned into spaces); a match of any exclusion regex hides the package. The rendered text
+//! highlights every match exactly as Nix does, ANSI escapes included (Nix prints them even when
+//! standard output is not a terminal).
+//!
+//! Invariant: nothing is forced that `nix search` would not force — the `name`, `type`,
+//! `meta.description` and `recurseForDerivations` of the visited attributes only — so a warm
+//! flake answers a repeated search without evaluating anything again.
+
+use regex_automata::meta::Regex;
+use regex_automata::util::syntax;
+
+use crate::error::{ErrorKind, EvalError};
+use crate::eval::Evaluator;
+use crate::source::Pos;
+use crate::symbol::Symbol;
+use crate::value::Value;
+
+const BOLD: &str = "\x1b[0;1m";
+const GREEN: &str = "\x1b[32;1m";
+const NORMAL: &str = "\x1b[0m";
+
+/// One package found by a search.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SearchHit {
+    /// The attribute path from the flake's outputs (`legacyPackages.x86_64-linux.hello`).
+    pub attr_path: String,
+    /// The derivation name without its version (`parseDrvName`).
+    pub pname: String,
+    /// The version part of the name (`""` when none).
+    pub version: String,
+    /// `meta.description` with newlines turned into spaces (`""` when none).
+    pub description: String,
+    /// Exactly the lines `nix search` prints for this package (highlighted, newline-terminated;
+    /// without the empty line Nix prints between two packages).
+    pub rendered: String,
+}
+
+/// Compiled search terms.
+#[derive(Debug, Clone)]
+pub struct SearchQuery {
+    regexes: Vec<Regex>,
+    excludes: Vec<Regex>,
+}
+
+fn compile(re: &str) -> Result<Regex, String> {
+    Regex::builder()
+        .syntax(syntax::Config::new().case_insensitive(true))
+        .build(re)
+        .map_err(|e| format!("invalid regular expression '{re}': {e}"))
+}
+
+impl SearchQuery {
+    /// Compiles the search and exclusion terms. At least one search term is required, as in Nix.
+    pub fn new(regexes: &[String], excludes: &[String]) -> Result<SearchQuery, String> {
+        if regexes.is_empty() {
+            return Err(
+                "Must provide at least one regex! To match all packages, use 'nix search <installable> ^'."
+                    .to_string(),
+            );
+        }
+        Ok(SearchQuery {
+            regexes: regexes
+                .iter()
+                .map(|r| compile(r))
+                .collect::<Result<_, _>>()?,
+            excludes: excludes
+                .iter()
+                .map(|r| compile(r))
+                .collect::<Result<_, _>>()?,
+        })
+    }
+}
+
+/// Nix's `hiliteMatches`: every match wrapped in `prefix`…`postfix`, overlapping and adjacent
+/// matches merged.
+fn hilite(s: &str, mut matches: Vec<(usize, usize)>, prefix: &str, postfix: &str) -> String {
+    if matches.is_empty() {
+        return s.to_string();
+    }
+    matches.sort_by_key(|m| m.0);
+    let mut out = String::with_capacity(s.len() + matches.len() * 16);
+    let mut last_end = 0;
+    let mut i = 0;
+    while i < matches.len() {
+        let (start, mut end) = matches[i];
+        out.push_str(s.get(last_end..start).unwrap_or(""));
+        i += 1;
+        while i < matches.len() && matches[i].0 <= end {
+            end = end.max(matches[i].1);
+            i += 1;
+        }
+        out.push_str(prefix);
+        out.push_str(s.get(start..end).unwrap_or(""));
+        out.push_str(postfix);
+        last_end = end;
+    }
+    out.push_str(s.get(last_end..).unwrap_or(""));
+    out
+}
+
+fn matches_of(re: &Regex, s: &str) -> Vec<(usize, usize)> {
+    re.find_iter(s).map(|m| (m.start(), m.end())).collect()
+}
+
+/// `parseDrvName`: the name ends at the first `-` not followed by a letter.
+fn parse_drv_name(s: &str) -> (String, String) {
+    let b = s.as_bytes();
+    for i in 0..b.len() {
+        if b[i] == b'-' && i + 1 < b.len() && !b[i + 1].is_ascii_alphabetic() {
+            return (s[..i].to_string(), s[i + 1..].to_string());
+        }
+    }
+    (s.to_string(), String::new())
+}
+
+/// The attribute paths `nix search FLAKE#FRAGMENT` starts from.
+pub fn root_paths(fragment: &str, system: &str) -> Vec<String> {
+    if let Some(exact) = fragment.strip_prefix('.') {
+        return vec![exact.to_string()];
+    }
+    if fragment.is_empty() {
+        return vec![
+            format!("packages.{system}"),
+            format!("legacyPackages.{system}"),
+        ];
+    }
+    vec![
+        format!("packages.{system}.{fragment}"),
+        format!("legacyPackages.{system}.{fragment}"),
+        fragment.to_string(),
+    ]
+}
+
+/// Nix's `showAttrPaths`: `'a', 'b' or 'c'`.
+fn show_attr_paths(paths: &[String]) -> String {
+    let mut s = String::new();
+    for (n, p) in paths.iter().enumerate() {
+        if n > 0 {
+            s.push_str(if n + 1 == paths.len() { " or " } else { ", " });
+        }
+        s.push('\'');
+        s.push_str(p);
+        s.push('\'');
+    }
+    s
+}
+
+fn split_path(p: &str) -> Vec<String> {
+    if p.is_empty() {
+        Vec::new()
+    } else {
+        p.split('.').map(str::to_string).collect()
+    }
+}
+
+struct Walker<'q> {
+    query: &'q SearchQuery,
+    hits: Vec<SearchHit>,
+}
+
+fn get_attr(ev: &mut Evaluator, v: &Value, name: &str) -> Result<Option<Value>, EvalError> {
+    let v = ev.force(v, Pos::NONE)?;
+    Ok(match &v {
+        Value::Attrs(a) => a.get(Symbol::intern(name)).map(|x| x.value.clone()),
+        _ => None,
+    })
+}
+
+fn force_text(ev: &mut Evaluator, v: &Value, what: &str) -> Result<String, EvalError> {
+    let s = ev.force_string(v, Pos::NONE, &format!("while evaluating the {what}"))?;
+    Ok(String::from_utf8_lossy(&s.bytes).into_owned())
+}
+
+impl Walker<'_> {
+    fn visit(
+        &mut self,
+        ev: &mut Evaluator,
+        v: &Value,
+        path: &mut Vec<String>,
+        initial: bool,
+    ) -> Result<(), EvalError> {
+        match self.visit_inner(ev, v, path, initial) {
+            Err(e)
+                if path.first().is_some_and(|p| p == "legacyPackages")
+                    && e.kind() != ErrorKind::Interrupted =>
+            {
+                Ok(())
+            }
+            r => r,
+        }
+    }
+
+    fn visit_inner(
+        &mut self,
+        ev: &mut Evaluator,
+        v: &Value,
+        path: &mut Vec<String>,
+        initial: bool,
+    ) -> Result<(), EvalError> {
+        let v = ev.force(v, Pos::NONE)?;
+        if ev.is_derivation(&v)? {
+            let name = match get_attr(ev, &v, "name")? {
+                Some(n) => force_text(ev, &n, "name of a derivation")?,
+                None => {
+                    return Err(EvalError::eval(format!(
+                        "attribute 'name' missing in derivation '{}'",
+                        path.join(".")
+                    )));
+                }
+            };
+            let description = match get_attr(ev, &v, "meta")? {
+                Some(meta) => match get_attr(ev, &meta, "description")? {
+                    Some(d) => force_text(ev, &d, "description of a package")?.replace('\n', " "),
+                    None => String::new(),
+                },
+                None => String::new(),
+            };
+            self.record(path.join("."), &name, description);
+            return Ok(());
+        }
+        let top = path.first().map(String::as_str);
+        let enter = path.is_empty()
+            || (matches!(top, Some("legacyPackages" | "packages")) && path.len() <= 2)
+            || initial
+            || (top == Some("legacyPackages")
+                && match get_attr(ev, &v, "recurseForDerivations")? {
+                    Some(r) => ev.force_bool(
+                        &r,
+                        Pos::NONE,
+                        "while evaluating the recurseForDerivations attribute",
+                    )?,
+                    None => false,
+                });
+        if !enter {
+            return Ok(());
+        }
+        let Value::Attrs(attrs) = &v else {
+            return Ok(());
+        };
+        let children: Vec<(String, Value)> = attrs
+            .sorted_by_name()
+            .into_iter()
+            .map(|a| (a.name.as_string(), a.value.clone()))
+            .collect();
+        for (name, child) in children {
+            path.push(name);
+            let r = self.visit(ev, &child, path, false);
+            path.pop();
+            r?;
+        }
+        Ok(())
+    }
+
+    fn record(&mut self, attr_path: String, name: &str, description: String) {
+        let (pname, version) = parse_drv_name(name);
+        let q = self.query;
+        for re in &q.excludes {
+            if re.is_match(&attr_path) || re.is_match(&pname) || re.is_match(&description) {
+                return;
+            }
+        }
+        let mut path_matches = Vec::new();
+        let mut desc_matches = Vec::new();
+        for re in &q.regexes {
+            let p = matches_of(re, &attr_path);
+            let n = matches_of(re, &pname);
+            let d = matches_of(re, &description);
+            if p.is_empty() && n.is_empty() && d.is_empty() {
+                return;
+            }
+            path_matches.extend(p);
+            desc_matches.extend(d);
+        }
+        let mut rendered = format!(
+            "* {BOLD}{}{NORMAL}",
+            hilite(&attr_path, path_matches, GREEN, BOLD)
+        );
+        if !version.is_empty() {
+            rendered.push_str(&format!(" ({version})"));
+        }
+        rendered.push('\n');
+        if !description.is_empty() {
+            rendered.push_str(&format!(
+                "  {}\n",
+                hilite(&description, desc_matches, GREEN, NORMAL)
+            ));
+        }
+        self.hits.push(SearchHit {
+            attr_path,
+            pname,
+            version,
+            description,
+            rendered,
+        });
+    }
+}
+
+/// Searches the flake `outputs` (already called) from the roots of `FLAKE#fragment`.
+pub fn search(
+    ev: &mut Evaluator,
+    outputs: &Value,
+    shown_ref: &str,
+    fragment: &str,
+    system: &str,
+    query: &SearchQuery,
+) -> Result<Vec<SearchHit>, EvalError> {
+    let roots = root_paths(fragment, system);
+    let mut found = Vec::new();
+    for root in &roots {
+        let path = split_path(root);
+        let mut v = outputs.clone();
+        let mut ok = true;
+        for name in &path {
+            match get_attr(ev, &v, name)? {
+                Some(x) => v = x,
+                None => {
+                    ok = false;
+                    break;
+                }
+            }
+        }
+        if ok {
+            found.push((path, v));
+        }
+    }
+    if found.is_empty() {
+        return Err(EvalError::eval(format!(
+            "flake '{shown_ref}' does not provide attribute {}",
+            show_attr_paths(&roots)
+        )));
+    }
+    let mut w = Walker {
+        query,
+        hits: Vec::new(),
+    };
+    for (mut path, v) in found {
+        w.visit(ev, &v, &mut path, true)?;
+    }
+    Ok(w.hits)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hilite_merges_like_nix() {
+        assert_eq!(hilite("abc", vec![], "<", ">"), "abc");
+        assert_eq!(hilite("hello", vec![(1, 3), (2, 4)], "<", ">"), "h<ell>o");
+        assert_eq!(hilite("hello", vec![(3, 5), (0, 1)], "<", ">"), "<h>el<lo>");
+        assert_eq!(hilite("hello", vec![(0, 2), (2, 3)], "<", ">"), "<hel>lo");
+        assert_eq!(hilite("x", vec![(0, 0)], "<", ">"), "<>x");
+    }
+
+    #[test]
+    fn drv_names_and_roots() {
+        assert_eq!(
+            parse_drv_name("alpha-charlie-00052-3.8.3"),
+            ("alpha-charlie".into(), "00052-3.8.3".into())
+        );
+        assert_eq!(parse_drv_name("hello"), ("hello".into(), String::new()));
+        assert_eq!(
+            root_paths("", "x86_64-linux"),
+            vec!["packages.x86_64-linux", "legacyPackages.x86_64-linux"]
+        );
+        assert_eq!(root_paths(".a.b", "s"), vec!["a.b"]);
+        assert_eq!(
+            show_attr_paths(&root_paths("hello", "s")),
+            "'packages.s.hello', 'legacyPackages.s.hello' or 'hello'"
+        );
+        assert!(SearchQuery::new(&[], &[]).is_err());
+        assert!(SearchQuery::new(&["(".into()], &[]).is_err());
+    }
+}
