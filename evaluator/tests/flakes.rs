@@ -27,6 +27,7 @@ struct Env {
 fn env() -> &'static Env {
     static ENV: OnceLock<Env> = OnceLock::new();
     ENV.get_or_init(|| {
+        remove_stale_dirs();
         let base = std::env::temp_dir().join(format!("flaked-flakes-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&base);
         let store = base.join("store");
@@ -42,6 +43,46 @@ fn env() -> &'static Env {
             base,
         }
     })
+}
+
+/// Removes the directories of earlier runs of this test binary whose process is gone (a test
+/// process cannot remove its own: the tests share it until the process exits). Store objects
+/// are read-only, so permissions are restored first.
+fn remove_stale_dirs() {
+    let Ok(entries) = std::fs::read_dir(std::env::temp_dir()) else {
+        return;
+    };
+    for e in entries.flatten() {
+        let name = e.file_name().to_string_lossy().into_owned();
+        let Some(pid) = name.strip_prefix("flaked-flakes-") else {
+            continue;
+        };
+        if pid.parse::<u32>().is_err() || Path::new("/proc").join(pid).exists() {
+            continue;
+        }
+        make_writable(&e.path());
+        let _ = std::fs::remove_dir_all(e.path());
+    }
+}
+
+fn make_writable(p: &Path) {
+    use std::os::unix::fs::PermissionsExt;
+    let Ok(md) = std::fs::symlink_metadata(p) else {
+        return;
+    };
+    if md.file_type().is_symlink() {
+        return;
+    }
+    let mut perm = md.permissions();
+    perm.set_mode(perm.mode() | 0o700);
+    let _ = std::fs::set_permissions(p, perm);
+    if md.is_dir()
+        && let Ok(rd) = std::fs::read_dir(p)
+    {
+        for e in rd.flatten() {
+            make_writable(&e.path());
+        }
+    }
 }
 
 fn settings(work: &Path) -> EvalSettings {
