@@ -37,6 +37,9 @@ pub enum ErrorKind {
     Interrupted,
     /// Reading a file failed, or access was denied.
     Io,
+    /// Nix's `UsageError` (e.g. an unknown hash algorithm or format): after the error, `nix`
+    /// prints "Try 'nix --help' for more information.".
+    Usage,
 }
 
 impl ErrorKind {
@@ -189,6 +192,9 @@ impl EvalError {
         }
         let mut out = filter_ansi_escapes(&indent("error: ", "       ", chomp(&oss)));
         out.push('\n');
+        if e.kind == ErrorKind::Usage {
+            out.push_str("Try 'nix --help' for more information.\n");
+        }
         out
     }
 }

@@ -10,7 +10,7 @@ use flaked_store::hash::{BASE32_DEPRECATION_WARNING, Hash, HashAlgo, HashFormat}
 use crate::builtins::Registry;
 use crate::builtins::attrs::get_attr_or_err;
 use crate::builtins::fs::{read_file_bytes, realise_path};
-use crate::error::{EvalError, Result};
+use crate::error::{ErrorKind, EvalError, Result};
 use crate::eval::Evaluator;
 use crate::source::Pos;
 use crate::symbol::Symbol;
@@ -26,7 +26,7 @@ pub(crate) fn register(r: &mut Registry) {
 fn parse_algo(name: &[u8]) -> Result<HashAlgo> {
     String::from_utf8_lossy(name)
         .parse::<HashAlgo>()
-        .map_err(|e| EvalError::eval(e.to_string()))
+        .map_err(|e| EvalError::new(ErrorKind::Usage, e.to_string()))
 }
 
 fn prim_hash_string(ev: &mut Evaluator, pos: Pos, args: &[Value]) -> Result<Value> {
@@ -89,8 +89,8 @@ fn prim_convert_hash(ev: &mut Evaluator, pos: Pos, args: &[Value]) -> Result<Val
         pos,
         "while evaluating the attribute 'toHashFormat'",
     )?;
-    let (format, deprecated) =
-        HashFormat::parse(&fmt.as_str_lossy()).map_err(|e| EvalError::eval(e.to_string()))?;
+    let (format, deprecated) = HashFormat::parse(&fmt.as_str_lossy())
+        .map_err(|e| EvalError::new(ErrorKind::Usage, e.to_string()))?;
     if deprecated {
         ev.stderr
             .push(format!("warning: {BASE32_DEPRECATION_WARNING}"));
