@@ -116,9 +116,10 @@ impl JsonParser<'_> {
     }
 
     fn err_at(&self, msg: &str, last_read_upto: Option<usize>) -> String {
+        // One past the end: nlohmann counts reading the end of input as a character.
         let upto = last_read_upto
             .unwrap_or(self.i + 1)
-            .min(self.s.len())
+            .min(self.s.len() + 1)
             .max(1);
         let (l, c) = self.line_col(upto);
         format!("[json.exception.parse_error.101] parse error at line {l}, column {c}: {msg}")
@@ -139,7 +140,7 @@ impl JsonParser<'_> {
     }
 
     fn syntax_err(&self, context: &str, msg: &str) -> String {
-        let upto = (self.i + 1).min(self.s.len());
+        let upto = self.i + 1;
         let lr = self.last_read(upto);
         let detail = if lr.is_empty() {
             msg.to_string()
@@ -246,23 +247,36 @@ impl JsonParser<'_> {
         if self.s[j] == b'-' {
             j += 1;
         }
-        let int_start = j;
-        while j < self.s.len() && self.s[j].is_ascii_digit() {
-            j += 1;
-        }
-        let bad = |p: &Self, j: usize| {
-            let upto = (j + 1).min(p.s.len());
+        let bad = |p: &Self, j: usize, expected: &str| {
+            // The offending character (or the end of input) was read.
+            let upto = j + 1;
             p.err_at(
                 &format!(
-                    "syntax error while parsing value - invalid number; expected digit after '{}'; last read: '{}'",
-                    p.s.get(j.saturating_sub(1)).map(|c| *c as char).unwrap_or('-'),
+                    "syntax error while parsing value - invalid number; expected {expected}; last read: '{}'",
                     p.last_read(upto)
                 ),
                 Some(upto),
             )
         };
+        let after = |p: &Self, j: usize| {
+            format!(
+                "digit after '{}'",
+                p.s.get(j.saturating_sub(1))
+                    .map(|c| *c as char)
+                    .unwrap_or('-')
+            )
+        };
+        let int_start = j;
+        // JSON integers have no leading zeros: `01` is the number 0 followed by another token.
+        if self.s.get(j) == Some(&b'0') {
+            j += 1;
+        } else {
+            while j < self.s.len() && self.s[j].is_ascii_digit() {
+                j += 1;
+            }
+        }
         if j == int_start {
-            return Err(bad(self, j));
+            return Err(bad(self, j, &after(self, j)));
         }
         let mut is_float = false;
         if j < self.s.len() && self.s[j] == b'.' {
@@ -273,13 +287,14 @@ impl JsonParser<'_> {
                 j += 1;
             }
             if j == f {
-                return Err(bad(self, j));
+                return Err(bad(self, j, &after(self, j)));
             }
         }
         if j < self.s.len() && matches!(self.s[j], b'e' | b'E') {
             is_float = true;
             j += 1;
-            if j < self.s.len() && matches!(self.s[j], b'+' | b'-') {
+            let signed = j < self.s.len() && matches!(self.s[j], b'+' | b'-');
+            if signed {
                 j += 1;
             }
             let f = j;
@@ -287,7 +302,12 @@ impl JsonParser<'_> {
                 j += 1;
             }
             if j == f {
-                return Err(bad(self, j));
+                let expected = if signed {
+                    "digit after exponent sign"
+                } else {
+                    "'+', '-', or digit after exponent"
+                };
+                return Err(bad(self, j, expected));
             }
         }
         let text = std::str::from_utf8(&self.s[start..j]).expect("ASCII digits");
@@ -356,9 +376,13 @@ impl JsonParser<'_> {
                         b't' => out.push(b'\t'),
                         b'u' => {
                             let Some(mut cp) = self.hex4(j) else {
+                                // nlohmann stops at the first non-hex character (or the end).
+                                let k = (j..j + 4)
+                                    .find(|&k| !self.s.get(k).is_some_and(u8::is_ascii_hexdigit))
+                                    .unwrap_or(j + 4);
                                 return Err(invalid(
                                     self,
-                                    j + 1,
+                                    k + 1,
                                     "'\\u' must be followed by 4 hex digits",
                                 ));
                             };
