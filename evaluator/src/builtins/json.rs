@@ -388,26 +388,33 @@ impl JsonParser<'_> {
                             };
                             j += 4;
                             if (0xD800..0xDC00).contains(&cp) {
-                                let lo = if self.s.get(j) == Some(&b'\\')
-                                    && self.s.get(j + 1) == Some(&b'u')
-                                {
-                                    self.hex4(j + 2)
-                                } else {
-                                    None
-                                };
-                                match lo {
-                                    Some(lo) if (0xDC00..0xE000).contains(&lo) => {
-                                        cp = 0x10000 + ((cp - 0xD800) << 10) + (lo - 0xDC00);
-                                        j += 6;
-                                    }
-                                    _ => {
-                                        return Err(invalid(
-                                            self,
-                                            j + 1,
-                                            "surrogate U+D800..U+DBFF must be followed by U+DC00..U+DFFF",
-                                        ));
-                                    }
+                                // As nlohmann: read `\`, then `u` (each only if the one
+                                // before matched), then four hex digits, then check the range.
+                                const PAIR: &str =
+                                    "surrogate U+D800..U+DBFF must be followed by U+DC00..U+DFFF";
+                                if self.s.get(j) != Some(&b'\\') {
+                                    return Err(invalid(self, j + 1, PAIR));
                                 }
+                                if self.s.get(j + 1) != Some(&b'u') {
+                                    return Err(invalid(self, j + 2, PAIR));
+                                }
+                                let Some(lo) = self.hex4(j + 2) else {
+                                    let k = (j + 2..j + 6)
+                                        .find(|&k| {
+                                            !self.s.get(k).is_some_and(u8::is_ascii_hexdigit)
+                                        })
+                                        .unwrap_or(j + 6);
+                                    return Err(invalid(
+                                        self,
+                                        k + 1,
+                                        "'\\u' must be followed by 4 hex digits",
+                                    ));
+                                };
+                                if !(0xDC00..0xE000).contains(&lo) {
+                                    return Err(invalid(self, j + 6, PAIR));
+                                }
+                                cp = 0x10000 + ((cp - 0xD800) << 10) + (lo - 0xDC00);
+                                j += 6;
                             } else if (0xDC00..0xE000).contains(&cp) {
                                 return Err(invalid(
                                     self,
