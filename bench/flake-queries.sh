@@ -25,9 +25,11 @@ command -v hyperfine >/dev/null || { echo "needs hyperfine (apt-get install hype
 [ -n "${SKIP_BUILD:-}" ] || cargo build --profile "$PROFILE" -q -p flaked -p flakectl
 case "$PROFILE" in dev) dir=debug ;; *) dir=$PROFILE ;; esac
 BIN=$(cd "${CARGO_TARGET_DIR:-target}/$dir" && pwd)
-nix=("$ORACLE" --extra-experimental-features 'nix-command flakes')
-
 tmp=$(mktemp -d /tmp/flaked-bench-flake.XXXXXX)
+# hyperfine -N splits commands on spaces: the reference gets a one-word wrapper.
+printf '#!/bin/sh\nexec %q --extra-experimental-features "nix-command flakes" "$@"\n' "$ORACLE" >"$tmp/nix"
+chmod +x "$tmp/nix"
+nix=("$tmp/nix")
 daemon=
 cleanup() { [ -n "$daemon" ] && kill "$daemon" 2>/dev/null; wait 2>/dev/null; rm -rf "$tmp"; }
 trap cleanup EXIT

@@ -75,7 +75,7 @@ json=(); expr=; attr=; file=
 while [ \$# -gt 0 ]; do
     case \$1 in
         --timeout) shift 2 ;;
-        --option) shift 3 ;;
+        --option) [ "\$2" = abort-on-warn ] && export NIX_CONFIG="abort-on-warn = \$3"; shift 3 ;;
         --eval-only|--eval|--show-trace|--read-write-mode|--strict) shift ;;
         --json) json=(--json); shift ;;
         -E|--expr) expr=\$2; shift 2 ;;

@@ -180,7 +180,10 @@ impl WarmSet {
     ) -> Result<eval::EvalOutput, eval::Diagnostic> {
         let t = target(installable, settings)?;
         let (flake, key, mut stderr) = self.flake(&t, settings)?;
-        let result = flake.eval(&t.fragment, output);
+        let result = match &settings.interrupt {
+            Some(flag) => flake.eval_interruptible(&t.fragment, output, flag.clone()),
+            None => flake.eval(&t.fragment, output),
+        };
         self.account(&key, &flake);
         match result {
             Ok(mut out) => {
@@ -317,7 +320,12 @@ impl WarmSet {
                 })
                 .ok()
         });
-        let flake = Arc::new(eval::WarmFlake::open(&t.key_ref, settings.clone())?);
+        // The flake outlives this request, so it must not keep this request's interrupt flag
+        // (an interrupted request would poison every later one): an open that outlasts its
+        // request's deadline finishes in the background and serves the next query.
+        let mut open_settings = settings.clone();
+        open_settings.interrupt = None;
+        let flake = Arc::new(eval::WarmFlake::open(&t.key_ref, open_settings)?);
         let stderr = flake.open_stderr().to_vec();
         *live = Some(Live {
             flake: flake.clone(),
