@@ -19,16 +19,6 @@ use tonic::Status;
 
 use crate::service::State;
 
-fn plain(message: String) -> eval::Diagnostic {
-    eval::Diagnostic {
-        rendered: format!("error: {message}\n"),
-        message,
-        position: None,
-        trace: Vec::new(),
-        log: Vec::new(),
-    }
-}
-
 /// Where the daemon keeps its builder pool once the first build created it.
 #[derive(Default)]
 pub struct PoolSlot(std::sync::OnceLock<Arc<BuildPool>>);
@@ -49,7 +39,7 @@ fn pool(state: &State, store_dir: &str) -> Result<Arc<BuildPool>, eval::Diagnost
         return Ok(p.clone());
     }
     let store = flaked_eval::store_path::open_store(store_dir)
-        .map_err(|e| plain(format!("cannot open the store: {}", e.0.msg)))?;
+        .map_err(|e| eval::Diagnostic::plain(format!("cannot open the store: {}", e.0.msg)))?;
     let settings = BuildSettings {
         sandbox_paths: state.config.sandbox_paths.clone(),
         max_jobs: state.config.max_jobs,
@@ -57,7 +47,7 @@ fn pool(state: &State, store_dir: &str) -> Result<Arc<BuildPool>, eval::Diagnost
         ..BuildSettings::default()
     };
     if let Err(e) = std::fs::create_dir_all(&settings.build_dir) {
-        return Err(plain(format!(
+        return Err(eval::Diagnostic::plain(format!(
             "cannot create the build directory '{}': {e}",
             settings.build_dir.display()
         )));
@@ -92,9 +82,9 @@ pub fn run(
                 line,
             })));
         }
-        let path = store_dir
-            .parse(&drv)
-            .map_err(|e| plain(format!("'{drv}' is not a derivation path: {e}")))?;
+        let path = store_dir.parse(&drv).map_err(|e| {
+            eval::Diagnostic::plain(format!("'{drv}' is not a derivation path: {e}"))
+        })?;
         wanted.push((installable.clone(), path, output));
     }
     let targets: Vec<DerivedPath> = wanted
@@ -141,11 +131,11 @@ pub fn run(
                     }
                 }
             })
-            .map_err(|e| plain(format!("cannot start a thread: {e}")))?
+            .map_err(|e| eval::Diagnostic::plain(format!("cannot start a thread: {e}")))?
     };
     let result = pool.build(&targets, &BuildOptions::default(), etx, cancel);
     let _ = forward.join();
-    let built = result.map_err(|e| plain(e.to_string()))?;
+    let built = result.map_err(|e| eval::Diagnostic::plain(e.to_string()))?;
     Ok(pb::BuildResult {
         paths: wanted
             .into_iter()

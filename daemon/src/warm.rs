@@ -81,16 +81,6 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
-fn plain(message: String) -> eval::Diagnostic {
-    eval::Diagnostic {
-        rendered: format!("error: {message}\n"),
-        message,
-        position: None,
-        trace: Vec::new(),
-        log: Vec::new(),
-    }
-}
-
 /// A parsed installable: the canonical flake reference, its fragment, and what to watch.
 struct Target {
     key_ref: String,
@@ -105,12 +95,12 @@ fn target(installable: &str, settings: &eval::EvalSettings) -> Result<Target, ev
         base_dir: Some(settings.cwd.clone()),
         ..ParseOptions::default()
     };
-    let (flake_ref, fragment) =
-        FlakeRef::parse_with_fragment(installable, &opts).map_err(|e| plain(e.to_string()))?;
+    let (flake_ref, fragment) = FlakeRef::parse_with_fragment(installable, &opts)
+        .map_err(|e| eval::Diagnostic::plain(e.to_string()))?;
     let key_ref = flake_ref
         .to_url()
         .map(|u| u.to_string())
-        .map_err(|e| plain(e.to_string()))?;
+        .map_err(|e| eval::Diagnostic::plain(e.to_string()))?;
     let watch_root = match &flake_ref.input.kind {
         InputKind::Path(p) => Some(PathBuf::from(&p.path)),
         InputKind::Git(g) => g.url.strip_prefix("file://").map(PathBuf::from),
@@ -209,7 +199,7 @@ impl WarmSet {
         regexes: &[String],
         excludes: &[String],
     ) -> Result<(Vec<eval::SearchHit>, Vec<String>), eval::Diagnostic> {
-        let query = eval::SearchQuery::new(regexes, excludes).map_err(plain)?;
+        let query = eval::SearchQuery::new(regexes, excludes).map_err(eval::Diagnostic::plain)?;
         let t = target(installable, settings)?;
         let (flake, key, mut stderr) = self.flake(&t, settings)?;
         let result = flake.search(&t.fragment, query);

@@ -175,30 +175,21 @@ const EVAL_STACK: usize = 1 << 30;
 #[allow(clippy::result_large_err)] // the facade's signature is fixed by the team brief
 pub fn evaluate(req: &EvalRequest) -> Result<EvalOutput, Diagnostic> {
     let req = req.clone();
-    let spawned = std::thread::Builder::new()
-        .name("flaked-eval".to_string())
-        .stack_size(EVAL_STACK)
-        .spawn(move || run(&req));
-    match spawned {
-        Ok(h) => match h.join() {
-            Ok(r) => r,
-            Err(_) => Err(plain_diagnostic(
-                "internal error: the evaluator thread panicked",
-            )),
-        },
-        Err(e) => Err(plain_diagnostic(&format!(
-            "cannot start the evaluator thread: {e}"
-        ))),
-    }
+    let settings = req.settings.clone();
+    with_evaluator(&settings, move |ev| run_in(ev, &req))
 }
 
-fn plain_diagnostic(message: &str) -> Diagnostic {
-    Diagnostic {
-        message: message.to_string(),
-        position: None,
-        trace: Vec::new(),
-        rendered: format!("error: {message}\n"),
-        log: Vec::new(),
+impl Diagnostic {
+    /// A diagnostic without position or trace, rendered as `error: MESSAGE`.
+    pub fn plain(message: impl Into<String>) -> Diagnostic {
+        let message = message.into();
+        Diagnostic {
+            rendered: format!("error: {message}\n"),
+            message,
+            position: None,
+            trace: Vec::new(),
+            log: Vec::new(),
+        }
     }
 }
 
@@ -227,39 +218,6 @@ fn to_diagnostic(e: &EvalError) -> Diagnostic {
         rendered: e.render(),
         log: Vec::new(),
     }
-}
-
-#[allow(clippy::result_large_err)]
-fn run(req: &EvalRequest) -> Result<EvalOutput, Diagnostic> {
-    let s = &req.settings;
-    let config = Config {
-        pure: s.pure,
-        cwd: s.cwd.clone(),
-        env: s.env.clone(),
-        nix_path: s.nix_path.clone(),
-        system: s.system.clone(),
-        store_dir: s.store_dir.clone(),
-        interrupt: s.interrupt.clone(),
-    };
-    let mut ev = Evaluator::new(config);
-    if let Ok(fs) = flake_settings(&req.settings, &LockOptions::default()) {
-        crate::flake::set_context(Some(fs));
-    }
-    let result = run_in(&mut ev, req);
-    let out = match result {
-        Ok(stdout) => Ok(EvalOutput {
-            stdout,
-            stderr: std::mem::take(&mut ev.stderr),
-        }),
-        Err(e) => {
-            let mut d = to_diagnostic(&e);
-            d.log = std::mem::take(&mut ev.stderr);
-            Err(d)
-        }
-    };
-    drop(ev);
-    source::clear();
-    out
 }
 
 /// Splits a selection path like Nix's `parseAttrPath` (dots separate, double quotes group).
@@ -535,11 +493,11 @@ where
     match spawned {
         Ok(h) => match h.join() {
             Ok(r) => r,
-            Err(_) => Err(plain_diagnostic(
+            Err(_) => Err(Diagnostic::plain(
                 "internal error: the evaluator thread panicked",
             )),
         },
-        Err(e) => Err(plain_diagnostic(&format!(
+        Err(e) => Err(Diagnostic::plain(format!(
             "cannot start the evaluator thread: {e}"
         ))),
     }

@@ -20,8 +20,10 @@
 use regex_automata::meta::Regex;
 use regex_automata::util::syntax;
 
+use crate::builtins::stringsextra::parse_drv_name;
 use crate::error::{ErrorKind, EvalError};
 use crate::eval::Evaluator;
+use crate::flake::commands::{installable_attr_paths, show_attr_paths};
 use crate::source::Pos;
 use crate::symbol::Symbol;
 use crate::value::Value;
@@ -113,47 +115,16 @@ fn matches_of(re: &Regex, s: &str) -> Vec<(usize, usize)> {
     re.find_iter(s).map(|m| (m.start(), m.end())).collect()
 }
 
-/// `parseDrvName`: the name ends at the first `-` not followed by a letter.
-fn parse_drv_name(s: &str) -> (String, String) {
-    let b = s.as_bytes();
-    for i in 0..b.len() {
-        if b[i] == b'-' && i + 1 < b.len() && !b[i + 1].is_ascii_alphabetic() {
-            return (s[..i].to_string(), s[i + 1..].to_string());
-        }
-    }
-    (s.to_string(), String::new())
-}
-
-/// The attribute paths `nix search FLAKE#FRAGMENT` starts from.
+/// The attribute paths `nix search FLAKE#FRAGMENT` starts from: with a fragment, those of any
+/// installable; without, the package sets themselves.
 pub fn root_paths(fragment: &str, system: &str) -> Vec<String> {
-    if let Some(exact) = fragment.strip_prefix('.') {
-        return vec![exact.to_string()];
-    }
     if fragment.is_empty() {
         return vec![
             format!("packages.{system}"),
             format!("legacyPackages.{system}"),
         ];
     }
-    vec![
-        format!("packages.{system}.{fragment}"),
-        format!("legacyPackages.{system}.{fragment}"),
-        fragment.to_string(),
-    ]
-}
-
-/// Nix's `showAttrPaths`: `'a', 'b' or 'c'`.
-fn show_attr_paths(paths: &[String]) -> String {
-    let mut s = String::new();
-    for (n, p) in paths.iter().enumerate() {
-        if n > 0 {
-            s.push_str(if n + 1 == paths.len() { " or " } else { ", " });
-        }
-        s.push('\'');
-        s.push_str(p);
-        s.push('\'');
-    }
-    s
+    installable_attr_paths(fragment, system)
 }
 
 fn split_path(p: &str) -> Vec<String> {
@@ -263,7 +234,11 @@ impl Walker<'_> {
     }
 
     fn record(&mut self, attr_path: String, name: &str, description: String) {
-        let (pname, version) = parse_drv_name(name);
+        let (pname, version) = parse_drv_name(name.as_bytes());
+        let (pname, version) = (
+            String::from_utf8_lossy(pname).into_owned(),
+            String::from_utf8_lossy(version).into_owned(),
+        );
         let q = self.query;
         for re in &q.excludes {
             if re.is_match(&attr_path) || re.is_match(&pname) || re.is_match(&description) {
@@ -366,10 +341,10 @@ mod tests {
     #[test]
     fn drv_names_and_roots() {
         assert_eq!(
-            parse_drv_name("alpha-charlie-00052-3.8.3"),
-            ("alpha-charlie".into(), "00052-3.8.3".into())
+            parse_drv_name(b"alpha-charlie-00052-3.8.3"),
+            (&b"alpha-charlie"[..], &b"00052-3.8.3"[..])
         );
-        assert_eq!(parse_drv_name("hello"), ("hello".into(), String::new()));
+        assert_eq!(parse_drv_name(b"hello"), (&b"hello"[..], &b""[..]));
         assert_eq!(
             root_paths("", "x86_64-linux"),
             vec!["packages.x86_64-linux", "legacyPackages.x86_64-linux"]

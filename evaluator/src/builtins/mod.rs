@@ -59,7 +59,7 @@ mod misc;
 pub mod paths;
 mod regex;
 mod strings;
-mod stringsextra;
+pub(crate) mod stringsextra;
 mod toml;
 mod types;
 

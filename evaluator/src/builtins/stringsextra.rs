@@ -204,22 +204,24 @@ fn prim_dir_of(ev: &mut Evaluator, pos: Pos, args: &[Value]) -> Result<Value> {
     Ok(Value::string_ctx(dir_of_str(&s), ctx))
 }
 
+/// Nix's `DrvName`: the name ends at the first `-` not followed by a letter; the rest is the
+/// version (`""` when there is none).
+pub(crate) fn parse_drv_name(b: &[u8]) -> (&[u8], &[u8]) {
+    for i in 0..b.len() {
+        if b[i] == b'-' && i + 1 < b.len() && !b[i + 1].is_ascii_alphabetic() {
+            return (&b[..i], &b[i + 1..]);
+        }
+    }
+    (b, b"")
+}
+
 fn prim_parse_drv_name(ev: &mut Evaluator, pos: Pos, args: &[Value]) -> Result<Value> {
     let s = ev.force_string_no_ctx(
         &args[0],
         pos,
         "while evaluating the first argument passed to builtins.parseDrvName",
     )?;
-    let b = &s.bytes;
-    let mut name: &[u8] = b;
-    let mut version: &[u8] = b"";
-    for i in 0..b.len() {
-        if b[i] == b'-' && i + 1 < b.len() && !b[i + 1].is_ascii_alphabetic() {
-            name = &b[..i];
-            version = &b[i + 1..];
-            break;
-        }
-    }
+    let (name, version) = parse_drv_name(&s.bytes);
     Ok(Value::attrs(Attrs::from_unsorted(vec![
         Attr {
             name: Symbol::intern("name"),

@@ -388,7 +388,8 @@ pub fn installable_attr_paths(fragment: &str, system: &str) -> Vec<String> {
     ]
 }
 
-fn show_attr_paths(paths: &[String]) -> String {
+/// Nix's `showAttrPaths`: `'a', 'b' or 'c'`.
+pub(crate) fn show_attr_paths(paths: &[String]) -> String {
     let mut s = String::new();
     for (n, p) in paths.iter().enumerate() {
         if n > 0 {

@@ -110,16 +110,6 @@ pub struct WarmFlake {
 /// Reserved stack of a warm flake's thread (only touched pages are committed).
 const WARM_STACK: usize = 1 << 30;
 
-fn plain(message: String) -> Diagnostic {
-    Diagnostic {
-        rendered: format!("error: {message}\n"),
-        message,
-        position: None,
-        trace: Vec::new(),
-        log: Vec::new(),
-    }
-}
-
 fn fingerprint_of(locked: &LockedFlake, settings: &EvalSettings) -> FlakeFingerprint {
     let input = &locked.flake.locked.input;
     let dirty_rev = match input.to_attrs().get("dirtyRev") {
@@ -210,8 +200,8 @@ impl WarmFlake {
                 source::clear();
                 region::live_cells()
             });
-        let handle =
-            spawned.map_err(|e| plain(format!("cannot start the evaluator thread: {e}")))?;
+        let handle = spawned
+            .map_err(|e| Diagnostic::plain(format!("cannot start the evaluator thread: {e}")))?;
         match ready_rx.recv() {
             Ok(Ok((fingerprint, open_stderr))) => Ok(WarmFlake {
                 jobs: Some(jobs_tx),
@@ -225,7 +215,7 @@ impl WarmFlake {
             }
             Err(_) => {
                 let _ = handle.join();
-                Err(plain(
+                Err(Diagnostic::plain(
                     "internal error: the evaluator thread panicked".to_string(),
                 ))
             }
@@ -256,11 +246,14 @@ impl WarmFlake {
         let jobs = self
             .jobs
             .as_ref()
-            .ok_or_else(|| plain("the warm flake is closed".to_string()))?;
-        jobs.send(job)
-            .map_err(|_| plain("internal error: the warm flake's thread is gone".to_string()))?;
+            .ok_or_else(|| Diagnostic::plain("the warm flake is closed".to_string()))?;
+        jobs.send(job).map_err(|_| {
+            Diagnostic::plain("internal error: the warm flake's thread is gone".to_string())
+        })?;
         rx.recv().map_err(|_| {
-            plain("internal error: the warm flake's thread panicked during a request".to_string())
+            Diagnostic::plain(
+                "internal error: the warm flake's thread panicked during a request".to_string(),
+            )
         })
     }
 
