@@ -168,25 +168,15 @@ impl WarmSet {
         settings: &eval::EvalSettings,
         output: eval::OutputFormat,
     ) -> Result<eval::EvalOutput, eval::Diagnostic> {
-        let t = target(installable, settings)?;
-        let (flake, key, mut stderr) = self.flake(&t, settings)?;
-        let result = match &settings.interrupt {
-            Some(flag) => flake.eval_interruptible(&t.fragment, output, flag.clone()),
-            None => flake.eval(&t.fragment, output),
-        };
-        self.account(&key, &flake);
-        match result {
-            Ok(mut out) => {
-                stderr.append(&mut out.stderr);
-                out.stderr = stderr;
-                Ok(out)
+        let (mut out, mut stderr) = self.with_flake(installable, settings, |flake, fragment| {
+            match &settings.interrupt {
+                Some(flag) => flake.eval_interruptible(fragment, output, flag.clone()),
+                None => flake.eval(fragment, output),
             }
-            Err(mut d) => {
-                stderr.append(&mut d.log);
-                d.log = stderr;
-                Err(d)
-            }
-        }
+        })?;
+        stderr.append(&mut out.stderr);
+        out.stderr = stderr;
+        Ok(out)
     }
 
     /// `nix search INSTALLABLE REGEX…`: the matching packages, in Nix's order, and the warnings to
@@ -200,18 +190,9 @@ impl WarmSet {
         excludes: &[String],
     ) -> Result<(Vec<eval::SearchHit>, Vec<String>), eval::Diagnostic> {
         let query = eval::SearchQuery::new(regexes, excludes).map_err(eval::Diagnostic::plain)?;
-        let t = target(installable, settings)?;
-        let (flake, key, mut stderr) = self.flake(&t, settings)?;
-        let result = flake.search(&t.fragment, query);
-        self.account(&key, &flake);
-        match result {
-            Ok(hits) => Ok((hits, stderr)),
-            Err(mut d) => {
-                stderr.append(&mut d.log);
-                d.log = stderr;
-                Err(d)
-            }
-        }
+        self.with_flake(installable, settings, |flake, fragment| {
+            flake.search(fragment, query)
+        })
     }
 
     /// The attributes of the set at `FRAGMENT` + `attr_path` (an exact path from the flake's
@@ -223,18 +204,16 @@ impl WarmSet {
         settings: &eval::EvalSettings,
         attr_path: &str,
     ) -> Result<Vec<eval::AttrInfo>, eval::Diagnostic> {
-        let t = target(installable, settings)?;
-        let path: Vec<String> = t
-            .fragment
-            .split('.')
-            .chain(attr_path.split('.'))
-            .filter(|p| !p.is_empty())
-            .map(str::to_string)
-            .collect();
-        let (flake, key, _) = self.flake(&t, settings)?;
-        let result = flake.list_attrs(&path);
-        self.account(&key, &flake);
-        result
+        self.with_flake(installable, settings, |flake, fragment| {
+            let path: Vec<String> = fragment
+                .split('.')
+                .chain(attr_path.split('.'))
+                .filter(|p| !p.is_empty())
+                .map(str::to_string)
+                .collect();
+            flake.list_attrs(&path)
+        })
+        .map(|(attrs, _)| attrs)
     }
 
     /// The derivation an installable denotes for `nix build`: its `.drv` store path and the output
@@ -245,23 +224,40 @@ impl WarmSet {
         installable: &str,
         settings: &eval::EvalSettings,
     ) -> Result<(String, String, Vec<String>), eval::Diagnostic> {
+        let ((drv, output), stderr) =
+            self.with_flake(installable, settings, |flake, fragment| {
+                // No fragment means the default package, which `default` reaches through the same
+                // `packages.<system>.` prefix.
+                let base = if fragment.is_empty() {
+                    "default"
+                } else {
+                    fragment
+                };
+                let raw = |attr: &str| -> Result<String, eval::Diagnostic> {
+                    let out = flake.eval(&format!("{base}.{attr}"), eval::OutputFormat::Raw)?;
+                    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+                };
+                Ok((raw("drvPath")?, raw("outputName")?))
+            })?;
+        Ok((drv, output, stderr))
+    }
+
+    /// Runs `f` on the warm flake of `installable` (opened if needed) with the installable's
+    /// fragment, then accounts the flake's memory. The warnings printed while opening come back
+    /// beside the answer, or in front of the error's log.
+    #[allow(clippy::result_large_err)]
+    fn with_flake<T>(
+        &self,
+        installable: &str,
+        settings: &eval::EvalSettings,
+        f: impl FnOnce(&eval::WarmFlake, &str) -> Result<T, eval::Diagnostic>,
+    ) -> Result<(T, Vec<String>), eval::Diagnostic> {
         let t = target(installable, settings)?;
         let (flake, key, mut stderr) = self.flake(&t, settings)?;
-        // No fragment means the default package, which `default` reaches through the same
-        // `packages.<system>.` prefix.
-        let base = if t.fragment.is_empty() {
-            "default".to_string()
-        } else {
-            t.fragment.clone()
-        };
-        let raw = |attr: &str| -> Result<String, eval::Diagnostic> {
-            let out = flake.eval(&format!("{base}.{attr}"), eval::OutputFormat::Raw)?;
-            Ok(String::from_utf8_lossy(&out.stdout).into_owned())
-        };
-        let result = raw("drvPath").and_then(|drv| Ok((drv, raw("outputName")?)));
+        let result = f(&flake, &t.fragment);
         self.account(&key, &flake);
         match result {
-            Ok((drv, output)) => Ok((drv, output, stderr)),
+            Ok(v) => Ok((v, stderr)),
             Err(mut d) => {
                 stderr.append(&mut d.log);
                 d.log = stderr;
