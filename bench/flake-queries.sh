@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Repeated flake queries on a nixpkgs-shaped flake, flaked against the reference Nix, in one run.
 #
-#   bench/flake-queries.sh            (env: N=20000 RUNS=100 CLIENTS=64 PER_CLIENT=500 PROFILE=release
+#   bench/flake-queries.sh            (env: N=20000 RUNS=100 CLIENTS=64 PER_CLIENT=500 PROC_PER_CLIENT=20 PROFILE=release
 #                                      SKIP_BUILD=1 ORACLE=/work/shared/oracle/nix NIXPKGS_LIB=…)
 #
 # 1. generates the flake with bench/gen-nixpkgs-flake.sh (N packages), locks it with the reference and
@@ -9,9 +9,12 @@
 # 2. cold: the first `eval .#PKG.drvPath` of each tool (flaked: a fresh daemon with empty caches);
 # 3. warm: RUNS repeated `eval .#PKG.drvPath` and `eval .#PKG.name` end to end (process start
 #    included), p50/p99 with hyperfine;
-# 4. the first query after a daemon restart;
-# 5. CLIENTS concurrent clients × PER_CLIENT warm queries each: errors and p50/p99 per request;
-# 6. search, when the daemon implements it.
+# 4. the first query after a daemon restart (answered from the eval cache on disk);
+# 5. CLIENTS concurrent gRPC clients (one connection each) × PER_CLIENT warm queries: errors and
+#    p50/p99 per request; then CLIENTS concurrent flakectl processes × PROC_PER_CLIENT (default 20);
+# 6. warm search (hyperfine medians);
+# 7. cold search: a fresh daemon with empty caches and store against nix with an empty eval cache,
+#    wall time and peak memory.
 # Answers are compared before anything is timed.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -19,10 +22,11 @@ N=${N:-20000}
 RUNS=${RUNS:-100}
 CLIENTS=${CLIENTS:-64}
 PER_CLIENT=${PER_CLIENT:-500}
+PROC_PER_CLIENT=${PROC_PER_CLIENT:-20}
 ORACLE=${ORACLE:-/work/shared/oracle/nix}
 PROFILE=${PROFILE:-release}
 command -v hyperfine >/dev/null || { echo "needs hyperfine (apt-get install hyperfine)" >&2; exit 1; }
-[ -n "${SKIP_BUILD:-}" ] || cargo build --profile "$PROFILE" -q -p flaked -p flakectl
+[ -n "${SKIP_BUILD:-}" ] || cargo build --profile "$PROFILE" -q -p flaked -p flakectl -p flaked-tests --example concurrent_queries
 case "$PROFILE" in dev) dir=debug ;; *) dir=$PROFILE ;; esac
 BIN=$(cd "${CARGO_TARGET_DIR:-target}/$dir" && pwd)
 tmp=$(mktemp -d /tmp/flaked-bench-flake.XXXXXX)
@@ -79,10 +83,12 @@ PY
 
 kill "$daemon"; wait "$daemon" 2>/dev/null || true; daemon=
 start_daemon
-t=$(date +%s.%N); "${ctl[@]}" eval ".#$pkg.drvPath" >/dev/null 2>&1; restart=$(ms "$t")
-echo "first query after a daemon restart: flakectl ${restart} ms"
+t0=$(date +%s%N); "${ctl[@]}" eval ".#$pkg.drvPath" >/dev/null 2>&1; t1=$(date +%s%N)
+echo "first query after a daemon restart: flakectl $(( (t1 - t0) / 1000 )) us (answered from the eval cache on disk)"
 
-python3 - "$BIN/flakectl" "$sock" "$pkg" "$CLIENTS" "$PER_CLIENT" <<'PY'
+"$BIN/examples/concurrent_queries" "$sock" "$flake" ".#$pkg.drvPath" "$CLIENTS" "$PER_CLIENT" \
+  | sed 's/^/gRPC clients (one connection each): /'
+python3 - "$BIN/flakectl" "$sock" "$pkg" "$CLIENTS" "$PROC_PER_CLIENT" <<'PY'
 import subprocess, sys, time, threading
 ctl, sock, pkg, clients, per = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4]), int(sys.argv[5])
 lat, errors, lock = [], [0], threading.Lock()
@@ -101,7 +107,7 @@ ts = [threading.Thread(target=client) for _ in range(clients)]
 [t.start() for t in ts]; [t.join() for t in ts]
 lat.sort()
 pct = lambda p: lat[min(len(lat) - 1, int(round(p / 100 * (len(lat) - 1))))]
-print(f"{clients} clients x {per} warm queries: {errors[0]} errors, p50 {pct(50):.1f} ms, p99 {pct(99):.1f} ms, "
+print(f"flakectl processes: {clients} clients x {per} warm queries: {errors[0]} errors, p50 {pct(50):.1f} ms, p99 {pct(99):.1f} ms, "
       f"{len(lat) / (time.perf_counter() - t0):.0f} queries/s (process start included)")
 PY
 
@@ -116,3 +122,18 @@ PY
 else
   echo "search: not measured ($(head -1 "$tmp/search.err"))"
 fi
+
+# Cold search: a fresh daemon with empty caches and store, against nix with an empty eval cache;
+# wall time and peak memory (flaked: the daemon's VmHWM plus the client's; nix: its max RSS).
+kill "$daemon"; wait "$daemon" 2>/dev/null || true; daemon=
+rm -rf "$tmp/cache" "$tmp/store-root"
+start_daemon
+t0=$(date +%s%N); "${ctl[@]}" search . "$pkg" >/dev/null 2>&1; t1=$(date +%s%N)
+our_cold_search=$(( (t1 - t0) / 1000000 ))
+our_rss=$(awk '/VmHWM/ {print $2}' "/proc/$daemon/status")
+mkdir -p "$tmp/xdg"
+t0=$(date +%s%N)
+XDG_CACHE_HOME=$tmp/xdg /usr/bin/time -f %M -o "$tmp/nix-rss" "${nix[@]}" search . "$pkg" >/dev/null 2>&1
+t1=$(date +%s%N)
+ref_cold_search=$(( (t1 - t0) / 1000000 ))
+echo "cold search: flakectl ${our_cold_search} ms, daemon peak RSS $((our_rss / 1024)) MiB   nix ${ref_cold_search} ms, peak RSS $(( $(cat "$tmp/nix-rss") / 1024 )) MiB"

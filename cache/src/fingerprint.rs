@@ -52,6 +52,10 @@ pub struct Fingerprint {
     /// Version string of the evaluator producing the values; bump it whenever
     /// the evaluator may answer differently.
     pub evaluator_version: String,
+    /// Every other setting that can change an answer (the flake reference as
+    /// given, store directory, registries, …) in a canonical text form chosen
+    /// by the caller; `""` when there is none.
+    pub settings: String,
 }
 
 impl Fingerprint {
@@ -83,6 +87,11 @@ impl Fingerprint {
         field(&mut h, b"system", self.system.as_bytes());
         field(&mut h, b"pure", &[u8::from(self.pure)]);
         field(&mut h, b"evaluator", self.evaluator_version.as_bytes());
+        // Appended last and only when present, so ids of fingerprints without
+        // settings are those of the layout before the field existed.
+        if !self.settings.is_empty() {
+            field(&mut h, b"settings", self.settings.as_bytes());
+        }
         FingerprintId(h.finalize().to_hex().to_string())
     }
 }
@@ -144,6 +153,7 @@ mod tests {
             system: "x86_64-linux".into(),
             pure: true,
             evaluator_version: "flaked-eval 0.1.0".into(),
+            settings: String::new(),
         }
     }
 
@@ -192,6 +202,10 @@ mod tests {
             },
             Fingerprint {
                 lock_file: None,
+                ..base()
+            },
+            Fingerprint {
+                settings: "x".into(),
                 ..base()
             },
             Fingerprint {

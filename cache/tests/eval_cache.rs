@@ -14,6 +14,7 @@ fn fingerprint(n: &str) -> Fingerprint {
         system: "x86_64-linux".into(),
         pure: true,
         evaluator_version: "test".into(),
+        settings: String::new(),
     }
 }
 

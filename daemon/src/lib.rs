@@ -7,6 +7,7 @@
 
 pub mod builds;
 pub mod config;
+pub mod evalcache;
 pub mod listener;
 pub mod notify;
 pub mod server;

@@ -109,6 +109,9 @@ pub async fn serve(config: Config, listener: Listener, hooks: TestHooks) -> Resu
         }
     };
     listener.cleanup();
+    // Commit what the eval caches still hold in memory (their writes are batched).
+    let warm_state = state.clone();
+    let _ = tokio::task::spawn_blocking(move || warm_state.warm.flush()).await;
     tracing::info!("flaked stopped");
     result
 }

@@ -31,6 +31,9 @@ pub struct TestHooks {
     pub eval_delay: Option<Duration>,
     /// `FLAKED_TEST_PANIC_EXPR`: evaluating exactly this `--expr` text panics inside the evaluation job.
     pub panic_expr: Option<String>,
+    /// `FLAKED_FORBID_EVAL=1`: no flake is ever opened, so every flake answer must come from a
+    /// warm flake or the eval cache (tests prove cached answers with it).
+    pub forbid_eval: bool,
 }
 
 impl TestHooks {
@@ -45,6 +48,7 @@ impl TestHooks {
                 .get("FLAKED_TEST_PANIC_EXPR")
                 .filter(|v| !v.is_empty())
                 .cloned(),
+            forbid_eval: env.get("FLAKED_FORBID_EVAL").is_some_and(|v| v == "1"),
         }
     }
 }
@@ -80,7 +84,8 @@ impl State {
         shutdown: watch::Sender<ShutdownReason>,
     ) -> State {
         let workers = config.eval_workers;
-        let warm = WarmSet::new(config.warm_memory as u64);
+        let disk = crate::evalcache::DiskCache::new(&config.cache_dir);
+        let warm = WarmSet::new(config.warm_memory as u64, Some(disk), hooks.forbid_eval);
         State {
             warm,
             builds: crate::builds::PoolSlot::default(),

@@ -23,10 +23,11 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use flaked_cache::WarmLru;
+use flaked_cache::{EvalCache, WarmLru};
 use flaked_eval::api as eval;
 use flaked_store::fetchers::{FlakeRef, InputKind, InputSettings, ParseOptions};
 
+use crate::evalcache::{self, DiskCache, LocalSource};
 use crate::watch::TreeWatch;
 
 /// How long an unlocked remote reference stays resolved (Nix's `tarball-ttl` default).
@@ -42,7 +43,13 @@ pub struct WarmKey {
 }
 
 struct Live {
-    flake: Arc<eval::WarmFlake>,
+    /// The opened flake; `None` while every query was answered from the eval cache.
+    flake: Option<Arc<eval::WarmFlake>>,
+    /// The eval cache of the flake as it was when this entry was made (see [`evalcache`]).
+    cache: Option<EvalCache>,
+    /// Whether what the opened flake evaluates may be recorded in `cache` (its opening printed
+    /// nothing but warnings that every open repeats).
+    cache_writable: bool,
     watch: Option<TreeWatch>,
     local: bool,
     locked: bool,
@@ -67,6 +74,8 @@ struct Slot {
 pub struct WarmSet {
     slots: Mutex<HashMap<WarmKey, Arc<Slot>>>,
     lru: Mutex<WarmLru<WarmKey>>,
+    disk: Option<DiskCache>,
+    forbid_eval: bool,
 }
 
 impl std::fmt::Debug for WarmSet {
@@ -87,6 +96,7 @@ struct Target {
     fragment: String,
     watch_root: Option<PathBuf>,
     locked: bool,
+    local: Option<LocalSource>,
 }
 
 #[allow(clippy::result_large_err)]
@@ -112,6 +122,7 @@ fn target(installable: &str, settings: &eval::EvalSettings) -> Result<Target, ev
         fragment,
         watch_root,
         locked,
+        local: LocalSource::of(&flake_ref),
     })
 }
 
@@ -139,11 +150,27 @@ fn repeats_on_every_open(line: &str) -> bool {
 }
 
 impl WarmSet {
-    /// An empty set with a memory budget in bytes.
-    pub fn new(budget_bytes: u64) -> WarmSet {
+    /// An empty set with a memory budget in bytes, answering from the eval caches in `disk` when
+    /// given. With `forbid_eval` (a test mode) no flake is ever opened: every answer must come from
+    /// a warm flake or the eval cache.
+    pub fn new(budget_bytes: u64, disk: Option<DiskCache>, forbid_eval: bool) -> WarmSet {
         WarmSet {
             slots: Mutex::new(HashMap::new()),
             lru: Mutex::new(WarmLru::new(budget_bytes)),
+            disk,
+            forbid_eval,
+        }
+    }
+
+    /// Counters of the eval caches on disk.
+    pub fn cache_stats(&self) -> Option<flaked_cache::CacheStats> {
+        self.disk.as_ref().map(DiskCache::stats)
+    }
+
+    /// Commits pending eval-cache writes.
+    pub fn flush(&self) {
+        if let Some(d) = &self.disk {
+            d.flush();
         }
     }
 
@@ -151,7 +178,7 @@ impl WarmSet {
     pub fn names(&self) -> Vec<String> {
         let mut v: Vec<String> = lock(&self.slots)
             .iter()
-            .filter(|(_, slot)| lock(&slot.live).is_some())
+            .filter(|(_, slot)| lock(&slot.live).as_ref().is_some_and(|l| l.flake.is_some()))
             .map(|(k, _)| k.flake.clone())
             .collect();
         v.sort();
@@ -168,15 +195,56 @@ impl WarmSet {
         settings: &eval::EvalSettings,
         output: eval::OutputFormat,
     ) -> Result<eval::EvalOutput, eval::Diagnostic> {
-        let (mut out, mut stderr) = self.with_flake(installable, settings, |flake, fragment| {
-            match &settings.interrupt {
-                Some(flag) => flake.eval_interruptible(fragment, output, flag.clone()),
-                None => flake.eval(fragment, output),
+        let t = target(installable, settings)?;
+        let (key, slot) = self.slot(&t, settings);
+        let mut live = lock(&slot.live);
+        let l = self.refresh(&mut live, &t, settings, &key);
+        if l.flake.is_none()
+            && let Some(out) = l
+                .cache
+                .as_ref()
+                .and_then(|c| evalcache::answer(c, &t.fragment, &settings.system, output))
+        {
+            drop(live);
+            lock(&self.lru).touch(&key);
+            return Ok(out);
+        }
+        let mut stderr = self.ensure_open(l, &t, settings, &key)?;
+        let flake = l.flake.clone().expect("ensure_open opened the flake");
+        let cache = l.cache.clone().filter(|_| l.cache_writable);
+        drop(live);
+        let result = flake.eval_noted(&t.fragment, output, settings.interrupt.clone());
+        self.account(&key, &flake);
+        match result {
+            Ok((mut out, notes)) => {
+                // Only values whose evaluation printed nothing: a flake that never printed
+                // anything since it was opened evaluated every value silently.
+                if let Some(cache) = cache
+                    && !flake.printed_since_open()
+                    && !self.changed_since(&slot)
+                {
+                    evalcache::record(&cache, &notes);
+                }
+                stderr.append(&mut out.stderr);
+                out.stderr = stderr;
+                Ok(out)
             }
-        })?;
-        stderr.append(&mut out.stderr);
-        out.stderr = stderr;
-        Ok(out)
+            Err(mut d) => {
+                stderr.append(&mut d.log);
+                d.log = stderr;
+                Err(d)
+            }
+        }
+    }
+
+    /// Whether the tree of the flake in `slot` changed since its entry was made (an answer
+    /// evaluated meanwhile may come from newer files than its fingerprint: not recorded).
+    fn changed_since(&self, slot: &Slot) -> bool {
+        let mut live = lock(&slot.live);
+        match live.as_mut() {
+            Some(l) => l.local && !l.fresh(),
+            None => true,
+        }
     }
 
     /// `nix search INSTALLABLE REGEX…`: the matching packages, in Nix's order, and the warnings to
@@ -266,46 +334,86 @@ impl WarmSet {
         }
     }
 
-    /// The warm flake for `t`, opened if needed, with the warnings to print before its answer.
-    #[allow(clippy::result_large_err, clippy::type_complexity)]
-    fn flake(
-        &self,
-        t: &Target,
-        settings: &eval::EvalSettings,
-    ) -> Result<(Arc<eval::WarmFlake>, WarmKey, Vec<String>), eval::Diagnostic> {
+    /// The slot of `t`'s flake under `settings`.
+    fn slot(&self, t: &Target, settings: &eval::EvalSettings) -> (WarmKey, Arc<Slot>) {
         let key = WarmKey {
             flake: t.key_ref.clone(),
             settings: settings_hash(settings),
         };
         let slot = lock(&self.slots).entry(key.clone()).or_default().clone();
-        let mut live = lock(&slot.live);
-        if let Some(l) = live.as_mut() {
-            if l.fresh() {
-                let flake = l.flake.clone();
-                drop(live);
-                lock(&self.lru).touch(&key);
-                let replay = flake
-                    .open_stderr()
-                    .iter()
-                    .filter(|l| repeats_on_every_open(l))
-                    .cloned()
-                    .collect();
-                return Ok((flake, key, replay));
-            }
+        (key, slot)
+    }
+
+    /// Makes `live` a fresh entry for `t`: kept if its tree did not change (or its remote
+    /// reference is still valid), otherwise replaced by a new entry — watched from before its
+    /// eval cache is fingerprinted, not opened yet.
+    fn refresh<'a>(
+        &self,
+        live: &'a mut Option<Live>,
+        t: &Target,
+        settings: &eval::EvalSettings,
+        key: &WarmKey,
+    ) -> &'a mut Live {
+        if live.as_mut().is_some_and(|l| !l.fresh()) {
             tracing::debug!(flake = %key.flake, "warm flake is stale; opening it again");
+            // Drop the stale flake now: its memory is freed before the new one is opened.
+            *live = None;
+            lock(&self.lru).remove(key);
         }
-        // Drop the stale flake (if any) before opening again: its memory is freed now.
-        *live = None;
-        lock(&self.lru).remove(&key);
-        // Watch before reading, so that no change between the read and the next query is missed.
-        let watch = t.watch_root.as_deref().and_then(|root| {
-            TreeWatch::new(root)
-                .map_err(|e| {
-                    tracing::warn!(root = %root.display(), error = %e,
-                        "cannot watch the flake; it will be opened again on every query");
-                })
-                .ok()
-        });
+        live.get_or_insert_with(|| {
+            // Watch before reading, so that no change between the read and the next query is
+            // missed.
+            let watch = t.watch_root.as_deref().and_then(|root| {
+                TreeWatch::new(root)
+                    .map_err(|e| {
+                        tracing::warn!(root = %root.display(), error = %e,
+                            "cannot watch the flake; it will be opened again on every query");
+                    })
+                    .ok()
+            });
+            let cache = match (&self.disk, &t.local, &watch) {
+                (Some(disk), Some(src), Some(_)) => disk.open(src, &t.key_ref, settings),
+                _ => None,
+            };
+            Live {
+                flake: None,
+                cache,
+                cache_writable: false,
+                watch,
+                local: t.watch_root.is_some(),
+                locked: t.locked,
+                opened: Instant::now(),
+            }
+        })
+    }
+
+    /// Opens the flake of the fresh entry `l` unless it is open; returns the warnings to print
+    /// before its answer (everything its opening printed the first time; afterwards only what
+    /// `nix` prints on every open).
+    #[allow(clippy::result_large_err)]
+    fn ensure_open(
+        &self,
+        l: &mut Live,
+        t: &Target,
+        settings: &eval::EvalSettings,
+        key: &WarmKey,
+    ) -> Result<Vec<String>, eval::Diagnostic> {
+        if let Some(flake) = &l.flake {
+            lock(&self.lru).touch(key);
+            return Ok(flake
+                .open_stderr()
+                .iter()
+                .filter(|l| repeats_on_every_open(l))
+                .cloned()
+                .collect());
+        }
+        if self.forbid_eval {
+            return Err(eval::Diagnostic::plain(format!(
+                "evaluation is forbidden in this daemon (FLAKED_FORBID_EVAL is set) and the eval \
+                 cache cannot answer this query of '{}'",
+                t.key_ref
+            )));
+        }
         // The flake outlives this request, so it must not keep this request's interrupt flag
         // (an interrupted request would poison every later one): an open that outlasts its
         // request's deadline finishes in the background and serves the next query.
@@ -313,14 +421,30 @@ impl WarmSet {
         open_settings.interrupt = None;
         let flake = Arc::new(eval::WarmFlake::open(&t.key_ref, open_settings)?);
         let stderr = flake.open_stderr().to_vec();
-        *live = Some(Live {
-            flake: flake.clone(),
-            watch,
-            local: t.watch_root.is_some(),
-            locked: t.locked,
-            opened: Instant::now(),
-        });
-        drop(live);
+        if let Some(cache) = &l.cache
+            && stderr.iter().all(|w| repeats_on_every_open(w))
+            && l.watch.as_mut().is_some_and(|w| !w.changed())
+        {
+            evalcache::record_open(cache, &stderr);
+            l.cache_writable = true;
+        }
+        l.flake = Some(flake);
+        l.opened = Instant::now();
+        Ok(stderr)
+    }
+
+    /// The warm flake for `t`, opened if needed, with the warnings to print before its answer.
+    #[allow(clippy::result_large_err, clippy::type_complexity)]
+    fn flake(
+        &self,
+        t: &Target,
+        settings: &eval::EvalSettings,
+    ) -> Result<(Arc<eval::WarmFlake>, WarmKey, Vec<String>), eval::Diagnostic> {
+        let (key, slot) = self.slot(t, settings);
+        let mut live = lock(&slot.live);
+        let l = self.refresh(&mut live, t, settings, &key);
+        let stderr = self.ensure_open(l, t, settings, &key)?;
+        let flake = l.flake.clone().expect("ensure_open opened the flake");
         Ok((flake, key, stderr))
     }
 

@@ -116,7 +116,10 @@ impl Default for LockOptions {
     }
 }
 
-pub use crate::flake::warm::{AttrInfo, FlakeFingerprint, WarmFlake};
+pub use crate::flake::commands::{installable_attr_paths, parse_attr_path};
+pub use crate::flake::warm::{
+    AttrInfo, CacheLeaf, CacheNote, FlakeFingerprint, WarmFlake, render_leaf,
+};
 pub use crate::search::{SearchHit, SearchQuery};
 
 /// One evaluation request.
@@ -218,33 +221,6 @@ fn to_diagnostic(e: &EvalError) -> Diagnostic {
         rendered: e.render(),
         log: Vec::new(),
     }
-}
-
-/// Splits a selection path like Nix's `parseAttrPath` (dots separate, double quotes group).
-fn parse_attr_path(s: &str) -> Vec<String> {
-    let mut out = Vec::new();
-    let mut cur = String::new();
-    let mut chars = s.chars().peekable();
-    let mut any = false;
-    while let Some(c) = chars.next() {
-        any = true;
-        match c {
-            '.' => out.push(std::mem::take(&mut cur)),
-            '"' => {
-                for c2 in chars.by_ref() {
-                    if c2 == '"' {
-                        break;
-                    }
-                    cur.push(c2);
-                }
-            }
-            c => cur.push(c),
-        }
-    }
-    if any {
-        out.push(cur);
-    }
-    out
 }
 
 fn auto_call(ev: &mut Evaluator, v: &Value) -> Result<Value, EvalError> {

@@ -525,7 +525,7 @@ fn ambiguous_into(v: &Value, out: &mut Vec<u8>, seen: &mut HashSet<usize>, depth
 }
 
 /// JSON string escaping as nlohmann::json (UTF-8 validated).
-fn json_string(s: &[u8], out: &mut Vec<u8>) -> Result<()> {
+pub(crate) fn json_string(s: &[u8], out: &mut Vec<u8>) -> Result<()> {
     if let Err(e) = std::str::from_utf8(s) {
         let i = e.valid_up_to();
         return Err(EvalError::eval(format!(

@@ -434,6 +434,16 @@ pub mod region {
         drop(env_garbage);
     }
 
+    /// Number of registered cells, alive or not yet compacted away: an O(1) estimate of the
+    /// region's size (at most about twice the live cells, as the registry compacts when it
+    /// doubles), for memory accounting on hot paths.
+    pub fn registered_cells() -> usize {
+        REGION.with(|r| {
+            let r = r.borrow();
+            r.thunks.len() + r.envs.len()
+        })
+    }
+
     /// Number of registered cells still alive (for tests: 0 after teardown and dropping roots).
     pub fn live_cells() -> usize {
         REGION.with(|r| {

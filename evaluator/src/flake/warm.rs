@@ -10,7 +10,8 @@
 //! `WarmFlake` is dropped (the drop joins the thread, so the memory is freed when `drop`
 //! returns); a request never re-reads or re-locks the flake.
 
-use std::sync::atomic::AtomicBool;
+use std::rc::Rc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, mpsc};
 use std::thread::JoinHandle;
 
@@ -25,7 +26,7 @@ use crate::api::{
 use crate::error::EvalError;
 use crate::eval::Evaluator;
 use crate::source::{self, Pos};
-use crate::value::{Value, region};
+use crate::value::{ThunkState, Value, region};
 
 /// A flake opened for evaluation: locked, called, its outputs at hand.
 pub(crate) struct Opened {
@@ -91,16 +92,238 @@ pub struct AttrInfo {
     pub position: Option<Position>,
 }
 
+/// A value as the eval cache keeps it. Only the kinds whose printed forms are fully
+/// determined by what is kept here are ever rendered from the cache (see [`render_leaf`]).
+#[derive(Debug, Clone, PartialEq)]
+pub enum CacheLeaf {
+    /// A string with its context elements (as `builtins.getContext` keys render them).
+    String {
+        bytes: Vec<u8>,
+        context: Vec<String>,
+    },
+    Bool(bool),
+    Int(i64),
+    Float(f64),
+    /// A path value (printed as is; `--json`/`--raw` would copy it to the store, so only the
+    /// Nix rendering is served from the cache).
+    Path(String),
+    /// A list whose elements were all already-evaluated strings without context.
+    ListOfStrings(Vec<String>),
+    /// An attribute set that is a derivation (`type = "derivation"`).
+    Derivation,
+    /// Any other attribute set, with its names.
+    Attrs(Vec<String>),
+    /// Anything else (functions, null, other lists): known to exist, never rendered.
+    Other,
+}
+
+/// What one evaluation taught about the flake's attribute tree, for the eval cache: attribute
+/// paths from the flake's `outputs` (the root is `[]`), in the order they were visited
+/// (parents before children).
+#[derive(Debug, Clone, PartialEq)]
+pub enum CacheNote {
+    /// The attribute at this path is an attribute set (its own value was not kept).
+    Set(Vec<String>),
+    /// The attribute at this path does not exist (its parent is a set without that name).
+    Missing(Vec<String>),
+    /// The attribute at this path has this value.
+    Leaf(Vec<String>, CacheLeaf),
+}
+
+/// The output `nix eval` prints for a cached value in `output` format, when the value alone
+/// determines it; `None` when only an evaluation can answer (e.g. `--raw` of an integer is an
+/// error, `--json` of a path copies it to the store, sets print their whole contents).
+pub fn render_leaf(leaf: &CacheLeaf, output: OutputFormat) -> Option<Vec<u8>> {
+    let value = match leaf {
+        CacheLeaf::String { bytes, context } => {
+            if matches!(output, OutputFormat::Raw) {
+                return Some(bytes.clone());
+            }
+            Value::string_ctx(bytes.clone(), context.iter().cloned().collect())
+        }
+        CacheLeaf::Bool(b) => Value::Bool(*b),
+        CacheLeaf::Int(i) => Value::Int(*i),
+        CacheLeaf::Float(f) => Value::Float(*f),
+        CacheLeaf::Path(p) if matches!(output, OutputFormat::Nix) => {
+            Value::Path(Rc::from(p.as_str()))
+        }
+        CacheLeaf::ListOfStrings(items) => {
+            Value::list(items.iter().map(|s| Value::str(s)).collect())
+        }
+        _ => return None,
+    };
+    let mut out = match output {
+        OutputFormat::Nix => crate::print::print_value_unforced(&value),
+        OutputFormat::Json => {
+            let mut out = Vec::new();
+            match leaf {
+                CacheLeaf::String { bytes, .. } => {
+                    crate::print::json_string(bytes, &mut out).ok()?
+                }
+                CacheLeaf::Bool(b) => out.extend_from_slice(b.to_string().as_bytes()),
+                CacheLeaf::Int(i) => out.extend_from_slice(i.to_string().as_bytes()),
+                CacheLeaf::Float(f) => {
+                    out.extend_from_slice(crate::print::fmt_json_float(*f).as_bytes())
+                }
+                CacheLeaf::ListOfStrings(items) => {
+                    out.push(b'[');
+                    for (n, item) in items.iter().enumerate() {
+                        if n > 0 {
+                            out.push(b',');
+                        }
+                        crate::print::json_string(item.as_bytes(), &mut out).ok()?;
+                    }
+                    out.push(b']');
+                }
+                _ => return None,
+            }
+            out
+        }
+        OutputFormat::Raw | OutputFormat::Instantiate => return None,
+    };
+    out.push(b'\n');
+    Some(out)
+}
+
+/// The value of a thunk that is already evaluated, without forcing anything.
+fn peek(v: &Value) -> Option<Value> {
+    match v {
+        Value::Thunk(t) => match &*t.state.borrow() {
+            ThunkState::Done(x) => Some(x.clone()),
+            _ => None,
+        },
+        other => Some(other.clone()),
+    }
+}
+
+/// Classifies an evaluated value for the cache without forcing anything further.
+fn leaf_of(v: &Value) -> CacheLeaf {
+    match v {
+        Value::String(s) => CacheLeaf::String {
+            bytes: s.bytes.to_vec(),
+            context: s
+                .context
+                .as_deref()
+                .map(|c| c.iter().cloned().collect())
+                .unwrap_or_default(),
+        },
+        Value::Bool(b) => CacheLeaf::Bool(*b),
+        Value::Int(i) => CacheLeaf::Int(*i),
+        Value::Float(f) => CacheLeaf::Float(*f),
+        Value::Path(p) => CacheLeaf::Path(p.to_string()),
+        Value::List(items) => {
+            let mut strings = Vec::with_capacity(items.len());
+            for item in items.iter() {
+                match peek(item) {
+                    Some(Value::String(s)) if s.context.is_none() => {
+                        match std::str::from_utf8(&s.bytes) {
+                            Ok(t) => strings.push(t.to_string()),
+                            Err(_) => return CacheLeaf::Other,
+                        }
+                    }
+                    _ => return CacheLeaf::Other,
+                }
+            }
+            CacheLeaf::ListOfStrings(strings)
+        }
+        Value::Attrs(a) => {
+            let is_drv = a
+                .get(crate::symbol::Symbol::intern("type"))
+                .and_then(|t| peek(&t.value))
+                .is_some_and(|t| matches!(t, Value::String(s) if &*s.bytes == b"derivation"));
+            if is_drv {
+                CacheLeaf::Derivation
+            } else {
+                let mut names: Vec<String> = a.entries.iter().map(|x| x.name.as_string()).collect();
+                names.sort();
+                CacheLeaf::Attrs(names)
+            }
+        }
+        _ => CacheLeaf::Other,
+    }
+}
+
+/// The cached form of an evaluated value, checked against the real printer: every format that
+/// [`render_leaf`] would answer from the cache must print exactly as an evaluation does.
+fn checked_leaf(ev: &mut Evaluator, v: &Value) -> CacheLeaf {
+    let Some(forced) = peek(v) else {
+        return CacheLeaf::Other;
+    };
+    let leaf = leaf_of(&forced);
+    for format in [OutputFormat::Nix, OutputFormat::Json, OutputFormat::Raw] {
+        if let Some(cached) = render_leaf(&leaf, format) {
+            let real = print_output(ev, &forced, format).ok();
+            if real.as_deref() != Some(cached.as_slice()) {
+                // Served from the cache it would print differently: keep only that it exists.
+                return CacheLeaf::Other;
+            }
+        }
+    }
+    leaf
+}
+
+/// Walks the installable's candidate attribute paths as [`commands::select_installable`] does
+/// (same forcing, same order), noting what exists and what does not. Stops quietly at the first
+/// evaluation error: the selection then reproduces it.
+fn note_candidates(
+    ev: &mut Evaluator,
+    outputs: &Value,
+    fragment: &str,
+    system: &str,
+    notes: &mut Vec<CacheNote>,
+) {
+    for candidate in commands::installable_attr_paths(fragment, system) {
+        let path = commands::parse_attr_path(&candidate);
+        let mut cur = outputs.clone();
+        let mut complete = true;
+        for (i, name) in path.iter().enumerate() {
+            let Ok(v) = ev.force(&cur, Pos::NONE) else {
+                return;
+            };
+            let Value::Attrs(a) = &v else {
+                notes.push(CacheNote::Leaf(path[..i].to_vec(), leaf_of(&v)));
+                complete = false;
+                break;
+            };
+            notes.push(CacheNote::Set(path[..i].to_vec()));
+            match a.get(crate::symbol::Symbol::intern(name)) {
+                Some(x) => cur = x.value.clone(),
+                None => {
+                    notes.push(CacheNote::Missing(path[..=i].to_vec()));
+                    complete = false;
+                    break;
+                }
+            }
+        }
+        if complete {
+            return;
+        }
+    }
+}
+
 struct WarmState {
     ev: Evaluator,
     opened: Opened,
     settings: EvalSettings,
+    /// Set once a request printed anything (a trace, a warning) — shared with the [`WarmFlake`].
+    printed: Arc<AtomicBool>,
+}
+
+/// A request's log lines (taken from the evaluator), noting in `printed` that something was
+/// printed.
+fn take_log(ev: &mut Evaluator, printed: &AtomicBool) -> Vec<String> {
+    let log = std::mem::take(&mut ev.stderr);
+    if !log.is_empty() {
+        printed.store(true, Ordering::SeqCst);
+    }
+    log
 }
 
 type Job = Box<dyn FnOnce(&mut WarmState) + Send>;
 
 /// A locked and called flake kept alive on its own evaluator thread (see module docs).
 pub struct WarmFlake {
+    printed: Arc<AtomicBool>,
     jobs: Option<mpsc::Sender<Job>>,
     thread: Option<JoinHandle<usize>>,
     fingerprint: FlakeFingerprint,
@@ -167,6 +390,8 @@ impl WarmFlake {
         let (ready_tx, ready_rx) =
             mpsc::channel::<Result<(FlakeFingerprint, Vec<String>), Diagnostic>>();
         let r = flake_ref.to_string();
+        let printed = Arc::new(AtomicBool::new(false));
+        let printed_in_thread = printed.clone();
         let spawned = std::thread::Builder::new()
             .name("flaked-warm".to_string())
             .stack_size(WARM_STACK)
@@ -182,6 +407,7 @@ impl WarmFlake {
                             ev,
                             opened,
                             settings,
+                            printed: printed_in_thread,
                         };
                         if ready_tx.send(Ok((fp, log))).is_ok() {
                             while let Ok(job) = jobs_rx.recv() {
@@ -204,6 +430,7 @@ impl WarmFlake {
             .map_err(|e| Diagnostic::plain(format!("cannot start the evaluator thread: {e}")))?;
         match ready_rx.recv() {
             Ok(Ok((fingerprint, open_stderr))) => Ok(WarmFlake {
+                printed,
                 jobs: Some(jobs_tx),
                 thread: Some(handle),
                 fingerprint,
@@ -225,6 +452,12 @@ impl WarmFlake {
     /// What identifies this flake's answers.
     pub fn fingerprint(&self) -> &FlakeFingerprint {
         &self.fingerprint
+    }
+
+    /// Whether any request so far printed anything (a trace, a warning). Until then, evaluating
+    /// any value this flake evaluated prints nothing either, so its answers may be cached.
+    pub fn printed_since_open(&self) -> bool {
+        self.printed.load(Ordering::SeqCst)
     }
 
     /// Warnings printed while opening (lock file creation, dirty tree, …).
@@ -263,7 +496,22 @@ impl WarmFlake {
     /// applies.
     #[allow(clippy::result_large_err)]
     pub fn eval(&self, attr_path: &str, output: OutputFormat) -> Result<EvalOutput, Diagnostic> {
-        self.eval_impl(attr_path, output, None)
+        self.eval_impl(attr_path, output, None, false)
+            .map(|(out, _)| out)
+    }
+
+    /// [`WarmFlake::eval`] (with an optional interrupt flag, as in
+    /// [`WarmFlake::eval_interruptible`]) that also returns what the evaluation taught about the
+    /// attribute tree, for the eval cache. A found value's cached form is kept only when
+    /// [`render_leaf`] reproduces the real printer's output for it in every format it renders.
+    #[allow(clippy::result_large_err)]
+    pub fn eval_noted(
+        &self,
+        attr_path: &str,
+        output: OutputFormat,
+        interrupt: Option<Arc<AtomicBool>>,
+    ) -> Result<(EvalOutput, Vec<CacheNote>), Diagnostic> {
+        self.eval_impl(attr_path, output, interrupt, true)
     }
 
     /// [`WarmFlake::eval`] with this request's own interrupt flag (set it to stop the request:
@@ -276,7 +524,8 @@ impl WarmFlake {
         output: OutputFormat,
         interrupt: Arc<AtomicBool>,
     ) -> Result<EvalOutput, Diagnostic> {
-        self.eval_impl(attr_path, output, Some(interrupt))
+        self.eval_impl(attr_path, output, Some(interrupt), false)
+            .map(|(out, _)| out)
     }
 
     #[allow(clippy::result_large_err)]
@@ -285,18 +534,30 @@ impl WarmFlake {
         attr_path: &str,
         output: OutputFormat,
         interrupt: Option<Arc<AtomicBool>>,
-    ) -> Result<EvalOutput, Diagnostic> {
+        note: bool,
+    ) -> Result<(EvalOutput, Vec<CacheNote>), Diagnostic> {
         let attr_path = attr_path.to_string();
         self.request(move |st| {
             let WarmState {
                 ev,
                 opened,
                 settings,
+                printed,
             } = st;
             let saved = match interrupt {
                 Some(flag) => Some(ev.config.interrupt.replace(flag)),
                 None => None,
             };
+            let mut notes = Vec::new();
+            if note {
+                note_candidates(
+                    ev,
+                    &opened.outputs,
+                    &attr_path,
+                    &settings.system,
+                    &mut notes,
+                );
+            }
             let r = commands::select_installable(
                 ev,
                 &opened.outputs,
@@ -304,16 +565,26 @@ impl WarmFlake {
                 &attr_path,
                 &settings.system,
             )
-            .and_then(|(v, _)| print_output(ev, &v, output));
+            .and_then(|(v, found)| {
+                let stdout = print_output(ev, &v, output)?;
+                if note {
+                    let leaf = checked_leaf(ev, &v);
+                    notes.push(CacheNote::Leaf(commands::parse_attr_path(&found), leaf));
+                }
+                Ok(stdout)
+            });
             if let Some(saved) = saved {
                 ev.config.interrupt = saved;
             }
-            let log = std::mem::take(&mut ev.stderr);
+            let log = take_log(ev, printed);
             match r {
-                Ok(stdout) => Ok(EvalOutput {
-                    stdout,
-                    stderr: log,
-                }),
+                Ok(stdout) => Ok((
+                    EvalOutput {
+                        stdout,
+                        stderr: log,
+                    },
+                    notes,
+                )),
                 Err(e) => {
                     let mut d = diagnostic_of(&e);
                     d.log = log;
@@ -359,7 +630,7 @@ impl WarmFlake {
                 }
                 Ok(out)
             })();
-            st.ev.stderr.clear();
+            take_log(&mut st.ev, &st.printed);
             r.map_err(|e| diagnostic_of(&e))
         })?
     }
@@ -378,6 +649,7 @@ impl WarmFlake {
                 ev,
                 opened,
                 settings,
+                printed,
             } = st;
             let r = crate::search::search(
                 ev,
@@ -387,7 +659,7 @@ impl WarmFlake {
                 &settings.system,
                 &query,
             );
-            let log = std::mem::take(&mut ev.stderr);
+            let log = take_log(ev, printed);
             r.map_err(|e| {
                 let mut d = diagnostic_of(&e);
                 d.log = log;
@@ -404,6 +676,7 @@ impl WarmFlake {
                 ev,
                 opened,
                 settings,
+                printed,
             } = st;
             let opts = ShowOptions {
                 system: settings.system.clone(),
@@ -411,7 +684,7 @@ impl WarmFlake {
                 legacy: false,
             };
             let r = commands::show(ev, &opened.locked, &opened.outputs, &opts, true);
-            let mut log = std::mem::take(&mut ev.stderr);
+            let mut log = take_log(ev, printed);
             match r {
                 Ok((stdout, warnings)) => {
                     log.extend(warnings);
@@ -429,12 +702,13 @@ impl WarmFlake {
         })?
     }
 
-    /// An estimate of the memory this flake's evaluation holds, in bytes: live mutable cells
-    /// (thunks and environments registered in the evaluation's region, at 128 bytes each, a
-    /// typical size with their payload) plus the source texts kept for positions.
+    /// An estimate of the memory this flake's evaluation holds, in bytes: registered mutable
+    /// cells (thunks and environments in the evaluation's region, at 128 bytes each, a typical
+    /// size with their payload) plus the source texts kept for positions. Cheap: no cell is
+    /// visited.
     pub fn approx_memory(&self) -> usize {
         self.request(|_| {
-            let cells = region::live_cells();
+            let cells = region::registered_cells();
             let mut text = 0usize;
             let mut i = 1u32;
             while let Some(s) = source::source(i) {

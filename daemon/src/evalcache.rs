@@ -1,0 +1,348 @@
+//! The eval cache on disk, as the daemon uses it: one SQLite database per flake fingerprint
+//! (see `flaked_cache`), filled with what evaluations of that flake taught (attribute sets,
+//! negative answers, values), and read to answer `eval` queries without evaluating — after a
+//! restart, or before the flake is opened at all.
+//!
+//! Which flakes: local ones given without `rev`/`ref`/`narHash` (`path:` directories and
+//! `git+file:` work trees), evaluated purely without overridden inputs — the ones whose whole
+//! identity can be computed cheaply from the files on disk. Their fingerprint hashes the
+//! content key of the tree (`path:`: every file; git: the HEAD commit and the tracked files as
+//! they are in the work tree, clean or dirty), the lock file, the subdirectory, system and
+//! purity, the daemon build, and the remaining settings (the reference as given, store
+//! directory, registries). Content keys come from a persistent [`TreeIndex`] per tree: file
+//! metadata first, blake3 of files whose metadata changed.
+//!
+//! Invariants:
+//! - an answer from the cache is byte-for-byte what evaluating would print: values are only
+//!   rendered when the evaluator vouched for the rendering (`render_leaf`), and nothing is
+//!   recorded from an evaluation that printed anything beyond the flake's per-open warnings
+//!   (kept beside the values and replayed with them) or whose tree changed meanwhile;
+//! - the cache can only make an answer faster: any failure to compute a fingerprint or to read
+//!   the database is a miss, and the query is evaluated.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use flaked_cache::{
+    CacheOptions, CacheRegistry, CachedValue, Cursor, EvalCache, FileSet, Fingerprint, Lookup,
+    SourceIdentity, TreeIndex,
+};
+use flaked_eval::api as eval;
+use flaked_store::fetchers::{FlakeRef, InputKind};
+
+/// Reserved child of the root row holding the warnings every open of the flake prints. No Nix
+/// attribute name can start with a NUL byte.
+const WARNINGS: &str = "\0flaked-open-warnings";
+
+/// Where a persistently cacheable flake's files are.
+#[derive(Debug, Clone)]
+pub struct LocalSource {
+    /// `true` for a git work tree, `false` for a `path:` directory.
+    git: bool,
+    root: PathBuf,
+    subdir: String,
+}
+
+impl LocalSource {
+    /// The local source of `flake_ref` when the persistent cache applies to it.
+    pub fn of(flake_ref: &FlakeRef) -> Option<LocalSource> {
+        match &flake_ref.input.kind {
+            InputKind::Path(p)
+                if p.rev.is_none() && p.nar_hash.is_none() && p.last_modified.is_none() =>
+            {
+                Some(LocalSource {
+                    git: false,
+                    root: PathBuf::from(&p.path),
+                    subdir: flake_ref.subdir.clone(),
+                })
+            }
+            InputKind::Git(g)
+                if g.ref_.is_none()
+                    && g.rev.is_none()
+                    && g.nar_hash.is_none()
+                    && g.submodules != Some(true)
+                    && g.export_ignore != Some(true) =>
+            {
+                Some(LocalSource {
+                    git: true,
+                    root: PathBuf::from(g.url.strip_prefix("file://")?),
+                    subdir: flake_ref.subdir.clone(),
+                })
+            }
+            _ => None,
+        }
+    }
+}
+
+/// The daemon's eval caches: databases by fingerprint, and the tree indexes behind content keys.
+pub struct DiskCache {
+    registry: CacheRegistry,
+    trees_dir: PathBuf,
+    trees: Mutex<HashMap<PathBuf, Arc<Mutex<TreeIndex>>>>,
+    build_id: String,
+}
+
+impl std::fmt::Debug for DiskCache {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DiskCache")
+            .field("dir", &self.registry.dir())
+            .finish()
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// Identifies the running daemon build: a rebuilt evaluator may answer differently, so its
+/// caches are not shared with other builds.
+fn build_id() -> String {
+    use std::os::unix::fs::MetadataExt;
+    let exe = std::env::current_exe()
+        .and_then(std::fs::metadata)
+        .map(|m| format!("{}:{}.{}", m.size(), m.mtime(), m.mtime_nsec()))
+        .unwrap_or_else(|_| "unknown".to_string());
+    format!("flaked {} {exe}", env!("CARGO_PKG_VERSION"))
+}
+
+impl DiskCache {
+    /// The caches below `cache_dir` (`eval-cache-v1/` for databases, `trees/` for indexes).
+    pub fn new(cache_dir: &Path) -> DiskCache {
+        DiskCache {
+            registry: CacheRegistry::new(&cache_dir.join("eval-cache-v1"), CacheOptions::default()),
+            trees_dir: cache_dir.join("trees"),
+            trees: Mutex::new(HashMap::new()),
+            build_id: build_id(),
+        }
+    }
+
+    /// Hit, miss and write counters over every open database.
+    pub fn stats(&self) -> flaked_cache::CacheStats {
+        self.registry.stats()
+    }
+
+    /// Commits every pending write (at shutdown).
+    pub fn flush(&self) {
+        if let Err(e) = self.registry.flush_all() {
+            tracing::warn!(error = %e, "cannot commit the eval cache");
+        }
+    }
+
+    /// The database of the flake `src` as it is on disk now, `None` when its fingerprint cannot
+    /// be computed or `settings` rule the cache out (impure evaluation, overridden inputs).
+    pub fn open(
+        &self,
+        src: &LocalSource,
+        flake_ref: &str,
+        settings: &eval::EvalSettings,
+    ) -> Option<EvalCache> {
+        if !settings.pure || !settings.override_inputs.is_empty() {
+            return None;
+        }
+        let started = std::time::Instant::now();
+        let fingerprint = match self.fingerprint(src, flake_ref, settings) {
+            Ok(f) => f,
+            Err(e) => {
+                tracing::debug!(root = %src.root.display(), error = %e, "no eval cache for this flake");
+                return None;
+            }
+        };
+        let id = fingerprint.id();
+        let cache = self
+            .registry
+            .get(&id)
+            .map_err(|e| tracing::warn!(error = %e, "cannot open the eval cache"))
+            .ok()?;
+        tracing::debug!(flake = flake_ref, fingerprint = %id, elapsed = ?started.elapsed(), "eval cache opened");
+        Some(cache)
+    }
+
+    fn fingerprint(
+        &self,
+        src: &LocalSource,
+        flake_ref: &str,
+        settings: &eval::EvalSettings,
+    ) -> Result<Fingerprint, String> {
+        let (source, files) = if src.git {
+            let (rev, files) = git_tracked(&src.root)?;
+            (Some(rev), FileSet::List(files))
+        } else {
+            (None, FileSet::Walk)
+        };
+        let index = {
+            let mut trees = lock(&self.trees);
+            trees
+                .entry(src.root.clone())
+                .or_insert_with(|| {
+                    let name = blake3::hash(src.root.as_os_str().as_encoded_bytes()).to_hex();
+                    Arc::new(Mutex::new(TreeIndex::load(
+                        &self.trees_dir.join(format!("{name}.idx")),
+                    )))
+                })
+                .clone()
+        };
+        let key = {
+            let mut index = lock(&index);
+            let (key, _) = index
+                .content_key(&src.root, &files)
+                .map_err(|e| e.to_string())?;
+            if let Err(e) = std::fs::create_dir_all(&self.trees_dir)
+                .map_err(|e| e.to_string())
+                .and_then(|_| index.save().map_err(|e| e.to_string()))
+            {
+                tracing::debug!(error = %e, "cannot save a tree index");
+            }
+            key
+        };
+        let source = match source {
+            Some(rev) => SourceIdentity::Git {
+                rev,
+                dirty: Some(key.0),
+            },
+            None => SourceIdentity::ContentKey(key.0),
+        };
+        let lock_file = std::fs::read(src.root.join(&src.subdir).join("flake.lock")).ok();
+        Ok(Fingerprint {
+            source,
+            lock_file,
+            subdir: src.subdir.clone(),
+            system: settings.system.clone(),
+            pure: settings.pure,
+            evaluator_version: self.build_id.clone(),
+            settings: format!(
+                "ref={flake_ref}\nstore={}\nregistry={:?}\nuser-registry={:?}\nwrite-lock-file={}",
+                settings.store_dir,
+                settings.flake_registry,
+                settings.user_registry,
+                settings.write_lock_file
+            ),
+        })
+    }
+}
+
+/// The HEAD commit (`""` without commits) and the tracked files of the git work tree at `root`.
+fn git_tracked(root: &Path) -> Result<(String, Vec<PathBuf>), String> {
+    let repo = gix::open(root).map_err(|e| e.to_string())?;
+    let rev = repo
+        .head_id()
+        .map(|id| id.detach().to_string())
+        .unwrap_or_default();
+    let index = repo.index_or_empty().map_err(|e| e.to_string())?;
+    let files = index
+        .entries()
+        .iter()
+        .map(|e| PathBuf::from(e.path(&index).to_string()))
+        .collect();
+    Ok((rev, files))
+}
+
+/// Records the warnings every open of the flake prints (replayed with cached answers).
+pub fn record_open(cache: &EvalCache, warnings: &[String]) {
+    let root = cache.root();
+    cache.set(&root, CachedValue::Placeholder);
+    cache.set_child(
+        &root,
+        WARNINGS,
+        CachedValue::ListOfStrings(warnings.to_vec()),
+    );
+}
+
+/// The cursor of the attribute at `path`, creating placeholder rows on the way.
+fn cursor_at(cache: &EvalCache, path: &[String]) -> Cursor {
+    let mut cur = cache.root();
+    cache.set(&cur, CachedValue::Placeholder);
+    for name in path {
+        cur = cache.set_child(&cur, name, CachedValue::Placeholder);
+    }
+    cur
+}
+
+fn cached_of(leaf: &eval::CacheLeaf) -> CachedValue {
+    match leaf {
+        eval::CacheLeaf::String { bytes, context } => match std::str::from_utf8(bytes) {
+            Ok(s) => CachedValue::String {
+                value: s.to_string(),
+                context: context.clone(),
+            },
+            Err(_) => CachedValue::Misc,
+        },
+        eval::CacheLeaf::Bool(b) => CachedValue::Bool(*b),
+        eval::CacheLeaf::Int(i) => CachedValue::Int(*i),
+        eval::CacheLeaf::Float(f) => CachedValue::Float(*f),
+        eval::CacheLeaf::Path(p) => CachedValue::Path(p.clone()),
+        eval::CacheLeaf::ListOfStrings(v) => CachedValue::ListOfStrings(v.clone()),
+        eval::CacheLeaf::Derivation => CachedValue::Derivation,
+        eval::CacheLeaf::Attrs(names) => CachedValue::Attrs(names.iter().cloned().collect()),
+        eval::CacheLeaf::Other => CachedValue::Misc,
+    }
+}
+
+fn leaf_of(value: &CachedValue) -> Option<eval::CacheLeaf> {
+    Some(match value {
+        CachedValue::String { value, context } => eval::CacheLeaf::String {
+            bytes: value.as_bytes().to_vec(),
+            context: context.clone(),
+        },
+        CachedValue::Bool(b) => eval::CacheLeaf::Bool(*b),
+        CachedValue::Int(i) => eval::CacheLeaf::Int(*i),
+        CachedValue::Float(f) => eval::CacheLeaf::Float(*f),
+        CachedValue::Path(p) => eval::CacheLeaf::Path(p.clone()),
+        CachedValue::ListOfStrings(v) => eval::CacheLeaf::ListOfStrings(v.clone()),
+        _ => return None,
+    })
+}
+
+/// Records what one evaluation taught (see [`eval::CacheNote`]).
+pub fn record(cache: &EvalCache, notes: &[eval::CacheNote]) {
+    for note in notes {
+        match note {
+            eval::CacheNote::Set(path) => {
+                cursor_at(cache, path);
+            }
+            eval::CacheNote::Missing(path) | eval::CacheNote::Leaf(path, _) => {
+                let Some((last, parent)) = path.split_last() else {
+                    if let eval::CacheNote::Leaf(_, leaf) = note {
+                        cache.set(&cache.root(), cached_of(leaf));
+                    }
+                    continue;
+                };
+                let parent = cursor_at(cache, parent);
+                let value = match note {
+                    eval::CacheNote::Leaf(_, leaf) => cached_of(leaf),
+                    _ => CachedValue::Missing,
+                };
+                cache.set_child(&parent, last, value);
+            }
+        }
+    }
+}
+
+/// `nix eval FLAKE#FRAGMENT` answered from the cache alone, when it knows the answer.
+pub fn answer(
+    cache: &EvalCache,
+    fragment: &str,
+    system: &str,
+    output: eval::OutputFormat,
+) -> Option<eval::EvalOutput> {
+    let warnings = match cache.child(&cache.root(), WARNINGS) {
+        Lookup::Hit(_, CachedValue::ListOfStrings(w)) => w,
+        _ => return None,
+    };
+    for candidate in eval::installable_attr_paths(fragment, system) {
+        let path = eval::parse_attr_path(&candidate);
+        match cache.lookup_path(&path) {
+            (Lookup::Missing, _) => continue,
+            (Lookup::Hit(_, value), n) if n == path.len() => {
+                let stdout = eval::render_leaf(&leaf_of(&value)?, output)?;
+                return Some(eval::EvalOutput {
+                    stdout,
+                    stderr: warnings,
+                });
+            }
+            _ => return None,
+        }
+    }
+    // Every candidate is missing: the evaluation words the error (with its suggestions).
+    None
+}

@@ -1,0 +1,370 @@
+//! End-to-end tests of the eval cache on disk: a restarted daemon answers from SQLite alone
+//! (proved with `FLAKED_FORBID_EVAL=1`, under which no flake is ever opened), every answer — fresh,
+//! warm or cached — is byte-for-byte the same, an edit makes the cache miss, and a corrupt
+//! database is set aside without changing any answer.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+use flaked_tests::{Daemon, DaemonOpts, Scratch, texts};
+
+fn write(path: &Path, text: &str) {
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).expect("mkdir");
+    }
+    std::fs::write(path, text).expect("write");
+}
+
+fn git(dir: &Path, args: &[&str]) {
+    let out = Command::new("git")
+        .current_dir(dir)
+        .args([
+            "-c",
+            "user.name=test",
+            "-c",
+            "user.email=test@localhost",
+            "-c",
+            "commit.gpgsign=false",
+            "-c",
+            "init.defaultBranch=main",
+        ])
+        .args(args)
+        .output()
+        .expect("git runs");
+    assert!(
+        out.status.success(),
+        "git {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// One answer: (stdout, stderr, success).
+type Answer = (String, String, bool);
+
+fn ask(s: &Scratch, dir: &Path, args: &[&str]) -> Answer {
+    let out = s
+        .flakectl_cmd(args)
+        .arg("--no-auto-start")
+        .current_dir(dir)
+        .output()
+        .expect("run flakectl");
+    let (o, e) = texts(&out);
+    (o, e, out.status.success())
+}
+
+fn stop(mut d: Daemon) {
+    d.signal(libc_sigterm());
+    assert!(
+        d.wait_exit(Duration::from_secs(20)).is_some(),
+        "daemon did not stop"
+    );
+}
+
+fn libc_sigterm() -> i32 {
+    15
+}
+
+const FLAKE: &str = r#"{
+  description = "eval cache";
+  outputs = { self }: let
+    drv = derivation {
+      name = "cached-1.0"; system = "x86_64-linux"; builder = "/bin/sh"; args = [ "-c" "echo > $out" ];
+    };
+  in {
+    s = "hello \"world\" ${"$"}{not} \n tab\t";
+    n = 42;
+    neg = -7;
+    f = 1.5;
+    t = true;
+    l = [ "a" "b c" ];
+    nested.deep."with.dot" = "dotted";
+    p = ./flake.nix;
+    packages.x86_64-linux.hello = drv;
+    packages.x86_64-linux.default = drv;
+    legacyPackages.x86_64-linux.tools.x = "legacy";
+    set = { a = 1; b = [ 1 2 ]; };
+    fn = x: x;
+    traced = builtins.trace "tracing" "value";
+  };
+}
+"#;
+
+/// The queries of the corpus: every kind of value, default prefixes, missing attributes.
+fn corpus() -> Vec<Vec<&'static str>> {
+    let mut q = Vec::new();
+    for attr in [
+        ".#s",
+        ".#n",
+        ".#neg",
+        ".#f",
+        ".#t",
+        ".#l",
+        ".#nested.deep.\"with.dot\"",
+        ".#p",
+        ".#hello.drvPath",
+        ".#hello.outPath",
+        ".#hello.name",
+        ".#hello",
+        ".#tools.x",
+        ".#set",
+        ".#fn",
+        ".#traced",
+        ".#missing",
+        ".#nested.nope",
+    ] {
+        q.push(vec!["eval", attr]);
+        q.push(vec!["eval", "--json", attr]);
+        q.push(vec!["eval", "--raw", attr]);
+    }
+    q
+}
+
+/// Answers of a daemon with its own cache directory `cache`, for every query of the corpus; each
+/// query asked twice (the second answer is warm or cached) and both answers returned.
+fn answers(
+    s: &Scratch,
+    dir: &Path,
+    cache: &Path,
+    env: &[(&str, &str)],
+    queries: &[Vec<&str>],
+) -> Vec<(Answer, Answer)> {
+    let cache_arg = cache.to_str().expect("utf-8 path");
+    let d = Daemon::start(
+        s,
+        DaemonOpts {
+            args: &["--cache-dir", cache_arg],
+            env,
+        },
+    );
+    let out = queries
+        .iter()
+        .map(|q| (ask(s, dir, q), ask(s, dir, q)))
+        .collect();
+    stop(d);
+    out
+}
+
+/// Fresh answers: every query on a daemon of its own with empty caches.
+fn fresh_answers(s: &Scratch, dir: &Path, queries: &[Vec<&str>]) -> Vec<Answer> {
+    queries
+        .iter()
+        .enumerate()
+        .map(|(i, q)| {
+            let cache = s.path().join(format!("fresh-{i}"));
+            let a = answers(s, dir, &cache, &[], std::slice::from_ref(q));
+            a.into_iter().next().expect("one answer").0
+        })
+        .collect()
+}
+
+fn without_traces(a: &Answer) -> Answer {
+    let stderr: String =
+        a.1.lines()
+            .filter(|l| !l.starts_with("trace: "))
+            .map(|l| format!("{l}\n"))
+            .collect();
+    (a.0.clone(), stderr, a.2)
+}
+
+fn check_corpus(s: &Scratch, dir: &Path) {
+    let queries = corpus();
+    let fresh = fresh_answers(s, dir, &queries);
+    let cache = s.path().join("cache-under-test");
+    let first = answers(s, dir, &cache, &[], &queries);
+    let restarted = answers(s, dir, &cache, &[("FLAKED_FORBID_EVAL", "1")], &queries);
+    let mut cached_hits = 0;
+    for (i, q) in queries.iter().enumerate() {
+        let (cold, warm) = &first[i];
+        // The first answer of this daemon (warm when an earlier query evaluated the same value).
+        assert_eq!(
+            without_traces(&fresh[i]),
+            without_traces(cold),
+            "{q:?}: first answer differs from a fresh one"
+        );
+        // `trace:` lines are printed when a value is evaluated; a warm value is not evaluated
+        // again (which is how the warm tests tell warm from fresh), so they are all it may lack.
+        assert_eq!(
+            without_traces(&fresh[i]),
+            *warm,
+            "{q:?}: warm answer differs from a fresh one"
+        );
+        let (r1, r2) = &restarted[i];
+        assert_eq!(r1, r2, "{q:?}: two cached answers differ");
+        if r1.1.contains("evaluation is forbidden") {
+            continue; // not answerable from the cache: must be something it does not keep
+        }
+        assert_eq!(
+            &fresh[i], r1,
+            "{q:?}: cached answer differs from a fresh one"
+        );
+        cached_hits += 1;
+    }
+    // Every string, number, Boolean and list in every format it prints from the cache.
+    let must_hit = [
+        (".#s", 3),
+        (".#n", 2),
+        (".#neg", 2),
+        (".#f", 2),
+        (".#t", 2),
+        (".#l", 2),
+        (".#nested.deep.\"with.dot\"", 3),
+        (".#hello.drvPath", 3),
+        (".#hello.outPath", 3),
+        (".#hello.name", 3),
+        (".#tools.x", 3),
+        (".#p", 1),
+    ];
+    for (attr, formats) in must_hit {
+        let hits = queries
+            .iter()
+            .zip(&restarted)
+            .filter(|(q, (r, _))| q[q.len() - 1] == attr && !r.1.contains("forbidden"))
+            .count();
+        assert_eq!(
+            hits, formats,
+            "{attr}: cached in {hits} formats, expected {formats}"
+        );
+    }
+    // Traced values print on evaluation, so they are never served from the cache.
+    let traced = queries
+        .iter()
+        .zip(&restarted)
+        .filter(|(q, _)| q[q.len() - 1] == ".#traced")
+        .all(|(_, (r, _))| r.1.contains("forbidden"));
+    assert!(traced, "a traced value must be evaluated");
+    let expected: usize = must_hit.iter().map(|(_, n)| n).sum();
+    assert_eq!(cached_hits, expected, "answers that came from the cache");
+}
+
+#[test]
+fn path_flake_answers_from_the_cache_equal_fresh_ones() {
+    let s = Scratch::new();
+    let flake = s.path().join("f");
+    write(&flake.join("flake.nix"), FLAKE);
+    check_corpus(&s, &flake);
+}
+
+#[test]
+fn git_flake_answers_from_the_cache_equal_fresh_ones() {
+    let s = Scratch::new();
+    let repo = s.path().join("repo");
+    write(&repo.join("flake.nix"), FLAKE);
+    git(&repo, &["init", "-q"]);
+    git(&repo, &["add", "flake.nix"]);
+    git(&repo, &["commit", "-q", "-m", "one"]);
+    check_corpus(&s, &repo);
+    // Dirty: the per-open warning is part of every answer, cached ones too.
+    write(&repo.join("flake.nix"), &FLAKE.replace("n = 42", "n = 43"));
+    check_corpus(&s, &repo);
+}
+
+/// A database file per fingerprint below `cache`.
+fn databases(cache: &Path) -> Vec<PathBuf> {
+    let dir = cache.join("eval-cache-v1");
+    let mut v: Vec<PathBuf> = std::fs::read_dir(&dir)
+        .map(|rd| {
+            rd.filter_map(Result::ok)
+                .map(|e| e.path())
+                .filter(|p| p.extension().is_some_and(|x| x == "sqlite"))
+                .collect()
+        })
+        .unwrap_or_default();
+    v.sort();
+    v
+}
+
+#[test]
+fn edits_miss_and_corrupt_databases_are_rebuilt() {
+    let s = Scratch::new();
+    let flake = s.path().join("f");
+    write(&flake.join("flake.nix"), FLAKE);
+    let cache = s.path().join("cache");
+    let q = vec![vec!["eval", ".#n"]];
+    let a = answers(&s, &flake, &cache, &[], &q);
+    assert_eq!(a[0].0, ("42\n".to_string(), String::new(), true));
+
+    // An edit while the daemon is down: the restarted daemon must not answer the old value.
+    write(&flake.join("flake.nix"), &FLAKE.replace("n = 42", "n = 44"));
+    let a = answers(&s, &flake, &cache, &[("FLAKED_FORBID_EVAL", "1")], &q);
+    assert!(!a[0].0.2, "an edited flake must miss: {:?}", a[0].0);
+    assert!(a[0].0.1.contains("forbidden"), "{:?}", a[0].0);
+    let a = answers(&s, &flake, &cache, &[], &q);
+    assert_eq!(a[0].0.0, "44\n");
+
+    // Corrupt every database: the answer stays right, and the database is rebuilt.
+    let dbs = databases(&cache);
+    assert!(!dbs.is_empty(), "no database in {}", cache.display());
+    for db in &dbs {
+        std::fs::write(
+            db,
+            b"this is not a SQLite database, just garbage bytes\n".repeat(200),
+        )
+        .expect("corrupt");
+        for ext in ["sqlite-wal", "sqlite-shm"] {
+            let _ = std::fs::remove_file(db.with_extension(ext));
+        }
+    }
+    let a = answers(&s, &flake, &cache, &[], &q);
+    assert_eq!(a[0].0, ("44\n".to_string(), String::new(), true));
+    assert_eq!(a[0].1, ("44\n".to_string(), String::new(), true));
+    // Rebuilt: a restarted daemon answers from it again.
+    let a = answers(&s, &flake, &cache, &[("FLAKED_FORBID_EVAL", "1")], &q);
+    assert_eq!(a[0].0, ("44\n".to_string(), String::new(), true));
+}
+
+#[test]
+fn sigkill_during_cache_writes_leaves_a_usable_cache() {
+    let s = Scratch::new();
+    let flake = s.path().join("f");
+    // Many attributes, so that writes are in flight when the daemon is killed.
+    let mut text = String::from("{ outputs = { self }: {\n");
+    for i in 0..300 {
+        text.push_str(&format!("  a{i} = \"v{i}\";\n"));
+    }
+    text.push_str("}; }\n");
+    write(&flake.join("flake.nix"), &text);
+    let cache = s.path().join("cache");
+    let cache_arg = cache.to_str().expect("utf-8").to_string();
+    for round in 0..3 {
+        let d = Daemon::start(
+            &s,
+            DaemonOpts {
+                args: &["--cache-dir", &cache_arg],
+                env: &[],
+            },
+        );
+        for i in (round * 100)..(round * 100 + 100) {
+            let (o, e, ok) = ask(&s, &flake, &["eval", &format!(".#a{i}")]);
+            assert!(ok, "{e}");
+            assert_eq!(o, format!("\"v{i}\"\n"));
+        }
+        // No graceful shutdown: whatever the writer had not committed is lost, nothing else.
+        let mut d = d;
+        d.signal(9);
+        d.wait_exit(Duration::from_secs(20));
+        let _ = std::fs::remove_file(s.socket());
+    }
+    // Whatever survived answers correctly; the rest is evaluated.
+    let d = Daemon::start(
+        &s,
+        DaemonOpts {
+            args: &["--cache-dir", &cache_arg],
+            env: &[],
+        },
+    );
+    for i in 0..300 {
+        let (o, e, ok) = ask(&s, &flake, &["eval", &format!(".#a{i}")]);
+        assert!(ok, "{e}");
+        assert_eq!(o, format!("\"v{i}\"\n"));
+    }
+    stop(d);
+    let a = answers(
+        &s,
+        &flake,
+        &cache,
+        &[("FLAKED_FORBID_EVAL", "1")],
+        &[vec!["eval", ".#a299"]],
+    );
+    assert_eq!(a[0].0.0, "\"v299\"\n", "{:?}", a[0].0);
+}
