@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # NAR-hash benchmark: flaked-store-tool vs the reference `nix-hash --type sha256` on a
-# generated 1 GiB file and a 20,000-small-file tree (fixtures under /tmp, never committed).
+# generated 1 GiB file and a 20,000-small-file tree (fixtures under /tmp, never committed),
+# beside the raw SHA-256 speed of this machine on the same file (`sha256sum`, `openssl dgst`;
+# the NAR framing adds 112 bytes, so a NAR hash can at best match them).
 # Uses hyperfine (apt-get install -y hyperfine) and reports medians.
 #   usage: bench/store-nar-hash.sh [RUNS]
 set -euo pipefail
@@ -46,7 +48,9 @@ cd /tmp
 hyperfine --runs "$RUNS" --warmup 1 --export-json "$B/result.json" \
   -n "flaked 1GiB" "$TOOL hash-path $B/big.bin" \
   -n "nix 1GiB" "$NIX --cmd nix-hash --type sha256 $B/big.bin" \
+  -n "raw sha256sum 1GiB" "sha256sum $B/big.bin" \
+  -n "raw openssl sha256 1GiB" "openssl dgst -sha256 $B/big.bin" \
   -n "flaked 20k files" "$TOOL hash-path $B/tree" \
   -n "nix 20k files" "$NIX --cmd nix-hash --type sha256 $B/tree" \
   -n "nix startup (empty file)" "$NIX --cmd nix-hash --type sha256 $B/tree.done"
-jq -r '.results[] | "\(.command)\tmedian \(.median * 1000 | floor) ms"' "$B/result.json"
+jq -r '.results[] | "\(.command)\tmedian \(.median * 1000 | floor) ms\tuser \(.user * 1000 | floor) ms\tsystem \(.system * 1000 | floor) ms"' "$B/result.json"

@@ -210,15 +210,57 @@ pub struct LocalStore {
     store_dir: StoreDir,
     real_store_dir: PathBuf,
     db_path: PathBuf,
-    db: Mutex<Connection>,
+    /// The database connection, the objects waiting for registration and their flusher.
+    shared: Arc<Shared>,
+    flusher: Option<std::thread::JoinHandle<()>>,
     _big_lock: fs::File,
     drv_hashes: DrvHashCache,
     import_cache: Option<Arc<dyn ImportCache>>,
-    /// Shared `syncfs` of the store's file system (objects written as trees).
+}
+
+/// An object that is complete and in place under its final name but not yet registered: it
+/// becomes valid in the database with the next group commit. Its per-path lock is held until
+/// then, so no other process replaces it or registers it twice.
+struct PendingPath {
+    info: PathInfo,
+    /// `DerivationOutputs` rows (output name, printed path) for a `.drv`.
+    drv_outputs: Vec<(String, String)>,
+    _lock: PathLock,
+}
+
+#[derive(Default)]
+struct PendingSet {
+    paths: std::collections::HashMap<StorePath, PendingPath>,
+    /// When the oldest unflushed entry was added.
+    since: Option<std::time::Instant>,
+    /// The store was dropped: flush what is left and stop.
+    closed: bool,
+    /// Consecutive failed background flushes (for the retry back-off).
+    failures: u32,
+}
+
+/// State shared between a `LocalStore` and its flusher thread.
+struct Shared {
+    store_dir: StoreDir,
+    real_store_dir: PathBuf,
+    db_path: PathBuf,
+    db: Mutex<Connection>,
+    pending: Mutex<PendingSet>,
+    wake: std::sync::Condvar,
+    /// Serialises group commits (the background flusher and synchronous flushes).
+    flush_lock: Mutex<()>,
+    /// How long a new object may wait for its group commit.
+    delay: Mutex<std::time::Duration>,
+    /// Shared `syncfs` of the store's file system.
     fs_flush: FlushBatcher,
     /// Shared fsync of the store directory (renames into place).
     dir_flush: FlushBatcher,
 }
+
+/// Default time an added object waits for its group commit (durability point).
+const DEFAULT_FLUSH_DELAY: std::time::Duration = std::time::Duration::from_millis(10);
+/// A batch this large is committed at once by the adder that filled it.
+const MAX_PENDING: usize = 512;
 
 static TEMP_COUNTER: AtomicU64 = AtomicU64::new(0);
 
@@ -361,17 +403,54 @@ impl LocalStore {
         }
         remove_stale_temporaries(&real_store_dir);
         tracing::debug!(store = %store_dir, root = %root.display(), "opened local store");
+        let shared = Arc::new(Shared {
+            store_dir: store_dir.clone(),
+            real_store_dir: real_store_dir.clone(),
+            db_path: db_path.clone(),
+            db: Mutex::new(conn),
+            pending: Mutex::new(PendingSet::default()),
+            wake: std::sync::Condvar::new(),
+            flush_lock: Mutex::new(()),
+            delay: Mutex::new(DEFAULT_FLUSH_DELAY),
+            fs_flush: FlushBatcher::default(),
+            dir_flush: FlushBatcher::default(),
+        });
+        let flusher = {
+            let shared = shared.clone();
+            std::thread::Builder::new()
+                .name("store-flush".into())
+                .spawn(move || shared.run_flusher())
+                .map_err(io_err("starting the flusher thread of", &real_store_dir))?
+        };
         Ok(LocalStore {
             store_dir,
             real_store_dir,
             db_path,
-            db: Mutex::new(conn),
+            shared,
+            flusher: Some(flusher),
             _big_lock: big_lock,
             drv_hashes: DrvHashCache::new(),
             import_cache: None,
-            fs_flush: FlushBatcher::default(),
-            dir_flush: FlushBatcher::default(),
         })
+    }
+
+    /// How long an added object may wait before its group commit (default 10 ms). Objects
+    /// are complete and in place at once; they become valid in the database, for other
+    /// processes, at the commit. A longer delay batches more objects per file-system flush.
+    pub fn set_flush_delay(&self, delay: std::time::Duration) {
+        *self.shared.delay.lock().unwrap_or_else(|e| e.into_inner()) = delay;
+        self.shared.wake.notify_all();
+    }
+
+    /// Make every object added so far durable and valid in the database now (one
+    /// file-system flush and one transaction for all of them).
+    pub fn flush(&self) -> Result<()> {
+        self.shared.flush()
+    }
+
+    /// Number of added objects still waiting for their group commit.
+    pub fn pending_count(&self) -> usize {
+        self.shared.lock_pending().paths.len()
     }
 
     /// Install the metadata-keyed import cache.
@@ -394,7 +473,7 @@ impl LocalStore {
     }
 
     fn conn(&self) -> std::sync::MutexGuard<'_, Connection> {
-        self.db.lock().unwrap_or_else(|e| e.into_inner())
+        self.shared.conn()
     }
 
     fn db_err(&self) -> impl FnOnce(rusqlite::Error) -> StoreError + '_ {
@@ -405,6 +484,9 @@ impl LocalStore {
     }
 
     pub fn is_valid_path(&self, p: &StorePath) -> Result<bool> {
+        if self.shared.is_pending(p) {
+            return Ok(true);
+        }
         let conn = self.conn();
         let r: Option<i64> = conn
             .query_row(
@@ -419,6 +501,9 @@ impl LocalStore {
 
     /// Nix's `queryPathInfo`; `None` when the path is not valid.
     pub fn query_path_info(&self, p: &StorePath) -> Result<Option<PathInfo>> {
+        if let Some(e) = self.shared.lock_pending().paths.get(p) {
+            return Ok(Some(e.info.clone()));
+        }
         let printed = self.store_dir.print(p);
         let conn = self.conn();
         type Row = (
@@ -494,6 +579,14 @@ impl LocalStore {
 
     /// Paths that refer to `p` (Nix's `queryReferrers`).
     pub fn query_referrers(&self, p: &StorePath) -> Result<BTreeSet<StorePath>> {
+        let pending: Vec<StorePath> = self
+            .shared
+            .lock_pending()
+            .paths
+            .values()
+            .filter(|e| e.info.references.contains(p))
+            .map(|e| e.info.path.clone())
+            .collect();
         let conn = self.conn();
         let mut stmt = conn
             .prepare_cached(
@@ -503,7 +596,7 @@ impl LocalStore {
         let rows = stmt
             .query_map([self.store_dir.print(p)], |r| r.get::<_, String>(0))
             .map_err(self.db_err())?;
-        let mut out = BTreeSet::new();
+        let mut out: BTreeSet<StorePath> = pending.into_iter().collect();
         for r in rows {
             let r = r.map_err(self.db_err())?;
             out.insert(self.store_dir.parse(&r)?);
@@ -517,6 +610,13 @@ impl LocalStore {
         &self,
         drv: &StorePath,
     ) -> Result<std::collections::BTreeMap<String, StorePath>> {
+        if let Some(e) = self.shared.lock_pending().paths.get(drv) {
+            let mut out = std::collections::BTreeMap::new();
+            for (id, path) in &e.drv_outputs {
+                out.insert(id.clone(), self.store_dir.parse(path)?);
+            }
+            return Ok(out);
+        }
         let conn = self.conn();
         let mut stmt = conn
             .prepare_cached(
@@ -536,60 +636,6 @@ impl LocalStore {
         Ok(out)
     }
 
-    /// Register a path whose contents are in place, with its references, in one transaction.
-    /// For a `.drv`, also records its outputs in `DerivationOutputs`.
-    fn register(&self, info: &PathInfo, drv: Option<&Derivation>) -> Result<()> {
-        let mut conn = self.conn();
-        let tx = conn
-            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
-            .map_err(self.db_err())?;
-        let printed = self.store_dir.print(&info.path);
-        tx.execute(
-            "insert into ValidPaths (path, hash, registrationTime, deriver, narSize, ultimate, sigs, ca) values (?, ?, ?, ?, ?, ?, ?, ?)",
-            params![
-                printed,
-                info.nar_hash.render(crate::hash::HashFormat::Base16, true),
-                info.registration_time,
-                info.deriver.as_ref().map(|d| self.store_dir.print(d)),
-                if info.nar_size != 0 { Some(info.nar_size as i64) } else { None },
-                if info.ultimate { Some(1) } else { None },
-                if info.sigs.is_empty() { None } else { Some(info.sigs.join(" ")) },
-                info.ca,
-            ],
-        )
-        .map_err(self.db_err())?;
-        let id = tx.last_insert_rowid();
-        for r in &info.references {
-            let rp = self.store_dir.print(r);
-            let rid: Option<i64> = tx
-                .query_row("select id from ValidPaths where path = ?", [&rp], |row| {
-                    row.get(0)
-                })
-                .optional()
-                .map_err(self.db_err())?;
-            let rid = rid.ok_or_else(|| StoreError::InvalidPath(rp.clone()))?;
-            tx.execute(
-                "insert or replace into Refs (referrer, reference) values (?, ?)",
-                params![id, rid],
-            )
-            .map_err(self.db_err())?;
-        }
-        if let Some(drv) = drv {
-            for name in drv.outputs.keys() {
-                if let Some(p) = drv.output_path(&self.store_dir, name)? {
-                    tx.execute(
-                        "insert or replace into DerivationOutputs (drv, id, path) values (?, ?, ?)",
-                        params![id, name, self.store_dir.print(&p)],
-                    )
-                    .map_err(self.db_err())?;
-                }
-            }
-        }
-        tx.commit().map_err(self.db_err())?;
-        tracing::debug!(path = %printed, "registered valid path");
-        Ok(())
-    }
-
     /// Physical directory holding the store objects.
     pub fn real_store_dir(&self) -> &Path {
         &self.real_store_dir
@@ -604,12 +650,7 @@ impl LocalStore {
     /// Flush the store's file system and directory: what must precede registering objects
     /// that were moved into place (one call for a whole batch).
     pub fn sync_store(&self) -> Result<()> {
-        self.fs_flush
-            .flush(|| syncfs(&fs::File::open(&self.real_store_dir)?))
-            .map_err(io_err("syncing file system of", &self.real_store_dir))?;
-        self.dir_flush
-            .flush(|| fs::File::open(&self.real_store_dir)?.sync_all())
-            .map_err(io_err("syncing directory", &self.real_store_dir))
+        self.shared.sync_store()
     }
 
     /// The closure of `paths` under references (Nix's `computeFSClosure`); every path must
@@ -639,60 +680,19 @@ impl LocalStore {
     /// to each other. Paths that are already valid are left as they are. References outside
     /// the batch must be valid.
     pub fn register_valid_paths(&self, infos: &[PathInfo]) -> Result<()> {
-        let mut conn = self.conn();
-        let tx = conn
-            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
-            .map_err(self.db_err())?;
-        let mut ids = Vec::new();
-        for info in infos {
-            let printed = self.store_dir.print(&info.path);
-            let existing: Option<i64> = tx
-                .query_row(
-                    "select id from ValidPaths where path = ?",
-                    [&printed],
-                    |r| r.get(0),
-                )
-                .optional()
-                .map_err(self.db_err())?;
-            if existing.is_some() {
-                ids.push(None);
-                continue;
-            }
-            tx.execute(
-                "insert into ValidPaths (path, hash, registrationTime, deriver, narSize, ultimate, sigs, ca) values (?, ?, ?, ?, ?, ?, ?, ?)",
-                params![
-                    printed,
-                    info.nar_hash.render(crate::hash::HashFormat::Base16, true),
-                    info.registration_time,
-                    info.deriver.as_ref().map(|d| self.store_dir.print(d)),
-                    if info.nar_size != 0 { Some(info.nar_size as i64) } else { None },
-                    if info.ultimate { Some(1) } else { None },
-                    if info.sigs.is_empty() { None } else { Some(info.sigs.join(" ")) },
-                    info.ca,
-                ],
-            )
-            .map_err(self.db_err())?;
-            ids.push(Some(tx.last_insert_rowid()));
+        // References to objects still waiting for their group commit: commit those first.
+        let needs_flush = {
+            let pending = self.shared.lock_pending();
+            infos
+                .iter()
+                .any(|i| i.references.iter().any(|r| pending.paths.contains_key(r)))
+        };
+        if needs_flush {
+            self.shared.flush()?;
         }
-        for (info, id) in infos.iter().zip(ids) {
-            let Some(id) = id else { continue };
-            for r in &info.references {
-                let rp = self.store_dir.print(r);
-                let rid: Option<i64> = tx
-                    .query_row("select id from ValidPaths where path = ?", [&rp], |row| {
-                        row.get(0)
-                    })
-                    .optional()
-                    .map_err(self.db_err())?;
-                let rid = rid.ok_or_else(|| StoreError::InvalidPath(rp.clone()))?;
-                tx.execute(
-                    "insert or replace into Refs (referrer, reference) values (?, ?)",
-                    params![id, rid],
-                )
-                .map_err(self.db_err())?;
-            }
-        }
-        tx.commit().map_err(self.db_err())?;
+        let batch: Vec<(&PathInfo, &[(String, String)])> =
+            infos.iter().map(|i| (i, &[][..])).collect();
+        self.shared.register_batch(&batch)?;
         for info in infos {
             tracing::debug!(path = %self.store_dir.print(&info.path), "registered build output");
         }
@@ -709,38 +709,61 @@ impl LocalStore {
             .join(format!(".flaked-add-{}-{n}-{nanos:x}", std::process::id()))
     }
 
-    /// Move a fully written, canonicalised temporary object into place and register it,
-    /// unless another writer already did. Holds the per-path lock throughout.
+    /// Move a fully written, canonicalised temporary object into place and queue its
+    /// registration, unless another writer already did. The per-path lock is taken here and
+    /// released only after the group commit registered the object.
     ///
-    /// Durability before registration: a single regular file (text, `.drv`) is fsynced on its
-    /// own; a tree is flushed with `syncfs`, shared with concurrent adders; the rename is
-    /// made durable by an fsync of the store directory, also shared.
+    /// Durability before registration: the group commit (`Shared::flush`) first flushes the
+    /// store's file system once (`syncfs`: the contents and renames of every object of the
+    /// batch), then registers the whole batch in one transaction. A crash before the commit
+    /// leaves unregistered objects at their final names, which the next add replaces.
     fn install(&self, tmp: &Path, info: PathInfo, drv: Option<&Derivation>) -> Result<StorePath> {
+        if self.shared.is_pending(&info.path) {
+            nar::remove_tree_force(tmp).map_err(io_err("removing", tmp))?;
+            return Ok(info.path);
+        }
+        let drv_outputs = match drv {
+            Some(drv) => {
+                let mut v = Vec::new();
+                for name in drv.outputs.keys() {
+                    if let Some(p) = drv.output_path(&self.store_dir, name)? {
+                        v.push((name.clone(), self.store_dir.print(&p)));
+                    }
+                }
+                v
+            }
+            None => Vec::new(),
+        };
         let dest = self.real_path(&info.path);
         let lock_path = PathBuf::from(format!("{}.lock", dest.display()));
-        let _lock = PathLock::acquire(&lock_path)?;
+        let lock = PathLock::acquire(&lock_path)?;
         if self.is_valid_path(&info.path)? {
             nar::remove_tree_force(tmp).map_err(io_err("removing", tmp))?;
             return Ok(info.path);
         }
         // Left over from a crash between rename and registration: replace it.
         nar::remove_tree_force(&dest).map_err(io_err("removing stale", &dest))?;
-        let md = fs::symlink_metadata(tmp).map_err(io_err("getting status of", tmp))?;
-        if md.is_file() {
-            fs::File::open(tmp)
-                .and_then(|f| f.sync_all())
-                .map_err(io_err("syncing", tmp))?;
-        } else {
-            self.fs_flush
-                .flush(|| syncfs(&fs::File::open(&self.real_store_dir)?))
-                .map_err(io_err("syncing file system of", &self.real_store_dir))?;
-        }
         fs::rename(tmp, &dest).map_err(io_err("moving into place", &dest))?;
-        self.dir_flush
-            .flush(|| fs::File::open(&self.real_store_dir)?.sync_all())
-            .map_err(io_err("syncing directory", &self.real_store_dir))?;
-        self.register(&info, drv)?;
-        Ok(info.path)
+        let path = info.path.clone();
+        let full = {
+            let mut pending = self.shared.lock_pending();
+            pending.paths.insert(
+                path.clone(),
+                PendingPath {
+                    info,
+                    drv_outputs,
+                    _lock: lock,
+                },
+            );
+            pending.since.get_or_insert_with(std::time::Instant::now);
+            pending.paths.len() >= MAX_PENDING
+        };
+        if full {
+            self.shared.flush()?;
+        } else {
+            self.shared.wake.notify_all();
+        }
+        Ok(path)
     }
 
     fn write_regular_tmp(&self, contents: &[u8]) -> Result<PathBuf> {
@@ -1014,6 +1037,188 @@ impl LocalStore {
             let _ = nar::remove_tree_force(&tmp);
         }
         res
+    }
+}
+
+impl Drop for LocalStore {
+    fn drop(&mut self) {
+        self.shared.lock_pending().closed = true;
+        self.shared.wake.notify_all();
+        if let Some(h) = self.flusher.take() {
+            let _ = h.join();
+        }
+        // The flusher committed what it could; anything left (its commit failed) stays
+        // unregistered and is replaced by the next add.
+        if let Err(e) = self.shared.flush() {
+            tracing::warn!(store = %self.real_store_dir.display(), "could not register added objects: {e}");
+        }
+    }
+}
+
+impl Shared {
+    fn conn(&self) -> std::sync::MutexGuard<'_, Connection> {
+        self.db.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn lock_pending(&self) -> std::sync::MutexGuard<'_, PendingSet> {
+        self.pending.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn is_pending(&self, p: &StorePath) -> bool {
+        self.lock_pending().paths.contains_key(p)
+    }
+
+    fn db_err(&self) -> impl FnOnce(rusqlite::Error) -> StoreError + '_ {
+        |source| StoreError::Db {
+            path: self.db_path.clone(),
+            source,
+        }
+    }
+
+    fn sync_store(&self) -> Result<()> {
+        self.fs_flush
+            .flush(|| syncfs(&fs::File::open(&self.real_store_dir)?))
+            .map_err(io_err("syncing file system of", &self.real_store_dir))?;
+        self.dir_flush
+            .flush(|| fs::File::open(&self.real_store_dir)?.sync_all())
+            .map_err(io_err("syncing directory", &self.real_store_dir))
+    }
+
+    /// The group commit: flush the file system once, then register every pending object in
+    /// one transaction and release their locks.
+    fn flush(&self) -> Result<()> {
+        let _serial = self.flush_lock.lock().unwrap_or_else(|e| e.into_inner());
+        let batch: Vec<(PathInfo, Vec<(String, String)>)> = self
+            .lock_pending()
+            .paths
+            .values()
+            .map(|e| (e.info.clone(), e.drv_outputs.clone()))
+            .collect();
+        if batch.is_empty() {
+            return Ok(());
+        }
+        self.sync_store()?;
+        let refs: Vec<(&PathInfo, &[(String, String)])> =
+            batch.iter().map(|(i, o)| (i, o.as_slice())).collect();
+        self.register_batch(&refs)?;
+        let mut pending = self.lock_pending();
+        for (info, _) in &batch {
+            pending.paths.remove(&info.path);
+        }
+        pending.since = (!pending.paths.is_empty()).then(std::time::Instant::now);
+        tracing::debug!(paths = batch.len(), "registered a batch of added objects");
+        Ok(())
+    }
+
+    /// Register objects whose contents are complete and synced, in one transaction (Nix's
+    /// `registerValidPaths`): all rows first, then references and derivation outputs, so the
+    /// objects may refer to each other. Objects already valid are left as they are; references
+    /// outside the batch must be valid.
+    fn register_batch(&self, batch: &[(&PathInfo, &[(String, String)])]) -> Result<()> {
+        let mut conn = self.conn();
+        let tx = conn
+            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
+            .map_err(self.db_err())?;
+        let mut ids = Vec::new();
+        for (info, _) in batch {
+            let printed = self.store_dir.print(&info.path);
+            let existing: Option<i64> = tx
+                .query_row(
+                    "select id from ValidPaths where path = ?",
+                    [&printed],
+                    |r| r.get(0),
+                )
+                .optional()
+                .map_err(self.db_err())?;
+            if existing.is_some() {
+                ids.push(None);
+                continue;
+            }
+            tx.execute(
+                "insert into ValidPaths (path, hash, registrationTime, deriver, narSize, ultimate, sigs, ca) values (?, ?, ?, ?, ?, ?, ?, ?)",
+                params![
+                    printed,
+                    info.nar_hash.render(crate::hash::HashFormat::Base16, true),
+                    info.registration_time,
+                    info.deriver.as_ref().map(|d| self.store_dir.print(d)),
+                    if info.nar_size != 0 { Some(info.nar_size as i64) } else { None },
+                    if info.ultimate { Some(1) } else { None },
+                    if info.sigs.is_empty() { None } else { Some(info.sigs.join(" ")) },
+                    info.ca,
+                ],
+            )
+            .map_err(self.db_err())?;
+            ids.push(Some(tx.last_insert_rowid()));
+        }
+        for ((info, outputs), id) in batch.iter().zip(ids) {
+            let Some(id) = id else { continue };
+            for r in &info.references {
+                let rp = self.store_dir.print(r);
+                let rid: Option<i64> = tx
+                    .query_row("select id from ValidPaths where path = ?", [&rp], |row| {
+                        row.get(0)
+                    })
+                    .optional()
+                    .map_err(self.db_err())?;
+                let rid = rid.ok_or_else(|| StoreError::InvalidPath(rp.clone()))?;
+                tx.execute(
+                    "insert or replace into Refs (referrer, reference) values (?, ?)",
+                    params![id, rid],
+                )
+                .map_err(self.db_err())?;
+            }
+            for (name, path) in *outputs {
+                tx.execute(
+                    "insert or replace into DerivationOutputs (drv, id, path) values (?, ?, ?)",
+                    params![id, name, path],
+                )
+                .map_err(self.db_err())?;
+            }
+        }
+        tx.commit().map_err(self.db_err())
+    }
+
+    /// The background half of the group commit: commits pending objects `delay` after the
+    /// oldest of them was added (backing off after failures), and once more when the store
+    /// is dropped.
+    fn run_flusher(&self) {
+        loop {
+            let mut pending = self.lock_pending();
+            loop {
+                if pending.closed {
+                    return;
+                }
+                let delay = *self.delay.lock().unwrap_or_else(|e| e.into_inner());
+                let delay = delay.saturating_mul(1 << pending.failures.min(9));
+                let due = pending.since.and_then(|t| t.checked_add(delay));
+                match (pending.since, due) {
+                    (None, _) | (Some(_), None) => {
+                        pending = self.wake.wait(pending).unwrap_or_else(|e| e.into_inner());
+                    }
+                    (Some(_), Some(due)) => {
+                        let now = std::time::Instant::now();
+                        if now >= due {
+                            break;
+                        }
+                        pending = self
+                            .wake
+                            .wait_timeout(pending, due - now)
+                            .unwrap_or_else(|e| e.into_inner())
+                            .0;
+                    }
+                }
+            }
+            drop(pending);
+            let res = self.flush();
+            let mut pending = self.lock_pending();
+            match res {
+                Ok(()) => pending.failures = 0,
+                Err(e) => {
+                    pending.failures = pending.failures.saturating_add(1);
+                    tracing::warn!(store = %self.real_store_dir.display(), "group commit failed, will retry: {e}");
+                }
+            }
+        }
     }
 }
 
