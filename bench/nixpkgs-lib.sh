@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Benchmarks nixpkgs-library evaluation, flaked (feval, release build) beside the reference Nix 2.26
 # in one run: hyperfine medians and peak RSS (/usr/bin/time -v).
-#   misc     lib/tests/misc.nix (skipped for flaked while it cannot evaluate it; see the notice)
+#   misc     lib/tests/misc.nix (evaluates to [ ]; its tests directory is copied to the store once,
+#            later runs only hash it)
 #   systems  lib/tests/systems.nix
 #   modules  a module-system evaluation: evalModules with ~300 options of assorted types
 #            (ints, strings, lists, attrsOf, submodules, enums, mkIf/mkMerge/mkDefault), printed
@@ -11,9 +12,9 @@ set -euo pipefail
 here=$(cd "$(dirname "$0")/.." && pwd -P)
 NIXPKGS=$(cd "${1:-/work/team/nixpkgs.lib}" && pwd -P)
 NIX=${NIX:-/work/shared/oracle/nix}
-FEVAL=${FEVAL:-$here/target-builtins/release/feval}
+FEVAL=${FEVAL:-${CARGO_TARGET_DIR:-$here/target}/release/feval}
 RUNS=${RUNS:-5}
-[ -x "$FEVAL" ] || { echo "build first: CARGO_TARGET_DIR=target-builtins cargo build --release -p flaked-eval --bins" >&2; exit 2; }
+[ -x "$FEVAL" ] || { echo "build first: cargo build --release -p flaked-eval --bins (or set FEVAL)" >&2; exit 2; }
 command -v hyperfine >/dev/null || { echo "needs hyperfine (apt-get install -y hyperfine)" >&2; exit 2; }
 LIB=$NIXPKGS/lib
 tmp=$(mktemp -d /tmp/bench-nixpkgs-lib.XXXXXX)

@@ -341,11 +341,9 @@ impl Evaluator {
         self.native_depth += 1;
         let res = match &prev {
             ThunkState::Pending(e, env) => self.eval(e, env),
-            ThunkState::Apply(f, a, p) => {
-                let p = *p;
-                self.force(f, p)
-                    .and_then(|f| self.call(&f, std::slice::from_ref(a), p))
-            }
+            ThunkState::Apply(f, a) => self
+                .force(f, Pos::NONE)
+                .and_then(|f| self.call(&f, std::slice::from_ref(a), Pos::NONE)),
             ThunkState::Native(f) => f(self),
             _ => unreachable!("handled above"),
         };
@@ -791,18 +789,18 @@ impl Evaluator {
                 };
                 {
                     if def.arg.is_some() {
-                        env.slots.borrow_mut().push(arg.clone());
+                        env.push(arg.clone());
                     }
                     for f in &formals.entries {
                         match attrs.get(f.name) {
                             Some(a) => {
                                 used += 1;
-                                env.slots.borrow_mut().push(a.value.clone());
+                                env.push(a.value.clone());
                             }
                             None => match &f.default {
                                 Some(d) => {
                                     let v = self.lazy(d, &env);
-                                    env.slots.borrow_mut().push(v);
+                                    env.push(v);
                                 }
                                 None => {
                                     let mut e = EvalError::type_error(format!(
@@ -862,10 +860,12 @@ impl Evaluator {
     pub fn lazy(&self, e: &Rc<Expr>, env: &Rc<Env>) -> Value {
         match &**e {
             Expr::Const(v) | Expr::Global(v, _) => v.clone(),
+            // Nix's ExprList::maybeThunk: an empty list literal is the shared empty list.
+            Expr::List(items) if items.is_empty() => Value::List(Rc::from([])),
             Expr::Var { depth, slot, .. } => {
                 let target = Self::env_at(env, *depth);
-                if let Some(v) = target.slots.borrow().get(*slot as usize) {
-                    return v.clone();
+                if let Some(v) = target.try_get(*slot as usize) {
+                    return v;
                 }
                 Value::Thunk(Thunk::new(ThunkState::Pending(e.clone(), env.clone())))
             }
@@ -881,22 +881,19 @@ impl Evaluator {
                 // Borrow the slot instead of cloning it: a thunk costs one reference count, a
                 // plain value one clone.
                 let target = Self::env_at(env, *depth);
-                let slots = target.slots.borrow();
-                match slots.get(*slot as usize) {
-                    Some(Value::Thunk(t)) => {
-                        let t = t.clone();
-                        drop(slots);
-                        self.force_thunk(&t, *pos)
-                    }
-                    Some(v) => Ok(v.clone()),
+                match target.try_get(*slot as usize) {
+                    Some(Value::Thunk(t)) => self.force_thunk(&t, *pos),
+                    Some(v) => Ok(v),
                     None => Ok(Value::Null),
                 }
             }
             Expr::WithVar { name, withs, pos } => self.eval_with_var(*name, withs, env, *pos),
             Expr::Attrs(a) => self.eval_attrs(a, env),
             Expr::List(items) => {
-                let v: Vec<Value> = items.iter().map(|i| self.lazy(i, env)).collect();
-                Ok(Value::List(Rc::from(v)))
+                // Collected straight into the shared slice (one allocation, no copy).
+                Ok(Value::List(
+                    items.iter().map(|i| self.lazy(i, env)).collect(),
+                ))
             }
             Expr::Lambda(def) => Ok(Value::Lambda(Rc::new(Closure {
                 def: def.clone(),
@@ -1117,7 +1114,7 @@ impl Evaluator {
                 self.lazy(&d.value, target)
             };
             if a.rec {
-                inner.slots.borrow_mut().push(v.clone());
+                inner.push(v.clone());
             }
             if want_value {
                 entries.push(Attr {
@@ -1147,7 +1144,7 @@ impl Evaluator {
                 match a.attrs.iter().position(|d| d.name == o.name) {
                     Some(j) => {
                         entries[j] = o.clone();
-                        inner.slots.borrow_mut()[j] = o.value.clone();
+                        inner.set(j, o.value.clone());
                     }
                     None => {
                         entries.push(o.clone());
@@ -1270,7 +1267,9 @@ impl Evaluator {
                         None => {
                             let names: Vec<String> =
                                 a.entries.iter().map(|x| x.name.as_string()).collect();
-                            return Err(EvalError::eval(format!("attribute '{name}' missing"))
+                            // Nix quotes a name that is not a plain identifier.
+                            let shown = print::attr_name_string(&name.bytes());
+                            return Err(EvalError::eval(format!("attribute '{shown}' missing"))
                                 .at(pos)
                                 .with_suggestions(best_matches(&names, &name.as_string())));
                         }

@@ -197,7 +197,6 @@ impl Expr {
             | Expr::WithVar { pos, .. }
             | Expr::Call { pos, .. }
             | Expr::Select { pos, .. }
-            | Expr::HasAttr { pos, .. }
             | Expr::With { pos, .. }
             | Expr::If { pos, .. }
             | Expr::Assert { pos, .. }
@@ -206,6 +205,8 @@ impl Expr {
             | Expr::Concat { pos, .. }
             | Expr::PathConcat { pos, .. }
             | Expr::CurPos(pos) => *pos,
+            // Nix's ExprOpHasAttr reports its operand's position.
+            Expr::HasAttr { e, .. } => e.pos(),
             Expr::Attrs(a) => a.pos,
             Expr::Let { body, .. } => body.pos(),
             Expr::List(_) => Pos::NONE,

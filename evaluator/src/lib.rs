@@ -3,6 +3,7 @@
 //!
 //! Entry point for callers: [`api::evaluate`]. Design notes: `docs/evaluator.md`.
 
+pub mod alloc;
 pub mod api;
 pub mod builtins;
 pub mod error;

@@ -76,6 +76,10 @@ struct Lowerer<'a> {
     scopes: Vec<Scope>,
     /// The source before lone-CR normalisation (same length; for indented strings).
     orig: &'a str,
+    /// The first undefined variable: Nix finds those only when binding variables, after the
+    /// whole file parsed, so any parse-time error (e.g. a duplicate attribute) found later in
+    /// the text is reported instead.
+    undefined: std::cell::RefCell<Option<EvalError>>,
 }
 
 /// Parses and lowers a registered source. The returned expression expects, at run time, an
@@ -119,11 +123,16 @@ pub fn parse_and_lower(ctx: &LowerCtx<'_>, text: &str) -> Result<Rc<Expr>> {
         ctx,
         scopes: Vec::new(),
         orig,
+        undefined: std::cell::RefCell::new(None),
     };
     if !ctx.outer_names.is_empty() {
         l.scopes.push(Scope::names(ctx.outer_names.clone()));
     }
-    l.lower(&expr)
+    let e = l.lower(&expr)?;
+    match l.undefined.into_inner() {
+        Some(err) => Err(err),
+        None => Ok(e),
+    }
 }
 
 fn token_name(kind: SyntaxKind, text: &str) -> String {
@@ -956,11 +965,18 @@ impl<'a> Lowerer<'a> {
                 pos,
             }));
         }
-        Err(EvalError::new(
-            ErrorKind::UndefinedVar,
-            format!("undefined variable '{name}'"),
-        )
-        .at(pos))
+        let mut first = self.undefined.borrow_mut();
+        if first.is_none() {
+            *first = Some(
+                EvalError::new(
+                    ErrorKind::UndefinedVar,
+                    format!("undefined variable '{name}'"),
+                )
+                .at(pos),
+            );
+        }
+        // Never evaluated: the lowering as a whole fails.
+        Ok(Rc::new(Expr::Const(Value::Null)))
     }
 
     // -----------------------------------------------------------------------------------------
@@ -1053,6 +1069,23 @@ impl<'a> Lowerer<'a> {
                 let mut largs = Vec::new();
                 for a in args.iter().rev() {
                     largs.push(self.lower(a)?);
+                }
+                // Nix's `makeCall` appends to a call in function position, even through
+                // parentheses (`(f a) b` is `f a b`, positioned at the inner call; operators
+                // Nix desugars to calls, like `(a - b) c`, too).
+                if let Expr::Call {
+                    f: inner_f,
+                    args: inner_args,
+                    pos: inner_pos,
+                } = &*f
+                {
+                    let mut all = inner_args.to_vec();
+                    all.extend(largs);
+                    return Ok(Rc::new(Expr::Call {
+                        f: inner_f.clone(),
+                        args: all.into_boxed_slice(),
+                        pos: *inner_pos,
+                    }));
                 }
                 Expr::Call {
                     f,
@@ -1427,7 +1460,17 @@ impl<'a> Lowerer<'a> {
     }
 
     fn lower_string(&mut self, s: &ast::Str) -> Result<Expr> {
-        let pos = self.pos_of(s.syntax());
+        let mut pos = self.pos_of(s.syntax());
+        // Nix's `"…"` with interpolations is positioned at its first part (just inside the
+        // quote); an indented string `''…''` at its opening quotes.
+        let mut elems = s.syntax().children_with_tokens();
+        if let Some(open) = elems.next()
+            && open.as_token().is_some_and(|t| t.text() == "\"")
+            && let Some(first) = elems.next()
+            && first.as_token().is_none_or(|t| t.text() != "\"")
+        {
+            pos = self.pos_off(first.text_range().start());
+        }
         self.check_nul(s)?;
         let parts = string_parts(s, Some(self.orig));
         let mut out: Vec<(Pos, Rc<Expr>)> = Vec::new();

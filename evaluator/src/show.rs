@@ -24,30 +24,50 @@ pub fn show(e: &ast::Expr) -> String {
     s
 }
 
-fn attr_text(a: &ast::Attr) -> String {
+/// The name of a string without interpolations (None if it interpolates).
+fn plain_string(s: &ast::Str) -> Option<String> {
+    let mut name = String::new();
+    for p in s.normalized_parts() {
+        match p {
+            ast::InterpolPart::Literal(l) => name.push_str(&l),
+            ast::InterpolPart::Interpolation(_) => return None,
+        }
+    }
+    Some(name)
+}
+
+/// The shown name of a static attribute: an identifier, a string without interpolations, or
+/// (as Nix's parser turns it into a static name) `${"…"}` of such a string.
+fn static_attr(a: &ast::Attr) -> Option<String> {
     match a {
-        ast::Attr::Ident(i) => i.syntax().text().to_string(),
-        ast::Attr::Str(s) => {
-            let parts = s.normalized_parts();
-            if parts
-                .iter()
-                .any(|p| matches!(p, ast::InterpolPart::Interpolation(_)))
-            {
-                format!("\"${{{}}}\"", show(&ast::Expr::Str(s.clone())))
-            } else {
-                let mut name = String::new();
-                for p in parts {
-                    if let ast::InterpolPart::Literal(l) = p {
-                        name.push_str(&l);
-                    }
+        ast::Attr::Ident(i) => Some(i.syntax().text().to_string()),
+        ast::Attr::Str(s) => plain_string(s).map(|n| crate::print::attr_name_string(n.as_bytes())),
+        ast::Attr::Dynamic(d) => {
+            let mut e = d.expr()?;
+            while let ast::Expr::Paren(p) = &e {
+                e = p.expr()?;
+            }
+            match &e {
+                ast::Expr::Str(s) => {
+                    plain_string(s).map(|n| crate::print::attr_name_string(n.as_bytes()))
                 }
-                crate::print::attr_name_string(name.as_bytes())
+                _ => None,
             }
         }
+    }
+}
+
+fn attr_text(a: &ast::Attr) -> String {
+    if let Some(n) = static_attr(a) {
+        return n;
+    }
+    match a {
+        ast::Attr::Str(s) => format!("\"${{{}}}\"", show(&ast::Expr::Str(s.clone()))),
         ast::Attr::Dynamic(d) => match d.expr() {
             Some(e) => format!("\"${{{}}}\"", show(&e)),
             None => String::new(),
         },
+        ast::Attr::Ident(_) => String::new(),
     }
 }
 
@@ -63,6 +83,7 @@ fn attrpath(p: Option<ast::Attrpath>) -> String {
 
 fn bindings(n: &impl HasEntry, out: &mut String) {
     let mut plain: Vec<(String, String)> = Vec::new();
+    let mut dynamic: Vec<(String, String)> = Vec::new();
     let mut inherits: Vec<String> = Vec::new();
     let mut froms: Vec<(String, Vec<String>)> = Vec::new();
     for e in n.entries() {
@@ -80,7 +101,16 @@ fn bindings(n: &impl HasEntry, out: &mut String) {
             }
             ast::Entry::AttrpathValue(av) => {
                 let v = av.value().map(|v| show(&v)).unwrap_or_default();
-                plain.push((attrpath(av.attrpath()), v));
+                // Dynamic attributes are shown after the static ones, in source order.
+                let is_dynamic = av
+                    .attrpath()
+                    .and_then(|p| p.attrs().next())
+                    .is_some_and(|a| static_attr(&a).is_none());
+                if is_dynamic {
+                    dynamic.push((attrpath(av.attrpath()), v));
+                } else {
+                    plain.push((attrpath(av.attrpath()), v));
+                }
             }
         }
     }
@@ -102,7 +132,7 @@ fn bindings(n: &impl HasEntry, out: &mut String) {
         }
         out.push_str("; ");
     }
-    for (k, v) in plain {
+    for (k, v) in plain.into_iter().chain(dynamic) {
         out.push_str(&format!("{k} = {v}; "));
     }
 }

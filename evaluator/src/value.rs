@@ -156,8 +156,9 @@ pub type NativeThunk = Rc<dyn Fn(&mut crate::eval::Evaluator) -> Result<Value, E
 pub enum ThunkState {
     /// Not evaluated yet: an expression in an environment.
     Pending(Rc<Expr>, Rc<Env>),
-    /// Not evaluated yet: apply a function to an argument.
-    Apply(Value, Value, Pos),
+    /// Not evaluated yet: apply a function to an argument (no call-site position: builtins'
+    /// lazy results are called from no position, as in Nix).
+    Apply(Value, Value),
     /// Not evaluated yet: native code.
     Native(NativeThunk),
     /// Being evaluated (forcing it again is infinite recursion).
@@ -217,57 +218,96 @@ impl Thunk {
 pub type Slots = smallvec::SmallVec<[Value; 2]>;
 
 /// A runtime environment frame: one per scope (let, rec attrs, lambda call, with).
-#[derive(Debug)]
+///
+/// The slots live in an `UnsafeCell` instead of a `RefCell` (frames are the most allocated
+/// objects; the borrow flag cost 16 bytes per frame and a check per variable read). Soundness
+/// rests on this module's rule: no reference into the slots ever leaves an `Env` method, and no
+/// method runs evaluator code (or drops a value) while it holds one, so no two accesses overlap.
 pub struct Env {
     pub parent: Option<Rc<Env>>,
-    pub slots: RefCell<Slots>,
+    slots: std::cell::UnsafeCell<Slots>,
+}
+
+impl std::fmt::Debug for Env {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Env({} slots)", self.len())
+    }
 }
 
 impl Env {
+    fn with_slots(parent: Option<Rc<Env>>, slots: Slots) -> Env {
+        Env {
+            parent,
+            slots: std::cell::UnsafeCell::new(slots),
+        }
+    }
     /// A frame whose slots are all known at creation (no cycle possible through it).
     pub fn new_filled(parent: Option<Rc<Env>>, slots: Vec<Value>) -> Rc<Env> {
-        Rc::new(Env {
-            parent,
-            slots: RefCell::new(Slots::from_vec(slots)),
-        })
+        Rc::new(Env::with_slots(parent, Slots::from_vec(slots)))
     }
     /// A one-slot frame known at creation (lambda argument, `with`).
     pub fn new_one(parent: Option<Rc<Env>>, v: Value) -> Rc<Env> {
         let mut slots = Slots::new();
         slots.push(v);
-        Rc::new(Env {
-            parent,
-            slots: RefCell::new(slots),
-        })
+        Rc::new(Env::with_slots(parent, slots))
     }
     /// A frame whose slots are filled after creation (may take part in a cycle): registered.
     pub fn new_recursive(parent: Option<Rc<Env>>, capacity: usize) -> Rc<Env> {
-        let e = Rc::new(Env {
-            parent,
-            slots: RefCell::new(Slots::with_capacity(capacity)),
-        });
+        let e = Rc::new(Env::with_slots(parent, Slots::with_capacity(capacity)));
         region::register_env(&e);
         e
     }
     /// A frame filled after creation whose slots can never refer back to it: not registered.
     pub fn new_unregistered(parent: Option<Rc<Env>>, capacity: usize) -> Rc<Env> {
-        Rc::new(Env {
-            parent,
-            slots: RefCell::new(Slots::with_capacity(capacity)),
-        })
+        Rc::new(Env::with_slots(parent, Slots::with_capacity(capacity)))
     }
+    /// The value in `slot` (`null` if it is not filled yet).
     #[inline]
     pub fn get(&self, slot: usize) -> Value {
-        self.slots
-            .borrow()
-            .get(slot)
-            .cloned()
-            .unwrap_or(Value::Null)
+        self.try_get(slot).unwrap_or(Value::Null)
+    }
+    /// The value in `slot`, if it is filled.
+    #[inline]
+    pub fn try_get(&self, slot: usize) -> Option<Value> {
+        // SAFETY: see the type's docs; the shared reference ends before this returns and
+        // `Value::clone` only bumps a reference count.
+        unsafe { (&*self.slots.get()).get(slot).cloned() }
+    }
+    /// Number of filled slots.
+    #[inline]
+    pub fn len(&self) -> usize {
+        // SAFETY: see the type's docs.
+        unsafe { (&*self.slots.get()).len() }
+    }
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+    /// Fills the next slot.
+    #[inline]
+    pub fn push(&self, v: Value) {
+        // SAFETY: see the type's docs; `push` neither runs evaluator code nor drops a value.
+        unsafe { (&mut *self.slots.get()).push(v) }
+    }
+    /// Overwrites a filled slot (the old value is dropped after the slots are released).
+    pub fn set(&self, slot: usize, v: Value) {
+        // SAFETY: see the type's docs.
+        let old = unsafe {
+            match (&mut *self.slots.get()).get_mut(slot) {
+                Some(s) => std::mem::replace(s, v),
+                None => v,
+            }
+        };
+        drop(old);
+    }
+    /// Empties the frame, returning its values (dropped by the caller, outside the frame).
+    pub fn take_slots(&self) -> Slots {
+        // SAFETY: see the type's docs.
+        unsafe { std::mem::take(&mut *self.slots.get()) }
     }
 }
 
 /// A Nix value.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub enum Value {
     Null,
     Bool(bool),
@@ -281,6 +321,28 @@ pub enum Value {
     PrimOp(Rc<PrimOp>),
     PrimOpApp(Rc<PrimOpApp>),
     Thunk(Rc<Thunk>),
+}
+
+// Written out (not derived) so that it is inlined: cloning values is the evaluator's most
+// frequent operation, and an out-of-line call cost more than the reference count it bumps.
+impl Clone for Value {
+    #[inline(always)]
+    fn clone(&self) -> Value {
+        match self {
+            Value::Null => Value::Null,
+            Value::Bool(b) => Value::Bool(*b),
+            Value::Int(i) => Value::Int(*i),
+            Value::Float(f) => Value::Float(*f),
+            Value::String(s) => Value::String(Rc::clone(s)),
+            Value::Path(p) => Value::Path(Rc::clone(p)),
+            Value::Attrs(a) => Value::Attrs(Rc::clone(a)),
+            Value::List(l) => Value::List(Rc::clone(l)),
+            Value::Lambda(c) => Value::Lambda(Rc::clone(c)),
+            Value::PrimOp(p) => Value::PrimOp(Rc::clone(p)),
+            Value::PrimOpApp(p) => Value::PrimOpApp(Rc::clone(p)),
+            Value::Thunk(t) => Value::Thunk(Rc::clone(t)),
+        }
+    }
 }
 
 impl Value {
@@ -304,7 +366,8 @@ impl Value {
     }
     /// A thunk applying `f` to `arg` when forced.
     pub fn apply_thunk(f: Value, arg: Value, pos: Pos) -> Value {
-        Value::Thunk(Thunk::new(ThunkState::Apply(f, arg, pos)))
+        let _ = pos;
+        Value::Thunk(Thunk::new(ThunkState::Apply(f, arg)))
     }
     pub fn native_thunk(f: NativeThunk) -> Value {
         Value::Thunk(Thunk::new(ThunkState::Native(f)))
@@ -424,10 +487,8 @@ pub mod region {
         }
         let mut env_garbage = Vec::new();
         for w in &envs {
-            if let Some(e) = w.upgrade()
-                && let Ok(mut s) = e.slots.try_borrow_mut()
-            {
-                env_garbage.push(std::mem::take(&mut *s));
+            if let Some(e) = w.upgrade() {
+                env_garbage.push(e.take_slots());
             }
         }
         drop(garbage);

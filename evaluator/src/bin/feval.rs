@@ -9,7 +9,7 @@ use flaked_eval::api::{EvalRequest, EvalSettings, EvalSource, OutputFormat, eval
 /// The evaluator allocates many small short-lived objects (thunks, frames, attribute vectors);
 /// mimalloc serves and frees them markedly faster than the system allocator.
 #[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+static GLOBAL: flaked_eval::alloc::MiMalloc = flaked_eval::alloc::MiMalloc;
 
 fn main() {
     let mut source = None;

@@ -210,7 +210,10 @@ fn round(
     ctx: &'static str,
     op: fn(f64) -> f64,
 ) -> Result<Value> {
-    let v = ev.force(&args[0], pos)?;
+    // Nix's forceFloat: the context frame is added to any error, forcing errors included.
+    let v = ev
+        .force(&args[0], pos)
+        .map_err(|e| e.with_trace(pos, ctx))?;
     if let Value::Int(i) = v {
         return Ok(Value::Int(i));
     }

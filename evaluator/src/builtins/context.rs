@@ -208,6 +208,21 @@ fn prim_append_context(ev: &mut Evaluator, pos: Pos, args: &[Value]) -> Result<V
                 EvalError::eval(format!("context key '{name}' is not a store path")).at(i.pos),
             );
         }
+        // Nix (not in read-only mode) ensures the path is valid before reading its value; with
+        // no substituters that is a plain (uncatchable, position-less) error.
+        let store = crate::store_path::open_store(&store_dir)?;
+        let sp = store
+            .store_dir()
+            .parse(&name)
+            .map_err(crate::store_path::store_err)?;
+        if !store
+            .is_valid_path(&sp)
+            .map_err(crate::store_path::store_err)?
+        {
+            return Err(EvalError::eval(format!(
+                "path '{name}' does not exist and cannot be created"
+            )));
+        }
         let inner = ev.force_attrs(
             &i.value,
             i.pos,

@@ -92,7 +92,8 @@ fn prim_map(ev: &mut Evaluator, pos: Pos, args: &[Value]) -> Result<Value> {
         pos,
         "while evaluating the first argument passed to builtins.map",
     )?;
-    Ok(Value::list(
+    // Collected straight into the shared slice (one allocation, no copy).
+    Ok(Value::List(
         l.iter()
             .map(|x| Value::apply_thunk(f.clone(), x.clone(), Pos::NONE))
             .collect(),
@@ -178,7 +179,8 @@ fn prim_gen_list(ev: &mut Evaluator, pos: Pos, args: &[Value]) -> Result<Value> 
         Pos::NONE,
         "while evaluating the first argument passed to builtins.genList",
     )?;
-    Ok(Value::list(
+    // Collected straight into the shared slice (one allocation, no copy).
+    Ok(Value::List(
         (0..n)
             .map(|i| Value::apply_thunk(f.clone(), Value::Int(i), Pos::NONE))
             .collect(),

@@ -6,7 +6,7 @@
 use std::path::Path;
 
 use flaked_store::hash::HashAlgo;
-use flaked_store::nar::{FileKind, FilterAborted};
+use flaked_store::nar::{self, FileKind, FilterAborted, NarHasher};
 use flaked_store::store_path::FileIngestionMethod;
 
 use crate::builtins::Registry;
@@ -71,6 +71,12 @@ pub fn copy_path_to_store(ev: &mut Evaluator, path: &str, _pos: Pos) -> Result<S
         name
     };
     let store = store_path::open_store(&ev.config.store_dir)?;
+    // As Nix's LocalStore does: hash first and write only if the path is not valid yet, so
+    // re-evaluating an unchanged tree reads it but creates no files.
+    if let Some(sp) = existing_source_path(&store, path, &name) {
+        ev.src_to_store.insert(path.to_string(), sp.clone());
+        return Ok(sp);
+    }
     let added = store
         .add_path(
             Path::new(path),
@@ -83,6 +89,33 @@ pub fn copy_path_to_store(ev: &mut Evaluator, path: &str, _pos: Pos) -> Result<S
     let sp = store.store_dir().print(&added.path);
     ev.src_to_store.insert(path.to_string(), sp.clone());
     Ok(sp)
+}
+
+/// The store path `path` (copied recursively, SHA-256) would get, if it is already valid.
+/// Any failure (unreadable tree, store error) yields `None`: the caller then copies as usual and
+/// reports that copy's error.
+fn existing_source_path(
+    store: &flaked_store::local::LocalStore,
+    path: &str,
+    name: &str,
+) -> Option<String> {
+    let mut hasher = NarHasher::new(HashAlgo::Sha256);
+    nar::dump_path(Path::new(path), &mut hasher, None).ok()?;
+    let (hash, _) = hasher.finish();
+    let dir = store.store_dir();
+    let sp = dir
+        .make_fixed_output_path(
+            FileIngestionMethod::Recursive,
+            &hash,
+            name,
+            &Default::default(),
+        )
+        .ok()?;
+    store
+        .is_valid_path(&sp)
+        .ok()
+        .filter(|valid| *valid)
+        .map(|_| dir.print(&sp))
 }
 
 /// Nix's `coerceToPath` as used by `realisePath`: a path value or an absolute string.
