@@ -8,11 +8,14 @@
 #               XDG_CONFIG_HOME = "<copy>-config", outside the flake's tree (setup.sh may write it)
 #   setup.sh    run with `sh` in the copy before the first step (creates Git repositories at run
 #               time: no .git directory is committed), with a fixed Git identity and dates
+#   tz          a time zone name: every step runs with TZ set to it (the test runs such layouts
+#               in a child process with that TZ)
 #   cases       the steps, one per line: `ID COMMAND ARGS…` (default: `1 lock` and
 #               `2 eval --json .#x`). Commands: lock [--update-input P] [--override-input P REF]
 #               [--recreate-lock-file] | update [INPUT…] | eval [--json|--raw]
 #               [--no-write-lock-file] INSTALLABLE | metadata (--json) | show [--all-systems]
-#               (--json) | metadata-text | show-text [--all-systems] (without --json) | expr [FLAGS] :: EXPRESSION (`nix eval FLAGS --expr EXPRESSION` in the
+#               [--legacy] (--json) | metadata-text | show-text [--all-systems] [--legacy]
+#               (without --json) | expr [FLAGS] :: EXPRESSION (`nix eval FLAGS --expr EXPRESSION` in the
 #               copy) | sh CMD (mutates the copy; its output is not recorded).
 # For every step except `sh`, expected/ID.{out,err,rc} hold stdout, stderr and the exit code, and
 # expected/ID.lock the flake.lock bytes after the step (absent: no lock file).
@@ -529,6 +532,90 @@ mk outputs-throw cases <<'N'
 2 eval --json .#y.b
 N
 
+mk show-legacy flake.nix <<'N'
+{ description = "legacyPackages";
+  outputs = { self }: let
+    drv = name: derivation { inherit name; system = "x86_64-linux"; builder = "/bin/sh"; };
+  in {
+    legacyPackages.x86_64-linux = {
+      hello = drv "hello";
+      described = drv "described" // { meta.description = "has a description"; };
+      nested = { deep = drv "deep"; };
+      str = "a string";
+      broken = throw "boom";
+      badName = drv "x" // { name = 5; };
+      badType = { type = 3; };
+    };
+    legacyPackages.aarch64-linux.hello = drv "hello-arm";
+    legacyPackages.x86_64-darwin = throw "no darwin";
+    legacyPackages.armv7l-linux = { type = 3; foo = drv "foo"; };
+    legacyPackages.i686-linux = { };
+    packages.x86_64-linux.default = drv "default";
+  }; }
+N
+mk show-legacy cases <<'N'
+1 show-text --legacy
+2 show --legacy
+3 show-text --legacy --all-systems
+4 show --legacy --all-systems
+5 show-text
+6 show
+N
+
+mk show-legacy-throw flake.nix <<'N'
+{ outputs = { self }: { legacyPackages = throw "no legacy"; packages.x86_64-linux = { }; }; }
+N
+mk show-legacy-throw cases <<'N'
+1 show-text --legacy
+2 show --legacy
+N
+
+mk show-bad-type flake.nix <<'N'
+{ outputs = { self }: { packages.x86_64-linux.foo = { type = 3; }; }; }
+N
+mk show-bad-type cases <<'N'
+1 show-text
+2 show
+N
+
+# Git submodules (`?submodules=1`): the submodule's source is an untracked repository inside the
+# work tree (invisible to the flake), added with a relative URL.
+mk git-submodules flake.nix <<'N'
+{ outputs = { self }: { x = builtins.readFile ./sub/s.txt; y = builtins.pathExists ./sub/d/y; z = builtins.pathExists ./sub; }; }
+N
+mk git-submodules setup.sh <<'N'
+mkdir .subsrc && (cd .subsrc && git init -q -b main && echo "from the submodule" > s.txt && mkdir d && echo y > d/y && git add s.txt d/y && git commit -q -m sub) && git init -q -b main . && git -c protocol.file.allow=always submodule add -q ./.subsrc sub && git add flake.nix && git commit -q -m init
+N
+mk git-submodules cases <<'N'
+1 eval --json .?submodules=1#x
+2 metadata .?submodules=1
+3 eval --json .?submodules=1#y
+4 eval --json .?submodules=1&ref=main#x
+5 metadata .?submodules=1&ref=main
+6 eval --json .#y
+7 eval --json .#z
+8 sh echo changed > sub/s.txt
+9 eval --json .?submodules=1#x
+10 metadata .?submodules=1
+N
+
+# A layout with a `tz` file runs every step with TZ set to its contents: the flake's own "Last
+# modified" is local time in Nix (the Git fixture commits at 1500000000 = 2017-07-14 02:40 UTC,
+# the day before in Los Angeles), the dates of inputs are UTC.
+mk metadata-local-time flake.nix <<'N'
+{ description = "local time"; outputs = { self }: { x = self.lastModifiedDate; }; }
+N
+mk metadata-local-time setup.sh <<'N'
+git init -q -b main . && git add flake.nix && git commit -q -m init
+N
+printf 'America/Los_Angeles\n' > "$OUT/metadata-local-time/tz"
+mk metadata-local-time cases <<'N'
+1 lock
+2 metadata-text
+3 metadata
+4 eval --json .#x
+N
+
 scrub() { # $1 = copy's path
   sed -e 's#\x1b\[[0-9;]*[A-Za-z]##g' \
       -e "s#$1#FLAKE#g" \
@@ -544,7 +631,8 @@ for d in "$OUT"/*/; do
   name=$(basename "$d")
   work=$(mktemp -d /tmp/flake-golden.XXXXXX)
   tmp=$(mktemp -d /tmp/flake-golden-out.XXXXXX)
-  (cd "$d" && tar --exclude=./cases --exclude=./setup.sh --exclude=./input.lock -cf - .) | (cd "$work" && tar xf -)
+  (cd "$d" && tar --exclude=./cases --exclude=./setup.sh --exclude=./input.lock --exclude=./tz -cf - .) | (cd "$work" && tar xf -)
+  tz=; [ -f "$d/tz" ] && tz=$(cat "$d/tz")
   [ -f "$d/input.lock" ] && cp "$d/input.lock" "$work/flake.lock"
   mkdir -p "$work-config"
   [ -f "$d/setup.sh" ] && (cd "$work" && HOME=$work XDG_CONFIG_HOME=$work-config sh "$d/setup.sh" >/dev/null 2>&1)
@@ -566,7 +654,7 @@ for d in "$OUT"/*/; do
       *) echo "unknown step '$cmd' in $name" >&2; exit 1 ;;
     esac
     rc=0
-    (cd "$work" && XDG_CONFIG_HOME=$work-config "$NIX" "${args[@]}" >"$tmp/out" 2>"$tmp/err") || rc=$?
+    (cd "$work" && if [ -n "$tz" ]; then export TZ=$tz; fi && XDG_CONFIG_HOME=$work-config "$NIX" "${args[@]}" >"$tmp/out" 2>"$tmp/err") || rc=$?
     scrub "$work" < "$tmp/out" > "$d/expected/$id.out"
     scrub "$work" < "$tmp/err" > "$d/expected/$id.err"
     echo "$rc" > "$d/expected/$id.rc"

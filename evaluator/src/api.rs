@@ -569,3 +569,41 @@ pub fn flake_show(
         Ok(out.into_bytes())
     })
 }
+
+/// The options of `nix flake show`.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct FlakeShowOptions {
+    /// `--json`.
+    pub json: bool,
+    /// `--all-systems`: outputs of every system, not only `settings.system`'s.
+    pub all_systems: bool,
+    /// `--legacy`: the contents of `legacyPackages` (derivations at most two levels below a
+    /// system; errors inside are ignored, as in Nix).
+    pub legacy: bool,
+}
+
+/// `nix flake show` with all its options (`flake_show` is this without `--legacy`). With
+/// `json`, the "omitted" notes go to `stderr` as Nix's warnings.
+#[allow(clippy::result_large_err)]
+pub fn flake_show_with(
+    flake_ref: &str,
+    settings: &EvalSettings,
+    options: &FlakeShowOptions,
+) -> Result<EvalOutput, Diagnostic> {
+    let r = flake_ref.to_string();
+    let fs = flake_settings(settings, &LockOptions::default()).map_err(|e| to_diagnostic(&e))?;
+    let opts = crate::flake::commands::ShowOptions {
+        system: settings.system.clone(),
+        all_systems: options.all_systems,
+        legacy: options.legacy,
+    };
+    let json = options.json;
+    with_evaluator(settings, move |ev| {
+        let opened = crate::flake::warm::open_flake(ev, &r, &fs)?;
+        ev.stderr.extend(opened.locked.warnings.iter().cloned());
+        let (out, warnings) =
+            crate::flake::commands::show(ev, &opened.locked, &opened.outputs, &opts, json)?;
+        ev.stderr.extend(warnings);
+        Ok(out.into_bytes())
+    })
+}

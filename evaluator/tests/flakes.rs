@@ -14,8 +14,8 @@ use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
 use flaked_eval::api::{
-    EvalRequest, EvalSettings, EvalSource, LockOptions, OutputFormat, WarmFlake, evaluate,
-    flake_lock, flake_metadata, flake_show,
+    EvalRequest, EvalSettings, EvalSource, FlakeShowOptions, LockOptions, OutputFormat, WarmFlake,
+    evaluate, flake_lock, flake_metadata, flake_show, flake_show_with,
 };
 
 struct Env {
@@ -115,7 +115,7 @@ fn copy_dir(from: &Path, to: &Path, top: bool) {
         if top
             && matches!(
                 name.as_str(),
-                "expected" | "cases" | "setup.sh" | "input.lock"
+                "expected" | "cases" | "setup.sh" | "input.lock" | "tz"
             )
         {
             continue;
@@ -375,6 +375,15 @@ fn run_step(work: &Path, cmd: &str, args: &[&str], expr: Option<&str>) -> Answer
         }
         "metadata" => answer(flake_metadata(flake_ref, &s, true)),
         "metadata-text" => answer(flake_metadata(flake_ref, &s, false)),
+        "show" | "show-text" if args.contains(&"--legacy") => answer(flake_show_with(
+            flake_ref,
+            &s,
+            &FlakeShowOptions {
+                json: cmd == "show",
+                all_systems: args.contains(&"--all-systems"),
+                legacy: true,
+            },
+        )),
         "show" => answer(flake_show(
             flake_ref,
             &s,
@@ -495,14 +504,23 @@ fn not_yet_passing() -> Vec<String> {
         .collect()
 }
 
+/// The time zone a layout's steps run in (its `tz` file), if any.
+fn layout_tz(dir: &Path) -> Option<String> {
+    read_opt(&dir.join("tz")).map(|s| s.trim().to_string())
+}
+
 #[test]
 fn flake_layouts_agree_with_nix() {
     let dirs = layouts();
     assert!(dirs.len() >= 25, "expected at least 25 layouts");
     let only = std::env::var("FLAKED_FLAKE_LAYOUT").ok();
+    // A layout with a time zone runs only in a process whose TZ is that zone (the C library
+    // reads TZ once per process): `layouts_with_a_time_zone_agree_with_nix` starts one.
+    let tz = std::env::var("TZ").ok();
     let failures: Vec<String> = dirs
         .iter()
         .filter(|d| only.as_deref().is_none_or(|o| d.ends_with(o)))
+        .filter(|d| layout_tz(d).is_none_or(|z| tz.as_deref() == Some(z.as_str())))
         .flat_map(|d| run_layout(d))
         .collect();
     let known = not_yet_passing();
@@ -537,6 +555,42 @@ fn flake_layouts_agree_with_nix() {
             .collect::<Vec<_>>()
             .join("\n")
     );
+}
+
+/// Layouts with a `tz` file (the flake's own "Last modified" is local time in Nix) run in a
+/// child process of this test binary with TZ set to their zone.
+#[test]
+fn layouts_with_a_time_zone_agree_with_nix() {
+    let zoned: Vec<(PathBuf, String)> = layouts()
+        .into_iter()
+        .filter_map(|d| layout_tz(&d).map(|z| (d, z)))
+        .collect();
+    assert!(!zoned.is_empty(), "expected a layout with a time zone");
+    let exe = std::env::current_exe().expect("the test binary");
+    for (dir, zone) in zoned {
+        let name = dir
+            .file_name()
+            .expect("name")
+            .to_string_lossy()
+            .into_owned();
+        let out = std::process::Command::new(&exe)
+            .args([
+                "--exact",
+                "flake_layouts_agree_with_nix",
+                "--test-threads",
+                "1",
+            ])
+            .env("TZ", &zone)
+            .env("FLAKED_FLAKE_LAYOUT", &name)
+            .output()
+            .expect("run the test binary");
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success() && stdout.contains("1 passed"),
+            "layout {name} in TZ={zone}:\n{stdout}\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
 }
 
 /// A warm flake answers like a one-shot evaluation, does not evaluate an attribute twice (a
@@ -672,4 +726,218 @@ fn warm_flakes_are_send_and_sync() {
     }
     drop(warm);
     let _ = std::fs::remove_dir_all(&work);
+}
+
+/// A loopback HTTP server for tarball inputs: `/NAME` serves `files[NAME]`; a name starting
+/// with `cut-` announces the whole file but sends only its first half, then closes.
+fn serve_files(files: std::collections::HashMap<String, Vec<u8>>) -> u16 {
+    use std::io::{BufRead, BufReader, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind loopback");
+    let port = listener.local_addr().expect("addr").port();
+    let files = std::sync::Arc::new(files);
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { continue };
+            let files = files.clone();
+            std::thread::spawn(move || {
+                let mut reader = BufReader::new(stream.try_clone().expect("clone"));
+                let mut line = String::new();
+                if reader.read_line(&mut line).unwrap_or(0) == 0 {
+                    return;
+                }
+                let path = line.split_whitespace().nth(1).unwrap_or("/").to_string();
+                loop {
+                    let mut h = String::new();
+                    if reader.read_line(&mut h).unwrap_or(0) == 0 || h == "\r\n" {
+                        break;
+                    }
+                }
+                let name = path.trim_start_matches('/');
+                match files.get(name) {
+                    Some(body) => {
+                        let sent = if name.starts_with("cut-") {
+                            &body[..body.len() / 2]
+                        } else {
+                            &body[..]
+                        };
+                        let _ = write!(
+                            stream,
+                            "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+                            body.len()
+                        );
+                        let _ = stream.write_all(sent);
+                    }
+                    None => {
+                        let _ = write!(
+                            stream,
+                            "HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+                        );
+                    }
+                }
+                let _ = stream.flush();
+                let _ = stream.shutdown(std::net::Shutdown::Both);
+            });
+        }
+    });
+    port
+}
+
+/// Every file name under `dir` (recursively), for "was it written anywhere" checks.
+fn all_names(dir: &Path, out: &mut Vec<String>) {
+    let Ok(rd) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for e in rd.flatten() {
+        out.push(e.file_name().to_string_lossy().into_owned());
+        if e.file_type().is_ok_and(|t| t.is_dir()) {
+            all_names(&e.path(), out);
+        }
+    }
+}
+
+/// Tarball inputs end to end through the facade against a loopback server: locking records
+/// the tree's narHash and the value is read from the store; a narHash in flake.lock that the
+/// download does not have is an error showing both hashes (flake.lock untouched); a server that
+/// fails mid-download is a clear error that leaves nothing in the store, the fetcher cache or
+/// flake.lock.
+#[test]
+fn tarball_inputs_over_loopback_http() {
+    let base = env().base.join("tarball-http");
+    let _ = std::fs::remove_dir_all(&base);
+    let src = base.join("src/data");
+    std::fs::create_dir_all(&src).expect("create source");
+    std::fs::write(src.join("hello.txt"), "hello over http\n").expect("write");
+    std::fs::write(src.join("half-written-marker.txt"), "z".repeat(300_000)).expect("write");
+    let tgz = base.join("data.tar.gz");
+    let st = std::process::Command::new("tar")
+        .arg("czf")
+        .arg(&tgz)
+        .arg("-C")
+        .arg(base.join("src"))
+        .arg("data")
+        .status()
+        .expect("run tar");
+    assert!(st.success());
+    let bytes = std::fs::read(&tgz).expect("read tarball");
+    let port = serve_files(
+        [
+            ("data.tar.gz".to_string(), bytes.clone()),
+            ("cut-data.tar.gz".to_string(), bytes),
+        ]
+        .into_iter()
+        .collect(),
+    );
+    let flake = |dir: &str, file: &str| -> PathBuf {
+        let work = base.join(dir);
+        std::fs::create_dir_all(&work).expect("create flake");
+        std::fs::write(
+            work.join("flake.nix"),
+            format!(
+                "{{ inputs.t = {{ url = \"http://127.0.0.1:{port}/{file}\"; flake = false; }};\n  \
+                 outputs = {{ self, t }}: {{ x = builtins.readFile (t + \"/hello.txt\"); }}; }}\n"
+            ),
+        )
+        .expect("write flake");
+        work
+    };
+    let eval_x = |work: &Path| {
+        evaluate(&EvalRequest {
+            source: EvalSource::Installable(".#x".into()),
+            attr_path: None,
+            output: OutputFormat::Json,
+            settings: settings(work),
+        })
+    };
+
+    // Locking downloads, unpacks and pins the tree.
+    let good = flake("good", "data.tar.gz");
+    flake_lock(".", &settings(&good), &LockOptions::default()).expect("lock");
+    let lock = std::fs::read_to_string(good.join("flake.lock")).expect("lock written");
+    assert!(lock.contains("\"type\": \"tarball\""), "{lock}");
+    let nar_hash = lock
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("\"narHash\": \""))
+        .map(|h| h.trim_end_matches(['"', ',']).to_string())
+        .expect("a narHash in flake.lock");
+    let out = eval_x(&good).expect("eval");
+    assert_eq!(out.stdout, b"\"hello over http\\n\"\n");
+
+    // A wrong narHash in flake.lock: both hashes shown (a locked input is final, so the message
+    // is Nix's `checkLocks` one for final inputs), the lock file left as it was.
+    let wrong = "sha256-AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=";
+    let pinned = flake("pinned", "data.tar.gz");
+    let bad_lock = lock.replace(&nar_hash, wrong);
+    std::fs::write(pinned.join("flake.lock"), &bad_lock).expect("write lock");
+    let fresh_cache = base.join("fresh-cache");
+    let mut s = settings(&pinned);
+    s.flake_cache_dir = Some(fresh_cache.clone());
+    let d = evaluate(&EvalRequest {
+        source: EvalSource::Installable(".#x".into()),
+        attr_path: None,
+        output: OutputFormat::Json,
+        settings: s,
+    })
+    .expect_err("narHash mismatch");
+    assert!(
+        d.rendered.contains(&format!(
+            "while fetching the input 'http://127.0.0.1:{port}/data.tar.gz?narHash="
+        )) && d
+            .rendered
+            .contains("error: mismatch in field 'narHash' of input '{")
+            && d.rendered.contains(&format!("\"narHash\":\"{wrong}\""))
+            && d.rendered.contains(&format!("\"narHash\":\"{nar_hash}\"")),
+        "{}",
+        d.rendered
+    );
+    assert_eq!(
+        std::fs::read_to_string(pinned.join("flake.lock")).expect("lock"),
+        bad_lock
+    );
+
+    // A server failing mid-download.
+    let cut = flake("cut", "cut-data.tar.gz");
+    let cut_cache = base.join("cut-cache");
+    let mut s = settings(&cut);
+    s.flake_cache_dir = Some(cut_cache.clone());
+    let mut before = Vec::new();
+    all_names(Path::new(&env().store_dir), &mut before);
+    let d = flake_lock(".", &s, &LockOptions::default()).expect_err("truncated download");
+    assert!(
+        d.rendered.contains(&format!(
+            "unable to download 'http://127.0.0.1:{port}/cut-data.tar.gz': "
+        )),
+        "{}",
+        d.rendered
+    );
+    assert!(
+        !cut.join("flake.lock").exists(),
+        "no lock file for a failed fetch"
+    );
+    let mut names = Vec::new();
+    all_names(&cut_cache, &mut names);
+    assert!(
+        !names
+            .iter()
+            .any(|n| n == "half-written-marker.txt" || n == "hello.txt"),
+        "partial download in the fetcher cache: {names:?}"
+    );
+    let tmp: Vec<_> = std::fs::read_dir(cut_cache.join("fetchers/tmp"))
+        .map(|d| d.flatten().collect())
+        .unwrap_or_default();
+    assert!(tmp.is_empty(), "temporary files left: {tmp:?}");
+    let mut after = Vec::new();
+    all_names(Path::new(&env().store_dir), &mut after);
+    let marker_before = before
+        .iter()
+        .filter(|n| *n == "half-written-marker.txt")
+        .count();
+    let marker_after = after
+        .iter()
+        .filter(|n| *n == "half-written-marker.txt")
+        .count();
+    assert_eq!(
+        marker_before, marker_after,
+        "a partial tree reached the store"
+    );
+    let _ = std::fs::remove_dir_all(&base);
 }

@@ -5,7 +5,7 @@
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
@@ -145,14 +145,15 @@ fn settings(cache: &Path, server: &Server) -> FetchSettings {
     st
 }
 
+/// No temporary file, no tree and no recorded fact (a fact would make a later fetch trust a
+/// download that never completed).
 fn cache_is_clean(cache: &Path) -> bool {
-    let tmp: Vec<PathBuf> = std::fs::read_dir(cache.join("fetchers/tmp"))
-        .map(|d| d.filter_map(|e| e.ok().map(|e| e.path())).collect())
-        .unwrap_or_default();
-    let trees = std::fs::read_dir(cache.join("fetchers/trees"))
-        .map(|d| d.count())
-        .unwrap_or(0);
-    tmp.is_empty() && trees == 0
+    let count = |d: &str| {
+        std::fs::read_dir(cache.join("fetchers").join(d))
+            .map(|d| d.count())
+            .unwrap_or(0)
+    };
+    count("tmp") == 0 && count("trees") == 0 && count("facts") == 0
 }
 
 const REV: &str = "0123456789abcdef0123456789abcdef01234567";
@@ -351,6 +352,12 @@ fn a_server_failing_mid_download_leaves_nothing() {
     let url = format!("http://{}/big.tar.gz", server.host());
     let e = fetch(&input(&[("type", s("tarball")), ("url", s(&url))]), &st).expect_err("truncated");
     assert!(matches!(e, FetchError::Download { .. }), "{e}");
+    // A clear error: Nix's "unable to download" with the URL and a reason.
+    let shown = e.to_string();
+    assert!(
+        shown.starts_with(&format!("unable to download '{url}': ")) && shown.len() > url.len() + 24,
+        "{shown}"
+    );
     assert!(cache_is_clean(cache.path()), "partial download left behind");
     let gh = input(&[
         ("type", s("github")),
@@ -359,7 +366,115 @@ fn a_server_failing_mid_download_leaves_nothing() {
         ("rev", s(REV)),
         ("host", s(&server.host())),
     ]);
-    assert!(fetch(&gh, &st).is_err());
+    let e = fetch(&gh, &st).expect_err("truncated archive");
+    assert!(
+        e.to_string().starts_with(&format!(
+            "unable to download 'http://{}/api/v3/repos/o/r/tarball/{REV}': ",
+            server.host()
+        )),
+        "{e}"
+    );
     assert!(cache_is_clean(cache.path()), "partial archive left behind");
     assert!(server.requests.lock().expect("lock").len() >= 2);
+}
+
+/// After a failed download the same fetch succeeds once the server recovers: nothing of the
+/// failed attempt is reused.
+#[test]
+fn a_failed_download_is_retried_from_scratch() {
+    let tarball = make_tarball(
+        "src",
+        &[("big", &"z".repeat(100_000), 0o644)],
+        1_500_000_000,
+    );
+    let healthy = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let (tb, h2) = (tarball.clone(), healthy.clone());
+    let server = Server::start(move |_| {
+        if h2.load(Ordering::SeqCst) {
+            Reply::Ok(tb.clone())
+        } else {
+            Reply::Truncated {
+                len: tb.len(),
+                body: tb[..tb.len() / 3].to_vec(),
+            }
+        }
+    });
+    let cache = tempfile::tempdir().expect("tempdir");
+    let st = settings(cache.path(), &server);
+    let url = format!("http://{}/t.tar.gz", server.host());
+    let i = input(&[("type", s("tarball")), ("url", s(&url))]);
+    fetch(&i, &st).expect_err("truncated");
+    assert!(cache_is_clean(cache.path()));
+    healthy.store(true, Ordering::SeqCst);
+    let f = fetch(&i, &st).expect("the server recovered");
+    let content = std::fs::read_to_string(f.tree.join("big")).expect("read");
+    assert_eq!(content.len(), 100_000);
+    assert_eq!(
+        flaked_store::fetchers::fetch::nar_hash_of(&f.tree).expect("hash"),
+        f.nar_hash
+    );
+}
+
+/// A complete reply that is not an archive is an error naming the URL; nothing is kept.
+#[test]
+fn a_corrupt_archive_is_an_error_and_leaves_nothing() {
+    let server = Server::start(|_| Reply::Ok(b"this is not a tarball at all".repeat(100)));
+    let cache = tempfile::tempdir().expect("tempdir");
+    let st = settings(cache.path(), &server);
+    let url = format!("http://{}/bad.tar.gz", server.host());
+    let e = fetch(&input(&[("type", s("tarball")), ("url", s(&url))]), &st).expect_err("corrupt");
+    assert!(!e.to_string().is_empty(), "{e:?}");
+    assert!(cache_is_clean(cache.path()), "corrupt archive left behind");
+}
+
+/// A github input pinned to a narHash the archive does not have: an error showing both hashes,
+/// and the mismatching input is not recorded as fetched.
+#[test]
+fn github_nar_hash_mismatch_shows_both_hashes() {
+    let tarball = make_tarball(
+        "o-r-0123456",
+        &[("flake.nix", "{ }\n", 0o644)],
+        1_600_000_000,
+    );
+    let tb = tarball.clone();
+    let server = Server::start(move |path| match path {
+        p if p == format!("/api/v3/repos/o/r/tarball/{REV}") => Reply::Ok(tb.clone()),
+        _ => Reply::NotFound,
+    });
+    let wrong = "sha256-AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=";
+    let base = [
+        ("type", s("github")),
+        ("owner", s("o")),
+        ("repo", s("r")),
+        ("rev", s(REV)),
+        ("host", s(&server.host())),
+    ];
+    let good_cache = tempfile::tempdir().expect("tempdir");
+    let good = fetch(&input(&base), &settings(good_cache.path(), &server)).expect("github");
+    let cache = tempfile::tempdir().expect("tempdir");
+    let st = settings(cache.path(), &server);
+    let mut pinned = base.to_vec();
+    pinned.push(("narHash", s(wrong)));
+    let e = fetch(&input(&pinned), &st).expect_err("mismatch");
+    match &e {
+        FetchError::NarHashMismatch { expected, got, .. } => {
+            assert_eq!(expected, wrong);
+            assert_eq!(got, &good.nar_hash.to_sri());
+        }
+        other => panic!("expected a NAR hash mismatch, got {other}"),
+    }
+    let shown = e.to_string();
+    assert!(
+        shown.starts_with("NAR hash mismatch in input 'github:o/r/")
+            && shown.ends_with(&format!(
+                "expected '{wrong}' but got '{}'",
+                good.nar_hash.to_sri()
+            )),
+        "{shown}"
+    );
+    // Fetching it again still fails (the wrong pin is never satisfied from the cache).
+    assert!(matches!(
+        fetch(&input(&pinned), &st),
+        Err(FetchError::NarHashMismatch { .. })
+    ));
 }

@@ -87,6 +87,10 @@ pub fn fingerprint_hex(
                 (None, Some(d)) => {
                     let head = d.trim_end_matches("-dirty");
                     let repo = g.url.strip_prefix("file://")?;
+                    // Nix fingerprints a dirty work tree only when it has no submodules.
+                    if has_submodules(Path::new(repo)) {
+                        return None;
+                    }
                     format!("{head}{flags};d={}", dirty_files_hash(Path::new(repo))?)
                 }
                 _ => return None,
@@ -109,6 +113,21 @@ pub fn fingerprint_hex(
         let _ = write!(f, ";lastModified={t}");
     }
     Some(flaked_store::hash::Hash::sha256(f.as_bytes()).to_base16())
+}
+
+/// Whether a work tree's `.gitmodules` declares a submodule (Nix's `WorkdirInfo::submodules`).
+fn has_submodules(repo: &Path) -> bool {
+    let file = repo.join(".gitmodules");
+    if !file.is_file() {
+        return false;
+    }
+    std::process::Command::new("git")
+        .arg("config")
+        .arg("--file")
+        .arg(&file)
+        .args(["--get-regexp", r"^submodule\..*\.path$"])
+        .output()
+        .is_ok_and(|o| o.status.success() && !o.stdout.is_empty())
 }
 
 /// Nix's `writeString` serialisation: length (u64, little endian), bytes, zero padding to 8.
@@ -226,8 +245,37 @@ fn format_time(t: u64) -> String {
     )
 }
 
+/// `YYYY-MM-DD HH:MM:SS` of a Unix time in the process's local time zone, as Nix prints the
+/// flake's own "Last modified" (`std::put_time(std::localtime(t), "%F %T")`): C's `localtime_r`,
+/// so `TZ` (a zone name, a file, a POSIX rule; empty = UTC) and else `/etc/localtime` mean what
+/// they mean to Nix. A time the C library cannot convert is shown in UTC.
+pub fn format_local_time(t: u64) -> String {
+    let Ok(secs) = libc::time_t::try_from(t) else {
+        return format_time(t);
+    };
+    // SAFETY: `tm` is plain old data (integers and a pointer the C library sets), so the
+    // all-zero value is valid; `localtime_r` only writes to the `tm` it is given and is
+    // thread-safe.
+    let mut tm: libc::tm = unsafe { std::mem::zeroed() };
+    // SAFETY: both pointers are valid for the duration of the call.
+    let r = unsafe { libc::localtime_r(&secs, &mut tm) };
+    if r.is_null() {
+        return format_time(t);
+    }
+    format!(
+        "{:04}-{:02}-{:02} {:02}:{:02}:{:02}",
+        i64::from(tm.tm_year) + 1900,
+        tm.tm_mon + 1,
+        tm.tm_mday,
+        tm.tm_hour,
+        tm.tm_min,
+        tm.tm_sec
+    )
+}
+
 /// `nix flake metadata` (human form, as printed to a pipe: bold markers kept, as Nix's `cout`
-/// does not filter them). Times are shown in UTC.
+/// does not filter them). The flake's own "Last modified" is in local time
+/// ([`format_local_time`]), its inputs' dates in UTC, as in Nix.
 pub fn metadata_text(
     locked: &LockedFlake,
     settings: &flaked_store::fetchers::InputSettings,
@@ -255,7 +303,7 @@ pub fn metadata_text(
         let _ = writeln!(o, "{B}Revisions:{N}     {c}");
     }
     if let Some(t) = input.last_modified() {
-        let _ = writeln!(o, "{B}Last modified:{N} {}", format_time(t));
+        let _ = writeln!(o, "{B}Last modified:{N} {}", format_local_time(t));
     }
     if let Some(fp) = fingerprint_hex(locked, settings) {
         let _ = writeln!(o, "{B}Fingerprint:{N}   {fp}");
@@ -482,6 +530,8 @@ fn maybe_attr(ev: &mut Evaluator, v: &Value, name: &str) -> Result<Option<Value>
     Ok(a.get(Symbol::intern(name)).map(|x| x.value.clone()))
 }
 
+/// An eval-cache cursor's `getString`: a string or a path, else Nix's type error naming the
+/// attribute path.
 fn get_string(ev: &mut Evaluator, v: &Value, path: &[String]) -> Result<String, EvalError> {
     let v = ev.force(v, Pos::NONE)?;
     match &v {
@@ -491,19 +541,24 @@ fn get_string(ev: &mut Evaluator, v: &Value, path: &[String]) -> Result<String, 
             let b = ev.coerce_to_string(&v, Pos::NONE, "", false, false, &mut ctx)?;
             Ok(String::from_utf8_lossy(&b).into_owned())
         }
-        _ => Err(EvalError::type_error(format!(
-            "'{}' is not a string",
-            path.join(".")
+        other => Err(EvalError::type_error(format!(
+            "'{}' is not a string but {}",
+            path.join("."),
+            other.type_desc()
         ))),
     }
 }
 
-fn is_derivation(ev: &mut Evaluator, v: &Value) -> Result<bool, EvalError> {
-    let v = ev.force(v, Pos::NONE)?;
-    if !matches!(v, Value::Attrs(_)) {
+/// An eval-cache cursor's `isDerivation`: a set whose `type` is the string `"derivation"`; a
+/// `type` that is not a string is an error (as `getString` makes it), a value that is not a set
+/// is not a derivation.
+fn is_derivation(ev: &mut Evaluator, v: &Value, path: &[String]) -> Result<bool, EvalError> {
+    let Some(t) = maybe_attr(ev, v, "type")? else {
         return Ok(false);
-    }
-    ev.is_derivation(&v)
+    };
+    let mut tp = path.to_vec();
+    tp.push("type".into());
+    Ok(get_string(ev, &t, &tp)? == "derivation")
 }
 
 /// One node of `nix flake show`'s walk.
@@ -511,6 +566,9 @@ enum Shown {
     Tree(Vec<(String, Shown)>),
     Leaf(Vec<(String, String)>, String),
     Omitted(String),
+    /// Nothing printed (JSON: `{}`): a `legacyPackages` value deeper than a system that is not
+    /// a derivation, or one whose evaluation failed before its header was printed.
+    Nothing,
 }
 
 struct Show<'a> {
@@ -552,7 +610,15 @@ impl Show<'_> {
 
     fn recurse(&mut self, v: &Value, path: &[String]) -> Result<Shown, EvalError> {
         let mut out = Vec::new();
-        let names = attr_names(self.ev, v, path)?;
+        // Nix prints the header before listing the attributes: under `legacyPackages` (whose
+        // errors are ignored) a value that fails here still shows its header.
+        let names = match attr_names(self.ev, v, path) {
+            Ok(n) => n,
+            Err(_) if path.first().is_some_and(|p| p == "legacyPackages") => {
+                return Ok(Shown::Tree(Vec::new()));
+            }
+            Err(e) => return Err(e),
+        };
         let mut kept = Vec::new();
         for n in names {
             if self.has_content(v, path, &n) {
@@ -622,9 +688,7 @@ impl Show<'_> {
             .push(format!("evaluating '{}'...", path.join(".")));
         let r = self.visit_inner(v, path);
         match r {
-            Err(_) if !path.is_empty() && path[0] == "legacyPackages" => {
-                Ok(Shown::Tree(Vec::new()))
-            }
+            Err(_) if !path.is_empty() && path[0] == "legacyPackages" => Ok(Shown::Nothing),
             r => r,
         }
     }
@@ -655,13 +719,13 @@ impl Show<'_> {
             if !self.opts.all_systems && path[1] != self.opts.system {
                 return Ok(self.omitted(path, "--all-systems"));
             }
-            if is_derivation(self.ev, v)? {
+            if is_derivation(self.ev, v, path)? {
                 return self.show_derivation(v, path);
             }
             return Err(EvalError::eval("expected a derivation"));
         }
         if first == "hydraJobs" {
-            if is_derivation(self.ev, v)? {
+            if is_derivation(self.ev, v, path)? {
                 return self.show_derivation(v, path);
             }
             return self.recurse(v, path);
@@ -676,13 +740,13 @@ impl Show<'_> {
             if !self.opts.all_systems && path[1] != self.opts.system {
                 return Ok(self.omitted(path, "--all-systems"));
             }
-            if is_derivation(self.ev, v)? {
+            if is_derivation(self.ev, v, path)? {
                 return self.show_derivation(v, path);
             }
             if n <= 2 {
                 return self.recurse(v, path);
             }
-            return Ok(Shown::Tree(Vec::new()));
+            return Ok(Shown::Nothing);
         }
         if (n == 2 && first == "defaultApp") || (n == 3 && first == "apps") {
             let ty = maybe_attr(self.ev, v, "type")?;
@@ -754,7 +818,7 @@ fn shown_json(s: &Shown) -> String {
                 .collect(),
         ),
         Shown::Leaf(members, _) => json_object(members.clone()),
-        Shown::Omitted(_) => "{}".to_string(),
+        Shown::Omitted(_) | Shown::Nothing => "{}".to_string(),
     }
 }
 
@@ -781,6 +845,7 @@ fn shown_text(s: &Shown, header: &str, next_prefix: &str, out: &mut String) {
                 "{header} \x1b[35;1momitted\x1b[0m (use '{why}' to show)"
             );
         }
+        Shown::Nothing => {}
     }
 }
 
@@ -798,7 +863,15 @@ pub fn show(
         json,
         warnings: Vec::new(),
     };
-    let tree = s.visit(outputs, &[])?;
+    let tree = match s.visit(outputs, &[]) {
+        Ok(t) => t,
+        Err(e) => {
+            // Nix has printed its progress lines and warnings before the error.
+            let warnings = std::mem::take(&mut s.warnings);
+            s.ev.stderr.extend(warnings);
+            return Err(e);
+        }
+    };
     let warnings = std::mem::take(&mut s.warnings);
     if json {
         let mut o = shown_json(&tree);

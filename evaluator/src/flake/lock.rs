@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 use flaked_store::fetchers::attrs::{Attr, Attrs};
 use flaked_store::fetchers::lockfile::{Edge, parse_input_path, print_input_path};
 use flaked_store::fetchers::{
-    FetchSettings, FlakeRef, Input, InputKind, InputPath, LockFile, LockedNode, NodeId,
+    FetchSettings, Fetched, FlakeRef, Input, InputKind, InputPath, LockFile, LockedNode, NodeId,
     ParseOptions, Registries, fetch_flake_ref,
 };
 use flaked_store::hash::HashAlgo;
@@ -267,13 +267,23 @@ fn indirect(name: &str) -> Result<FlakeRef, FlakeError> {
     Ok(FlakeRef::from_attrs(&a)?)
 }
 
-/// Copies a source tree into the store and returns its store path.
-fn add_to_store(ev: &Evaluator, tree: &Path, name: &str) -> Result<String, FlakeError> {
+/// Copies a fetched tree into the store and returns its store path. The fetcher already knows
+/// the tree's NAR hash, hence its store path: a tree already in the store (every input of a
+/// flake locked again) is neither read nor copied again.
+fn add_to_store(ev: &Evaluator, fetched: &Fetched) -> Result<String, FlakeError> {
     let store = store_path::open_store(&ev.config.store_dir)?;
+    let expected = fetched.store_path(store.store_dir())?;
+    if store
+        .is_valid_path(&expected)
+        .map_err(|e| FlakeError::Other(e.to_string()))?
+    {
+        return Ok(store.store_dir().print(&expected));
+    }
+    let (tree, name) = (&fetched.tree, fetched.input.name());
     let added = store
         .add_path(
             tree,
-            name,
+            &name,
             FileIngestionMethod::Recursive,
             HashAlgo::Sha256,
             None,
@@ -390,6 +400,13 @@ fn get_flake(
     warnings: &mut Vec<String>,
 ) -> Result<(Flake, Input), FlakeError> {
     let fetched = fetch_ref(r, settings)?;
+    warnings.extend(
+        fetched
+            .fetched
+            .warnings
+            .iter()
+            .map(|w| format!("warning: {w}")),
+    );
     if settings.fetch.warn_dirty
         && let InputKind::Git(g) = &fetched.fetched.input.kind
         && g.dirty_rev.is_some()
@@ -397,8 +414,7 @@ fn get_flake(
         let shown = g.url.strip_prefix("file://").unwrap_or(&g.url);
         warnings.push(format!("warning: Git tree '{shown}' is dirty"));
     }
-    let name = fetched.fetched.input.name();
-    let sp = add_to_store(ev, &fetched.fetched.tree, &name)?;
+    let sp = add_to_store(ev, &fetched.fetched)?;
     let dir = if fetched.locked.subdir.is_empty() {
         PathBuf::from(&sp)
     } else {
@@ -800,7 +816,7 @@ impl Locker<'_> {
                 ),
                 None => {
                     let f = fetch_ref(&reference, self.settings)?;
-                    let sp = add_to_store(self.ev, &f.fetched.tree, &f.fetched.input.name())?;
+                    let sp = add_to_store(self.ev, &f.fetched)?;
                     let dir = if f.locked.subdir.is_empty() {
                         sp.clone()
                     } else {
@@ -845,7 +861,7 @@ impl Locker<'_> {
             ..self.settings.clone()
         };
         let f = fetch_ref(&ln.locked, &no_registries)?;
-        let sp = add_to_store(self.ev, &f.fetched.tree, &f.fetched.input.name())?;
+        let sp = add_to_store(self.ev, &f.fetched)?;
         let dir = if ln.locked.subdir.is_empty() {
             sp.clone()
         } else {

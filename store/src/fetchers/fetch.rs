@@ -63,6 +63,9 @@ pub struct Fetched {
     pub tree: PathBuf,
     /// SHA-256 NAR hash of `tree`.
     pub nar_hash: Hash,
+    /// Warnings Nix prints while fetching, before the caller's own (a dirty Git submodule:
+    /// `Git tree '…' is dirty`), without the `warning: ` prefix.
+    pub warnings: Vec<String>,
 }
 
 impl Fetched {
@@ -199,12 +202,14 @@ pub fn fetch(input: &Input, settings: &FetchSettings) -> Result<Fetched, FetchEr
             input: input.clone(),
             tree,
             nar_hash: h,
+            warnings: Vec::new(),
         });
     }
 
+    let mut warnings = Vec::new();
     let (tree, nar_hash, mut result) = match &input.kind {
         InputKind::Path(p) => fetch_path(input, p)?,
-        InputKind::Git(g) => super::git::fetch_git(input, g, settings, &cache)?,
+        InputKind::Git(g) => super::git::fetch_git(input, g, settings, &cache, &mut warnings)?,
         InputKind::Forge(f) => super::tarball::fetch_forge(input, f, settings, &cache)?,
         InputKind::Tarball(c) => super::tarball::fetch_tarball(input, c, settings, &cache)?,
         InputKind::File(c) => super::tarball::fetch_file(input, c, &cache)?,
@@ -234,6 +239,7 @@ pub fn fetch(input: &Input, settings: &FetchSettings) -> Result<Fetched, FetchEr
         input: result,
         tree,
         nar_hash,
+        warnings,
     })
 }
 

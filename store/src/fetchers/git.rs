@@ -3,6 +3,11 @@
 //! (neither given) exposes only the files Git tracks, as they are on disk, and reports a dirty
 //! tree as `dirtyRev`/`dirtyShortRev` = `<HEAD>-dirty`.
 //!
+//! With `submodules = true`, the submodules listed in `.gitmodules` are fetched as Git inputs of
+//! their own (commit mode: the revision the parent's tree records, from the URL `.gitmodules`
+//! gives, resolved like libgit2 does; work-tree mode: the submodule's checkout) and their trees
+//! are placed at their paths, as Nix's mounted accessors do.
+//!
 //! Invariant: the attributes returned (`ref`, `rev`, `revCount`, `lastModified`, `dirtyRev`,
 //! `dirtyShortRev`) and the tree (hence the `narHash`) are the ones Nix 2.26 produces for the
 //! same repository state; untracked files are never visible.
@@ -385,10 +390,16 @@ fn fetch_commit_tree(
     rev: gix::ObjectId,
     cache: &FetcherCache,
     with_rev_count: bool,
+    subs: &Subs,
 ) -> Result<(PathBuf, crate::hash::Hash, u64, Option<u64>), FetchError> {
-    let key: Attrs = [("rev".to_owned(), Attr::String(rev.to_string()))]
+    let mut key: Attrs = [("rev".to_owned(), Attr::String(rev.to_string()))]
         .into_iter()
         .collect();
+    if !matches!(subs, Subs::None) {
+        // Work-tree submodules are only used for clean trees, whose checkouts are at the
+        // revisions the commit records: the same tree as commit mode's.
+        key.insert("submodules".into(), Attr::Bool(true));
+    }
     if let Some(f) = cache.lookup_fact("gitRevTree", &key)
         && let (Ok(Some(h)), Ok(Some(lm))) = (
             maybe_get_str(&f, "narHash"),
@@ -407,6 +418,7 @@ fn fetch_commit_tree(
     let tmp = cache.temp_dir()?;
     let dest = tmp.path().join("tree");
     export_commit(repo, rev, &dest)?;
+    mount_submodules(subs, &dest)?;
     let hash = nar_hash_of(&dest)?;
     let tree = cache.insert_tree(&dest, &hash)?;
     let lm = commit_time(repo, rev)?;
@@ -427,19 +439,17 @@ fn fetch_commit_tree(
 
 /// Fetch a `git` input. Returns the tree, its NAR hash and the input with the attributes the
 /// fetch determined.
+///
+/// `warnings` receives Nix's warnings about submodules (`Git tree '…' is dirty` for a dirty
+/// submodule checkout, printed before the parent's own).
 pub fn fetch_git(
     input: &Input,
     g: &GitInput,
     settings: &FetchSettings,
     cache: &FetcherCache,
+    warnings: &mut Vec<String>,
 ) -> Result<(PathBuf, crate::hash::Hash, Input), FetchError> {
     let mut url = parse_url(&g.url)?;
-    if g.submodules == Some(true) {
-        tracing::warn!(
-            "Git submodules of '{}' are not fetched (not supported)",
-            g.url
-        );
-    }
     let rev_given = input.rev_hash()?;
     // Local work trees are used in place; everything else (remote URLs, bare repositories)
     // is fetched into a bare cache repository with `git fetch`, as Nix does.
@@ -522,7 +532,19 @@ pub fn fetch_git(
             }
             None => resolve_ref(&repo, &repo_path, &r)?,
         };
-        let (tree, hash, lm, rc) = fetch_commit_tree(&repo, rev, cache, !shallow)?;
+        let subs = if g.submodules == Some(true) {
+            let base = if is_worktree {
+                SubmoduleBase::Dir(repo_path.clone())
+            } else {
+                SubmoduleBase::Url(url.to_string())
+            };
+            Subs::Commit(commit_submodules(
+                &repo, &repo_path, rev, &base, g, settings, cache, warnings,
+            )?)
+        } else {
+            Subs::None
+        };
+        let (tree, hash, lm, rc) = fetch_commit_tree(&repo, rev, cache, !shallow, &subs)?;
         res.rev = Some(rev.to_string());
         res.rev_count = rc;
         res.last_modified = Some(lm);
@@ -537,7 +559,15 @@ pub fn fetch_git(
     }
 
     // Work-tree mode.
-    let info = workdir_info(&repo_path)?;
+    let mut info = workdir_info(&repo_path)?;
+    let subs = if g.submodules == Some(true) {
+        let (mounts, dirty) =
+            workdir_submodules(&repo, &repo_path, &info, g, settings, cache, warnings)?;
+        info.is_dirty |= dirty;
+        Subs::Workdir(mounts)
+    } else {
+        Subs::None
+    };
     let head = match &info.head_rev {
         Some(h) => Some(
             gix::ObjectId::from_hex(h.as_bytes())
@@ -555,13 +585,13 @@ pub fn fetch_git(
         }
         let (tree, hash) = match head {
             Some(h) => {
-                let (tree, hash, _, rc) = fetch_commit_tree(&repo, h, cache, true)?;
+                let (tree, hash, _, rc) = fetch_commit_tree(&repo, h, cache, true, &subs)?;
                 res.rev_count = rc;
                 (tree, hash)
             }
             None => {
                 res.rev_count = Some(0);
-                export_to_cache(&repo_path, &info.files, cache)?
+                export_to_cache(&repo_path, &info.files, cache, &subs)?
             }
         };
         res.rev = Some(info.head_rev.clone().unwrap_or_else(|| NULL_REV.into()));
@@ -589,7 +619,7 @@ pub fn fetch_git(
         res.dirty_short_rev = Some(format!("{}-dirty", &h[..7]));
     }
     res.last_modified = Some(lm);
-    let (tree, hash) = export_to_cache(&repo_path, &info.files, cache)?;
+    let (tree, hash) = export_to_cache(&repo_path, &info.files, cache, &subs)?;
     // A dirty tree is not locked: the rev it might carry from the input is dropped.
     let _ = parse_rev;
     Ok((
@@ -739,11 +769,338 @@ fn export_to_cache(
     workdir: &Path,
     files: &[String],
     cache: &FetcherCache,
+    subs: &Subs,
 ) -> Result<(PathBuf, crate::hash::Hash), FetchError> {
     let tmp = cache.temp_dir()?;
     let dest = tmp.path().join("tree");
     export_workdir(workdir, files, &dest)?;
+    mount_submodules(subs, &dest)?;
     let hash = nar_hash_of(&dest)?;
     let tree = cache.insert_tree(&dest, &hash)?;
     Ok((tree, hash))
+}
+
+/// The submodule trees to place into a tree being exported: (path in the parent, fetched tree).
+enum Subs {
+    None,
+    Commit(Vec<(String, PathBuf)>),
+    Workdir(Vec<(String, PathBuf)>),
+}
+
+/// One entry of `.gitmodules`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Submodule {
+    path: String,
+    url: String,
+    branch: Option<String>,
+}
+
+/// Where `.gitmodules` is read from.
+enum GitmodulesSource<'a> {
+    /// The blob `.gitmodules` of a commit.
+    Commit(gix::ObjectId),
+    /// The file in a work tree.
+    File(&'a Path),
+}
+
+/// The submodules `.gitmodules` declares, in its order (Git's config parser reads the file:
+/// `git config --list -z`, as libgit2's config parser does for Nix).
+fn read_gitmodules(
+    repo_path: &Path,
+    source: GitmodulesSource<'_>,
+) -> Result<Vec<Submodule>, FetchError> {
+    let repo_s = repo_path.display().to_string();
+    let out = match source {
+        GitmodulesSource::Commit(rev) => {
+            let repo = open(repo_path)?;
+            let has_file = flatten_commit(&repo, rev)?.contains_key(".gitmodules");
+            if !has_file {
+                return Ok(Vec::new());
+            }
+            run_git(
+                &[
+                    "-C",
+                    &repo_s,
+                    "config",
+                    "--blob",
+                    &format!("{rev}:.gitmodules"),
+                    "--list",
+                    "-z",
+                ],
+                &format!("reading '.gitmodules' of commit {rev} in '{repo_s}'"),
+            )?
+        }
+        GitmodulesSource::File(f) => {
+            if !f.is_file() {
+                return Ok(Vec::new());
+            }
+            let fs = f.display().to_string();
+            run_git(
+                &["config", "--file", &fs, "--list", "-z"],
+                &format!("reading '{fs}'"),
+            )?
+        }
+    };
+    Ok(parse_config_list(&out))
+}
+
+/// Parses `git config --list -z` output (`key\nvalue\0`…) into submodule entries: sections
+/// `submodule.<name>` with `path`, `url` and `branch`, kept in the order names first appear.
+fn parse_config_list(out: &str) -> Vec<Submodule> {
+    let mut order: Vec<String> = Vec::new();
+    let mut fields: BTreeMap<String, BTreeMap<String, String>> = BTreeMap::new();
+    for entry in out.split('\0').filter(|e| !e.is_empty()) {
+        let (key, value) = entry.split_once('\n').unwrap_or((entry, ""));
+        let Some(rest) = key.strip_prefix("submodule.") else {
+            continue;
+        };
+        let Some((name, var)) = rest.rsplit_once('.') else {
+            continue;
+        };
+        if !fields.contains_key(name) {
+            order.push(name.to_owned());
+        }
+        fields
+            .entry(name.to_owned())
+            .or_default()
+            .insert(var.to_ascii_lowercase(), value.to_owned());
+    }
+    order
+        .into_iter()
+        .filter_map(|name| {
+            let f = fields.remove(&name)?;
+            Some(Submodule {
+                path: f.get("path")?.clone(),
+                url: f.get("url")?.clone(),
+                branch: f.get("branch").filter(|b| !b.is_empty()).cloned(),
+            })
+        })
+        .collect()
+}
+
+/// What a relative submodule URL is resolved against.
+enum SubmoduleBase {
+    /// A local repository's directory (its work tree).
+    Dir(PathBuf),
+    /// The URL the parent was fetched from.
+    Url(String),
+}
+
+/// libgit2's `git_submodule_resolve_url`: a URL starting with `./` or `../` is relative to the
+/// repository's `origin` remote, else to its work tree (or, for a fetched repository, to the
+/// URL it came from); an absolute path or a URL is taken as it is.
+fn resolve_submodule_url(
+    repo: &gix::Repository,
+    base: &SubmoduleBase,
+    url: &str,
+) -> Result<String, FetchError> {
+    if url.starts_with("./") || url.starts_with("../") {
+        let remote = repo.find_remote("origin").ok().and_then(|r| {
+            r.url(gix::remote::Direction::Fetch)
+                .map(|u| u.to_bstring().to_string())
+        });
+        let base = match (remote, base) {
+            (Some(r), _) => r,
+            (None, SubmoduleBase::Dir(d)) => d.display().to_string(),
+            (None, SubmoduleBase::Url(u)) => u.clone(),
+        };
+        let (prefix, mut path) = match base.find("://") {
+            Some(i) => {
+                let after = &base[i + 3..];
+                let host_end = after.find('/').map(|j| i + 3 + j).unwrap_or(base.len());
+                (base[..host_end].to_owned(), base[host_end..].to_owned())
+            }
+            None => (String::new(), base.clone()),
+        };
+        let mut segments: Vec<String> = path
+            .trim_end_matches('/')
+            .split('/')
+            .map(str::to_owned)
+            .collect();
+        for part in url.split('/') {
+            match part {
+                "." | "" => {}
+                ".." => {
+                    if segments.len() > 1 {
+                        segments.pop();
+                    }
+                }
+                p => segments.push(p.to_owned()),
+            }
+        }
+        path = segments.join("/");
+        return Ok(format!("{prefix}{path}"));
+    }
+    if url.starts_with('/') || url.contains(':') {
+        return Ok(url.to_owned());
+    }
+    Err(FetchError::invalid(format!(
+        "resolving Git submodule URL '{url}'"
+    )))
+}
+
+/// Fetches one submodule as a Git input of its own (Nix: `type = git`, the resolved URL, the
+/// revision, `submodules = true`, `allRefs = true` in commit mode) and returns its tree and
+/// resulting input.
+fn fetch_submodule(
+    attrs: Attrs,
+    settings: &FetchSettings,
+    cache: &FetcherCache,
+    warnings: &mut Vec<String>,
+) -> Result<(PathBuf, Input), FetchError> {
+    let input = Input::from_attrs(&attrs)?;
+    let InputKind::Git(g) = &input.kind else {
+        return Err(FetchError::invalid(format!(
+            "submodule input '{}' is not a Git input",
+            input.display()
+        )));
+    };
+    let (tree, _, got) = fetch_git(&input, g, settings, cache, warnings)?;
+    if settings.warn_dirty
+        && let InputKind::Git(r) = &got.kind
+        && r.dirty_rev.is_some()
+    {
+        let shown = r.url.strip_prefix("file://").unwrap_or(&r.url);
+        warnings.push(format!("Git tree '{shown}' is dirty"));
+    }
+    Ok((tree, got))
+}
+
+/// Commit mode: every submodule of `.gitmodules` in commit `rev`, fetched at the revision the
+/// commit's tree records for its path.
+#[allow(clippy::too_many_arguments)]
+fn commit_submodules(
+    repo: &gix::Repository,
+    repo_path: &Path,
+    rev: gix::ObjectId,
+    base: &SubmoduleBase,
+    g: &GitInput,
+    settings: &FetchSettings,
+    cache: &FetcherCache,
+    warnings: &mut Vec<String>,
+) -> Result<Vec<(String, PathBuf)>, FetchError> {
+    let tree = flatten_commit(repo, rev)?;
+    let mut mounts = Vec::new();
+    for sm in read_gitmodules(repo_path, GitmodulesSource::Commit(rev))? {
+        let Some((FileKind::Submodule, sub_rev)) = tree.get(&sm.path) else {
+            continue;
+        };
+        let url = resolve_submodule_url(repo, base, &sm.url)?;
+        let mut a = Attrs::new();
+        a.insert("type".into(), Attr::String("git".into()));
+        a.insert("url".into(), Attr::String(url));
+        if let Some(b) = &sm.branch {
+            a.insert("ref".into(), Attr::String(b.clone()));
+        }
+        a.insert("rev".into(), Attr::String(sub_rev.to_string()));
+        if let Some(e) = g.export_ignore {
+            a.insert("exportIgnore".into(), Attr::Bool(e));
+        }
+        a.insert("submodules".into(), Attr::Bool(true));
+        a.insert("allRefs".into(), Attr::Bool(true));
+        let (t, _) = fetch_submodule(a, settings, cache, warnings)?;
+        mounts.push((sm.path, t));
+    }
+    Ok(mounts)
+}
+
+/// Work-tree mode: every submodule of the work tree's `.gitmodules` that is tracked and checked
+/// out, fetched from its checkout (itself in work-tree mode). Also says whether one of them
+/// makes the parent dirty (its checkout is dirty or not at the revision the index records).
+fn workdir_submodules(
+    repo: &gix::Repository,
+    repo_path: &Path,
+    info: &WorkdirInfo,
+    g: &GitInput,
+    settings: &FetchSettings,
+    cache: &FetcherCache,
+    warnings: &mut Vec<String>,
+) -> Result<(Vec<(String, PathBuf)>, bool), FetchError> {
+    let workdir = repo
+        .workdir()
+        .map(Path::to_path_buf)
+        .unwrap_or_else(|| repo_path.to_path_buf());
+    let index = repo.index_or_empty().map_err(|e| git_err(repo_path)(&e))?;
+    let gitlinks: BTreeMap<String, gix::ObjectId> = index
+        .entries()
+        .iter()
+        .filter(|e| e.mode == gix::index::entry::Mode::COMMIT)
+        .map(|e| (e.path(&index).to_string(), e.id))
+        .collect();
+    let mut mounts = Vec::new();
+    let mut dirty = false;
+    for sm in read_gitmodules(
+        repo_path,
+        GitmodulesSource::File(&workdir.join(".gitmodules")),
+    )? {
+        let Some(recorded) = gitlinks.get(&sm.path) else {
+            continue;
+        };
+        let dir = workdir.join(&sm.path);
+        if !info.files.contains(&sm.path) || !dir.join(".git").exists() {
+            continue;
+        }
+        let mut a = Attrs::new();
+        a.insert("type".into(), Attr::String("git".into()));
+        a.insert(
+            "url".into(),
+            Attr::String(format!("file://{}", dir.display())),
+        );
+        if let Some(e) = g.export_ignore {
+            a.insert("exportIgnore".into(), Attr::Bool(e));
+        }
+        a.insert("submodules".into(), Attr::Bool(true));
+        let (t, got) = fetch_submodule(a, settings, cache, warnings)?;
+        match got.rev() {
+            Some(r) if r == recorded.to_string() => {}
+            _ => dirty = true,
+        }
+        mounts.push((sm.path, t));
+    }
+    Ok((mounts, dirty))
+}
+
+/// Copies the submodule trees into an exported tree at their paths.
+fn mount_submodules(subs: &Subs, dest: &Path) -> Result<(), FetchError> {
+    let mounts: &[(String, PathBuf)] = match subs {
+        Subs::None => return Ok(()),
+        Subs::Commit(m) | Subs::Workdir(m) => m,
+    };
+    for (path, tree) in mounts {
+        let target = dest.join(path);
+        if target.exists() {
+            crate::nar::remove_tree_force(&target)
+                .map_err(|e| FetchError::io(format!("replacing '{}'", target.display()), e))?;
+        }
+        ensure_parent(&target)?;
+        copy_tree(tree, &target)?;
+    }
+    Ok(())
+}
+
+/// Copies a fetched (read-only) tree: directories, files with their executable bit, symlinks.
+fn copy_tree(from: &Path, to: &Path) -> Result<(), FetchError> {
+    use std::os::unix::fs::PermissionsExt;
+    let meta = std::fs::symlink_metadata(from)
+        .map_err(|e| FetchError::io(format!("getting status of '{}'", from.display()), e))?;
+    if meta.file_type().is_symlink() {
+        let t = std::fs::read_link(from)
+            .map_err(|e| FetchError::io(format!("reading link '{}'", from.display()), e))?;
+        return std::os::unix::fs::symlink(&t, to)
+            .map_err(|e| FetchError::io(format!("creating symlink '{}'", to.display()), e));
+    }
+    if meta.is_dir() {
+        std::fs::create_dir_all(to)
+            .map_err(|e| FetchError::io(format!("creating '{}'", to.display()), e))?;
+        let rd = std::fs::read_dir(from)
+            .map_err(|e| FetchError::io(format!("reading '{}'", from.display()), e))?;
+        for e in rd {
+            let e = e.map_err(|e| FetchError::io(format!("reading '{}'", from.display()), e))?;
+            copy_tree(&e.path(), &to.join(e.file_name()))?;
+        }
+        return Ok(());
+    }
+    let data = std::fs::read(from)
+        .map_err(|e| FetchError::io(format!("reading '{}'", from.display()), e))?;
+    write_file(to, &data, meta.permissions().mode() & 0o100 != 0)
 }

@@ -1,0 +1,1 @@
+mkdir .subsrc && (cd .subsrc && git init -q -b main && echo "from the submodule" > s.txt && mkdir d && echo y > d/y && git add s.txt d/y && git commit -q -m sub) && git init -q -b main . && git -c protocol.file.allow=always submodule add -q ./.subsrc sub && git add flake.nix && git commit -q -m init

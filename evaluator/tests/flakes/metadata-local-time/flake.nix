@@ -1,0 +1,1 @@
+{ description = "local time"; outputs = { self }: { x = self.lastModifiedDate; }; }

@@ -1,0 +1,1 @@
+{ outputs = { self }: { legacyPackages = throw "no legacy"; packages.x86_64-linux = { }; }; }
