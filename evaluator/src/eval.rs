@@ -641,15 +641,57 @@ impl Evaluator {
         // Fast paths for the common shapes: one lambda application, one saturated builtin call.
         let r = match f {
             Value::Lambda(c) if args.len() == 1 => self.call_lambda(c, &args[0], pos),
-            Value::PrimOp(op) if args.len() == op.arity => (op.func)(self, Pos::NONE, args)
-                .map_err(|e| {
-                    if op.add_trace {
-                        e.with_trace(pos, format!("while calling the '{}' builtin", op.name))
-                    } else {
-                        e
-                    }
-                }),
+            Value::PrimOp(op) if args.len() == op.arity => self.call_primop(op, args, pos),
             _ => self.call_inner(f, args, pos),
+        };
+        self.call_depth -= 1;
+        r
+    }
+
+    /// A saturated builtin call (the caller counts the call depth).
+    #[inline]
+    fn call_primop(
+        &mut self,
+        op: &crate::builtins::PrimOp,
+        args: &[Value],
+        pos: Pos,
+    ) -> Result<Value> {
+        (op.func)(self, Pos::NONE, args).map_err(|e| {
+            if op.add_trace {
+                e.with_trace(pos, format!("while calling the '{}' builtin", op.name))
+            } else {
+                e
+            }
+        })
+    }
+
+    /// `f a …` where `f` names a builtin of the base environment taking exactly these
+    /// arguments (`__sub a b`, `map f l`, …): the same as evaluating `f` and calling it, without
+    /// the detour through a value.
+    fn call_global_primop(
+        &mut self,
+        op: &crate::builtins::PrimOp,
+        args: &[Rc<Expr>],
+        env: &Rc<Env>,
+        pos: Pos,
+    ) -> Result<Value> {
+        if self.call_depth >= MAX_CALL_DEPTH {
+            return Err(EvalError::eval("stack overflow; max-call-depth exceeded").at(pos));
+        }
+        self.call_depth += 1;
+        let r = match args {
+            [a] => {
+                let a = [self.lazy(a, env)];
+                self.call_primop(op, &a, pos)
+            }
+            [a, b] => {
+                let a = [self.lazy(a, env), self.lazy(b, env)];
+                self.call_primop(op, &a, pos)
+            }
+            _ => {
+                let argv: Vec<Value> = args.iter().map(|a| self.lazy(a, env)).collect();
+                self.call_primop(op, &argv, pos)
+            }
         };
         self.call_depth -= 1;
         r
@@ -901,6 +943,11 @@ impl Evaluator {
             }))),
             Expr::Call { f, args, pos } => {
                 self.check_interrupt()?;
+                if let Expr::Global(Value::PrimOp(op), _) = &**f
+                    && op.arity == args.len()
+                {
+                    return self.call_global_primop(op, args, env, *pos);
+                }
                 let fv = self.eval(f, env)?;
                 match &args[..] {
                     [a] => {
