@@ -11,10 +11,9 @@ RUNS=${1:-5}
 NIX=${NIX:-/work/shared/oracle/nix}
 REPO=$(cd "$(dirname "$0")/.." && pwd)
 export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$REPO/target-store}
-# Default: the dev profile (dependencies are built at opt-level 2 by the workspace) with this
-# crate at opt-level 3, which avoids a full release build on the shared machine.
-# PROFILE=release uses the real release profile instead.
-PROFILE=${PROFILE:-dev-opt}
+# Default: the release profile (shared with bench/store-import.sh and bench/build-graph.sh).
+# PROFILE=dev-opt uses the dev profile with this crate at opt-level 3 instead.
+PROFILE=${PROFILE:-release}
 if [ "$PROFILE" = release ]; then
   cargo build -q --manifest-path "$REPO/Cargo.toml" --release -p flaked-store --bin flaked-store-tool
   TOOL=$CARGO_TARGET_DIR/release/flaked-store-tool

@@ -568,6 +568,8 @@ fn a_daemon_killed_mid_build_leaves_nothing_registered() {
         &[],
         &[],
     );
+    // The child is another process: it sees the derivation once it is committed.
+    t.store.flush().expect("group commit");
     let mut child = std::process::Command::new(std::env::current_exe().expect("test binary"))
         .args(["--exact", "crash_child", "--ignored", "--nocapture"])
         .env("FLAKED_CRASH_ROOT", &t.root)
