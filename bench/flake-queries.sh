@@ -26,7 +26,10 @@ PROC_PER_CLIENT=${PROC_PER_CLIENT:-20}
 ORACLE=${ORACLE:-/work/shared/oracle/nix}
 PROFILE=${PROFILE:-release}
 command -v hyperfine >/dev/null || { echo "needs hyperfine (apt-get install hyperfine)" >&2; exit 1; }
-[ -n "${SKIP_BUILD:-}" ] || cargo build --profile "$PROFILE" -q -p flaked -p flakectl -p flaked-tests --example concurrent_queries
+if [ -z "${SKIP_BUILD:-}" ]; then
+  cargo build --profile "$PROFILE" -q -p flaked -p flakectl
+  cargo build --profile "$PROFILE" -q -p flaked-tests --example concurrent_queries
+fi
 case "$PROFILE" in dev) dir=debug ;; *) dir=$PROFILE ;; esac
 BIN=$(cd "${CARGO_TARGET_DIR:-target}/$dir" && pwd)
 tmp=$(mktemp -d /tmp/flaked-bench-flake.XXXXXX)

@@ -88,6 +88,11 @@ impl<K: Hash + Eq + Clone> WarmLru<K> {
         }
     }
 
+    /// The size recorded for `key`, if it is tracked (does not count as a use).
+    pub fn size_of(&self, key: &K) -> Option<u64> {
+        self.slots.get(key).map(|s| s.size)
+    }
+
     /// True if `key` is tracked (does not count as a use).
     pub fn contains(&self, key: &K) -> bool {
         self.slots.contains_key(key)

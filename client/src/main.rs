@@ -604,10 +604,35 @@ async fn daemon(command: DaemonCommand, target: &autostart::Target) -> Result<Ex
     match command {
         DaemonCommand::Status => {
             let s = client.status(pb::StatusRequest {}).await?.into_inner();
-            let warm = if s.warm_flakes.is_empty() {
+            let mib = |b: u64| b as f64 / (1024.0 * 1024.0);
+            let warm = if s.warm.is_empty() {
                 "none".to_string()
             } else {
-                s.warm_flakes.join(", ")
+                s.warm
+                    .iter()
+                    .map(|w| format!("\n  {} ({:.1} MiB)", w.flake, mib(w.memory_bytes)))
+                    .collect()
+            };
+            let cache = match &s.eval_cache {
+                Some(c) => {
+                    let lookups = c.hits + c.negative_hits + c.misses;
+                    let rate = if lookups == 0 {
+                        0.0
+                    } else {
+                        100.0 * (c.hits + c.negative_hits) as f64 / lookups as f64
+                    };
+                    format!(
+                        "eval cache: {:.1} MiB on disk, {} lookups ({:.0}% answered: {} hits, {} known missing), {} rows written, {} rebuilt\n",
+                        mib(c.disk_bytes),
+                        lookups,
+                        rate,
+                        c.hits,
+                        c.negative_hits,
+                        c.rows_committed,
+                        c.rebuilds
+                    )
+                }
+                None => String::new(),
             };
             let text = format!(
                 "flaked {} (pid {})\nsocket: {}{}\nuptime: {:.1}s\nmemory: {:.1} MiB resident\nrequests: {} in flight, {} served\nwarm flakes: {}\n",
@@ -624,7 +649,7 @@ async fn daemon(command: DaemonCommand, target: &autostart::Target) -> Result<Ex
                 s.requests_in_flight,
                 s.requests_served,
                 warm
-            );
+            ) + &cache;
             write_stdout(text.as_bytes())?;
         }
         DaemonCommand::Stop => {

@@ -122,6 +122,19 @@ impl DiskCache {
         self.registry.stats()
     }
 
+    /// Total size of the databases on disk (with their WAL files), in bytes.
+    pub fn disk_bytes(&self) -> u64 {
+        std::fs::read_dir(self.registry.dir())
+            .map(|rd| {
+                rd.filter_map(Result::ok)
+                    .filter_map(|e| e.metadata().ok())
+                    .filter(|m| m.is_file())
+                    .map(|m| m.len())
+                    .sum()
+            })
+            .unwrap_or(0)
+    }
+
     /// Commits every pending write (at shutdown).
     pub fn flush(&self) {
         if let Err(e) = self.registry.flush_all() {

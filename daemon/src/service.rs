@@ -501,6 +501,23 @@ impl pb::flaked_server::Flaked for FlakedService {
             requests_served: state.served.load(Ordering::SeqCst),
             socket_path: state.socket_path.display().to_string(),
             socket_activated: state.activated,
+            warm: state
+                .warm
+                .details()
+                .into_iter()
+                .map(|(flake, memory_bytes)| pb::WarmFlakeInfo {
+                    flake,
+                    memory_bytes,
+                })
+                .collect(),
+            eval_cache: state.warm.cache_stats().map(|(s, disk_bytes)| pb::EvalCacheInfo {
+                hits: s.hits,
+                negative_hits: s.negative_hits,
+                misses: s.misses,
+                rows_committed: s.rows_committed,
+                rebuilds: s.rebuilds,
+                disk_bytes,
+            }),
         }))
     }
 

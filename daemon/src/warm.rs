@@ -162,9 +162,9 @@ impl WarmSet {
         }
     }
 
-    /// Counters of the eval caches on disk.
-    pub fn cache_stats(&self) -> Option<flaked_cache::CacheStats> {
-        self.disk.as_ref().map(DiskCache::stats)
+    /// Counters of the eval caches on disk, and their total size in bytes.
+    pub fn cache_stats(&self) -> Option<(flaked_cache::CacheStats, u64)> {
+        self.disk.as_ref().map(|d| (d.stats(), d.disk_bytes()))
     }
 
     /// Commits pending eval-cache writes.
@@ -184,6 +184,15 @@ impl WarmSet {
         v.sort();
         v.dedup();
         v
+    }
+
+    /// The warm flakes with their estimated memory, least recently used first.
+    pub fn details(&self) -> Vec<(String, u64)> {
+        let lru = lock(&self.lru);
+        lru.keys_lru_first()
+            .iter()
+            .map(|k| (k.flake.clone(), lru.size_of(k).unwrap_or(0)))
+            .collect()
     }
 
     /// `nix eval INSTALLABLE`: answers from a warm flake, opening (locking, fetching, calling)
