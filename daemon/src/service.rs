@@ -510,14 +510,17 @@ impl pb::flaked_server::Flaked for FlakedService {
                     memory_bytes,
                 })
                 .collect(),
-            eval_cache: state.warm.cache_stats().map(|(s, disk_bytes)| pb::EvalCacheInfo {
-                hits: s.hits,
-                negative_hits: s.negative_hits,
-                misses: s.misses,
-                rows_committed: s.rows_committed,
-                rebuilds: s.rebuilds,
-                disk_bytes,
-            }),
+            eval_cache: state
+                .warm
+                .cache_stats()
+                .map(|(s, disk_bytes)| pb::EvalCacheInfo {
+                    hits: s.hits,
+                    negative_hits: s.negative_hits,
+                    misses: s.misses,
+                    rows_committed: s.rows_committed,
+                    rebuilds: s.rebuilds,
+                    disk_bytes,
+                }),
         }))
     }
 
