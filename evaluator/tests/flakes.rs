@@ -801,6 +801,7 @@ fn all_names(dir: &Path, out: &mut Vec<String>) {
 /// fails mid-download is a clear error that leaves nothing in the store, the fetcher cache or
 /// flake.lock.
 #[test]
+#[allow(clippy::result_large_err)] // the facade's Diagnostic is its error type
 fn tarball_inputs_over_loopback_http() {
     let base = env().base.join("tarball-http");
     let _ = std::fs::remove_dir_all(&base);

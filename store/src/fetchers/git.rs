@@ -1052,7 +1052,7 @@ fn workdir_submodules(
         a.insert("submodules".into(), Attr::Bool(true));
         let (t, got) = fetch_submodule(a, settings, cache, warnings)?;
         match got.rev() {
-            Some(r) if r == recorded.to_string() => {}
+            Some(r) if gix::ObjectId::from_hex(r.as_bytes()).ok() == Some(*recorded) => {}
             _ => dirty = true,
         }
         mounts.push((sm.path, t));
