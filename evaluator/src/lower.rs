@@ -110,6 +110,9 @@ pub fn parse_and_lower(ctx: &LowerCtx<'_>, text: &str) -> Result<Rc<Expr>> {
     if let Some(err) = parse.errors().first() {
         return Err(parse_error(ctx.file, text, &parse.syntax(), err));
     }
+    if let Some(err) = broken_path(ctx.file, &parse.syntax()) {
+        return Err(err);
+    }
     let root = parse.tree();
     let Some(expr) = root.expr() else {
         return Err(
@@ -133,6 +136,56 @@ pub fn parse_and_lower(ctx: &LowerCtx<'_>, text: &str) -> Result<Rc<Expr>> {
         Some(err) => Err(err),
         None => Ok(e),
     }
+}
+
+/// rnix accepts a path followed by whitespace and `${…}` (`./a ${x}`) as one interpolated path
+/// node (and its accessors then panic); Nix's lexer ends the path at the whitespace, so `${` is
+/// an unexpected DOLLAR_CURLY. Reported like bison, expecting what may follow a complete
+/// expression in the enclosing construct.
+fn broken_path(file: u32, root: &SyntaxNode) -> Option<EvalError> {
+    use SyntaxKind::*;
+    let path = root.descendants().find(|n| {
+        matches!(n.kind(), NODE_PATH_ABS | NODE_PATH_REL | NODE_PATH_HOME)
+            && n.children_with_tokens().any(|c| {
+                c.as_token().is_some_and(|t| {
+                    !matches!(t.kind(), TOKEN_PATH_ABS | TOKEN_PATH_REL | TOKEN_PATH_HOME)
+                })
+            })
+    })?;
+    let mut after_gap = false;
+    let mut offset = u32::from(path.text_range().end());
+    for c in path.children_with_tokens() {
+        let is_path_token = c
+            .as_token()
+            .is_some_and(|t| matches!(t.kind(), TOKEN_PATH_ABS | TOKEN_PATH_REL | TOKEN_PATH_HOME));
+        if after_gap && c.as_token().is_none_or(|t| t.kind() != TOKEN_WHITESPACE) {
+            offset = u32::from(c.text_range().start());
+            break;
+        }
+        if c.as_token().is_some() && !is_path_token {
+            after_gap = true;
+        }
+    }
+    let mut expecting = None;
+    let mut node = path.parent();
+    while let Some(n) = node {
+        match n.kind() {
+            NODE_INTERPOL => expecting = Some("'}'"),
+            NODE_PAREN => expecting = Some("')'"),
+            NODE_ROOT => expecting = Some("end of file"),
+            NODE_APPLY | NODE_BIN_OP | NODE_UNARY_OP => {
+                node = n.parent();
+                continue;
+            }
+            _ => {}
+        }
+        break;
+    }
+    let msg = match expecting {
+        Some(x) => format!("syntax error, unexpected DOLLAR_CURLY, expecting {x}"),
+        None => "syntax error, unexpected DOLLAR_CURLY".to_string(),
+    };
+    Some(EvalError::new(ErrorKind::Parse, msg).at(Pos { file, offset }))
 }
 
 fn token_name(kind: SyntaxKind, text: &str) -> String {
