@@ -31,6 +31,8 @@ use flaked_cache::{
 use flaked_eval::api as eval;
 use flaked_store::fetchers::{FlakeRef, InputKind};
 
+use crate::watch::TreeWatch;
+
 /// Reserved child of the root row holding the warnings every open of the flake prints. No Nix
 /// attribute name can start with a NUL byte.
 const WARNINGS: &str = "\0flaked-open-warnings";
@@ -75,11 +77,26 @@ impl LocalSource {
     }
 }
 
+/// The content identity of a local source tree: the HEAD commit of a git work tree (`None` for a
+/// `path:` tree) and the content key of its files.
+type Identity = (Option<String>, String);
+
+/// A tree watched since before its identity was computed (by the start-up pre-arming), waiting
+/// for its first query.
+struct Prearmed {
+    watch: TreeWatch,
+    identity: Identity,
+}
+
+/// Trees remembered for pre-arming after a restart (the most recent last).
+const MAX_REMEMBERED: usize = 16;
+
 /// The daemon's eval caches: databases by fingerprint, and the tree indexes behind content keys.
 pub struct DiskCache {
     registry: CacheRegistry,
     trees_dir: PathBuf,
     trees: Mutex<HashMap<PathBuf, Arc<Mutex<TreeIndex>>>>,
+    prearmed: Mutex<HashMap<(bool, PathBuf), Prearmed>>,
     build_id: String,
 }
 
@@ -113,6 +130,7 @@ impl DiskCache {
             registry: CacheRegistry::new(&cache_dir.join("eval-cache-v1"), CacheOptions::default()),
             trees_dir: cache_dir.join("trees"),
             trees: Mutex::new(HashMap::new()),
+            prearmed: Mutex::new(HashMap::new()),
             build_id: build_id(),
         }
     }
@@ -142,19 +160,100 @@ impl DiskCache {
         }
     }
 
+    fn remembered_path(&self) -> PathBuf {
+        self.trees_dir.join("recent")
+    }
+
+    /// The trees remembered for pre-arming: `(git, root)`, most recent last.
+    fn remembered(&self) -> Vec<(bool, PathBuf)> {
+        std::fs::read_to_string(self.remembered_path())
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|l| {
+                let (kind, root) = l.split_once('\t')?;
+                Some((kind == "git", PathBuf::from(root)))
+            })
+            .collect()
+    }
+
+    /// Remembers `src`'s tree, so that a restarted daemon watches and keys it before its first
+    /// query. The list is replaced atomically.
+    fn remember(&self, src: &LocalSource) {
+        let mut list = self.remembered();
+        let entry = (src.git, src.root.clone());
+        if list.last() == Some(&entry) {
+            return;
+        }
+        list.retain(|e| *e != entry);
+        list.push(entry);
+        let skip = list.len().saturating_sub(MAX_REMEMBERED);
+        let text: String = list[skip..]
+            .iter()
+            .filter_map(|(git, root)| {
+                let root = root.to_str()?;
+                (!root.contains('\n'))
+                    .then(|| format!("{}\t{root}\n", if *git { "git" } else { "path" }))
+            })
+            .collect();
+        let path = self.remembered_path();
+        let tmp = path.with_extension(format!("tmp-{}", std::process::id()));
+        let written = std::fs::create_dir_all(&self.trees_dir)
+            .and_then(|()| std::fs::write(&tmp, text))
+            .and_then(|()| std::fs::rename(&tmp, &path));
+        if let Err(e) = written {
+            tracing::debug!(error = %e, "cannot remember the flake's tree");
+            let _ = std::fs::remove_file(&tmp);
+        }
+    }
+
+    /// Watches and keys every remembered tree (at start-up, on a thread of its own), so that the
+    /// first query of each after a restart costs no tree walk.
+    pub fn prearm(&self) {
+        for (git, root) in self.remembered().into_iter().rev() {
+            let started = std::time::Instant::now();
+            let Ok(watch) = TreeWatch::new(&root) else {
+                continue;
+            };
+            let src = LocalSource {
+                git,
+                root: root.clone(),
+                subdir: String::new(),
+            };
+            match self.identity(&src) {
+                Ok(identity) => {
+                    tracing::debug!(root = %root.display(), elapsed = ?started.elapsed(), "pre-armed a remembered flake tree");
+                    lock(&self.prearmed).insert((git, root), Prearmed { watch, identity });
+                }
+                Err(e) => {
+                    tracing::debug!(root = %root.display(), error = %e, "cannot pre-arm a remembered tree")
+                }
+            }
+        }
+    }
+
+    /// A watch on `src`'s tree that was armed before its (returned) identity was computed, and
+    /// saw no change since — when start-up pre-arming prepared one.
+    pub fn take_prearmed(&self, src: &LocalSource) -> Option<(TreeWatch, Identity)> {
+        let mut p = lock(&self.prearmed).remove(&(src.git, src.root.clone()))?;
+        (!p.watch.changed()).then_some((p.watch, p.identity))
+    }
+
     /// The database of the flake `src` as it is on disk now, `None` when its fingerprint cannot
     /// be computed or `settings` rule the cache out (impure evaluation, overridden inputs).
+    /// `identity` is the tree's identity when already known (computed after its watch was armed).
     pub fn open(
         &self,
         src: &LocalSource,
         flake_ref: &str,
         settings: &eval::EvalSettings,
+        identity: Option<Identity>,
     ) -> Option<EvalCache> {
         if !settings.pure || !settings.override_inputs.is_empty() {
             return None;
         }
+        self.remember(src);
         let started = std::time::Instant::now();
-        let fingerprint = match self.fingerprint(src, flake_ref, settings) {
+        let fingerprint = match self.fingerprint(src, flake_ref, settings, identity) {
             Ok(f) => f,
             Err(e) => {
                 tracing::debug!(root = %src.root.display(), error = %e, "no eval cache for this flake");
@@ -171,13 +270,9 @@ impl DiskCache {
         Some(cache)
     }
 
-    fn fingerprint(
-        &self,
-        src: &LocalSource,
-        flake_ref: &str,
-        settings: &eval::EvalSettings,
-    ) -> Result<Fingerprint, String> {
-        let (source, files) = if src.git {
+    /// The identity of `src`'s tree as it is now.
+    fn identity(&self, src: &LocalSource) -> Result<Identity, String> {
+        let (rev, files) = if src.git {
             let (rev, files) = git_tracked(&src.root)?;
             (Some(rev), FileSet::List(files))
         } else {
@@ -208,12 +303,26 @@ impl DiskCache {
             }
             key
         };
-        let source = match source {
+        Ok((rev, key.0))
+    }
+
+    fn fingerprint(
+        &self,
+        src: &LocalSource,
+        flake_ref: &str,
+        settings: &eval::EvalSettings,
+        identity: Option<Identity>,
+    ) -> Result<Fingerprint, String> {
+        let (rev, key) = match identity {
+            Some(i) => i,
+            None => self.identity(src)?,
+        };
+        let source = match rev {
             Some(rev) => SourceIdentity::Git {
                 rev,
-                dirty: Some(key.0),
+                dirty: Some(key),
             },
-            None => SourceIdentity::ContentKey(key.0),
+            None => SourceIdentity::ContentKey(key),
         };
         let lock_file = std::fs::read(src.root.join(&src.subdir).join("flake.lock")).ok();
         Ok(Fingerprint {

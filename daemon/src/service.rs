@@ -331,17 +331,19 @@ impl pb::flaked_server::Flaked for FlakedService {
     ) -> Result<Response<pb::FlakeShowResponse>, Status> {
         let _active = Active::begin(&self.state);
         let req = request.into_inner();
-        if req.legacy {
-            return Err(unimplemented("'flake show --legacy'"));
-        }
         let mut settings = settings(&self.state.config, req.context.as_ref())?;
         let flake_ref = nonempty_ref(req.flake_ref);
-        let (json, all_systems) = (req.json, req.all_systems);
+        let options = eval::FlakeShowOptions {
+            json: req.json,
+            all_systems: req.all_systems,
+            legacy: req.legacy,
+        };
+        let json = req.json;
         let interrupt = Arc::new(AtomicBool::new(false));
         settings.interrupt = Some(interrupt.clone());
         let out = self
             .run_blocking(interrupt, move || {
-                eval::flake_show(&flake_ref, &settings, json, all_systems)
+                eval::flake_show_with(&flake_ref, &settings, &options)
             })
             .await?;
         Ok(Response::new(match out {

@@ -74,7 +74,7 @@ struct Slot {
 pub struct WarmSet {
     slots: Mutex<HashMap<WarmKey, Arc<Slot>>>,
     lru: Mutex<WarmLru<WarmKey>>,
-    disk: Option<DiskCache>,
+    disk: Option<Arc<DiskCache>>,
     forbid_eval: bool,
 }
 
@@ -153,7 +153,19 @@ impl WarmSet {
     /// An empty set with a memory budget in bytes, answering from the eval caches in `disk` when
     /// given. With `forbid_eval` (a test mode) no flake is ever opened: every answer must come from
     /// a warm flake or the eval cache.
+    /// The trees of recently used flakes are watched and keyed again on a thread of their own,
+    /// so that their first query after a restart is answered without walking them.
     pub fn new(budget_bytes: u64, disk: Option<DiskCache>, forbid_eval: bool) -> WarmSet {
+        let disk = disk.map(Arc::new);
+        if let Some(d) = &disk {
+            let d = d.clone();
+            let spawned = std::thread::Builder::new()
+                .name("flaked-prearm".to_string())
+                .spawn(move || d.prearm());
+            if let Err(e) = spawned {
+                tracing::warn!(error = %e, "cannot start pre-arming remembered flakes");
+            }
+        }
         WarmSet {
             slots: Mutex::new(HashMap::new()),
             lru: Mutex::new(WarmLru::new(budget_bytes)),
@@ -164,7 +176,7 @@ impl WarmSet {
 
     /// Counters of the eval caches on disk, and their total size in bytes.
     pub fn cache_stats(&self) -> Option<(flaked_cache::CacheStats, u64)> {
-        self.disk.as_ref().map(|d| (d.stats(), d.disk_bytes()))
+        self.disk.as_deref().map(|d| (d.stats(), d.disk_bytes()))
     }
 
     /// Commits pending eval-cache writes.
@@ -370,18 +382,29 @@ impl WarmSet {
             lock(&self.lru).remove(key);
         }
         live.get_or_insert_with(|| {
-            // Watch before reading, so that no change between the read and the next query is
-            // missed.
-            let watch = t.watch_root.as_deref().and_then(|root| {
-                TreeWatch::new(root)
-                    .map_err(|e| {
-                        tracing::warn!(root = %root.display(), error = %e,
-                            "cannot watch the flake; it will be opened again on every query");
-                    })
-                    .ok()
-            });
+            // A tree pre-armed at start-up comes with its watch and identity.
+            let prearmed = match (&self.disk, &t.local) {
+                (Some(disk), Some(src)) => disk.take_prearmed(src),
+                _ => None,
+            };
+            let (watch, identity) = match prearmed {
+                Some((watch, identity)) => (Some(watch), Some(identity)),
+                // Watch before reading, so that no change between the read and the next query
+                // is missed.
+                None => (
+                    t.watch_root.as_deref().and_then(|root| {
+                        TreeWatch::new(root)
+                            .map_err(|e| {
+                                tracing::warn!(root = %root.display(), error = %e,
+                                "cannot watch the flake; it will be opened again on every query");
+                            })
+                            .ok()
+                    }),
+                    None,
+                ),
+            };
             let cache = match (&self.disk, &t.local, &watch) {
-                (Some(disk), Some(src), Some(_)) => disk.open(src, &t.key_ref, settings),
+                (Some(disk), Some(src), Some(_)) => disk.open(src, &t.key_ref, settings, identity),
                 _ => None,
             };
             Live {

@@ -543,10 +543,7 @@ fn a_client_disconnecting_mid_request_leaves_the_daemon_unaffected() {
 fn capabilities_not_there_yet_answer_unimplemented() {
     let s = Scratch::new();
     let _d = Daemon::start(&s, DaemonOpts::default());
-    for args in [
-        &["flake", "show", "--legacy"][..],
-        &["build", "--dry-run", ".#hello"],
-    ] {
+    for args in [&["build", "--dry-run", ".#hello"][..]] {
         let out = s.flakectl(args);
         let (_, stderr) = texts(&out);
         assert_eq!(out.status.code(), Some(1), "{args:?}: {stderr}");
