@@ -14,7 +14,7 @@ use flaked_daemon::{listener, server};
 
 // The evaluator allocates many small values; mimalloc is markedly faster at that than glibc's malloc.
 #[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+static GLOBAL: flaked_eval::alloc::MiMalloc = flaked_eval::alloc::MiMalloc;
 
 /// The flaked daemon: evaluates Nix for flakectl over gRPC on a Unix socket.
 #[derive(Debug, Parser)]

@@ -112,6 +112,12 @@ pub async fn serve(config: Config, listener: Listener, hooks: TestHooks) -> Resu
     // Commit what the eval caches still hold in memory (their writes are batched).
     let warm_state = state.clone();
     let _ = tokio::task::spawn_blocking(move || warm_state.warm.flush()).await;
+    // Likewise the store's batch of objects added in the last moments.
+    if let Ok(errors) = tokio::task::spawn_blocking(flaked_eval::store_path::flush_stores).await {
+        for e in errors {
+            tracing::error!("{e}");
+        }
+    }
     tracing::info!("flaked stopped");
     result
 }

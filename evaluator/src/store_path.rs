@@ -90,6 +90,28 @@ pub fn open_store(store_dir: &str) -> Result<Arc<LocalStore>> {
     Ok(store)
 }
 
+/// Commits every store opened by this process (their writes are committed in batches): the
+/// daemon calls it before it exits, so that no object it added stays unregistered. Returns the
+/// failures, one message each.
+pub fn flush_stores() -> Vec<String> {
+    let stores: Vec<Arc<LocalStore>> = match STORES.lock() {
+        Ok(g) => g
+            .as_ref()
+            .map(|m| m.values().cloned().collect())
+            .unwrap_or_default(),
+        Err(p) => p
+            .into_inner()
+            .as_ref()
+            .map(|m| m.values().cloned().collect())
+            .unwrap_or_default(),
+    };
+    stores
+        .iter()
+        .filter_map(|store| store.flush().err())
+        .map(|e| format!("cannot commit the store's pending objects: {e}"))
+        .collect()
+}
+
 /// Where a logical path lives physically: paths inside `store_dir` move under the store root,
 /// others are returned unchanged.
 pub fn real_path(store_dir: &str, logical: &str) -> PathBuf {
