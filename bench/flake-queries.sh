@@ -87,7 +87,12 @@ PY
 kill "$daemon"; wait "$daemon" 2>/dev/null || true; daemon=
 start_daemon
 t0=$(date +%s%N); "${ctl[@]}" eval ".#$pkg.drvPath" >/dev/null 2>&1; t1=$(date +%s%N)
-echo "first query after a daemon restart: flakectl $(( (t1 - t0) / 1000 )) us (answered from the eval cache on disk)"
+echo "first query right after a daemon restart (while it re-arms the tree): flakectl $(( (t1 - t0) / 1000 )) us"
+kill "$daemon"; wait "$daemon" 2>/dev/null || true; daemon=
+start_daemon
+sleep 3 # the restarted daemon watches and keys the remembered tree in the background
+t0=$(date +%s%N); "${ctl[@]}" eval ".#$pkg.name" >/dev/null 2>&1; t1=$(date +%s%N)
+echo "first query after a daemon restart, tree re-armed: flakectl $(( (t1 - t0) / 1000 )) us (answered from the eval cache on disk)"
 
 "$BIN/examples/concurrent_queries" "$sock" "$flake" ".#$pkg.drvPath" "$CLIENTS" "$PER_CLIENT" \
   | sed 's/^/gRPC clients (one connection each): /'
