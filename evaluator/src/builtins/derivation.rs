@@ -411,7 +411,14 @@ fn derivation_strict_internal(ev: &mut Evaluator, drv_name: &str, attrs: &Attrs)
             c.hash_mode.as_ref().map(|m| m.0.as_str()),
             &names,
         )
-        .map_err(store_err)?;
+        .map_err(|e| match e {
+            // Nix reports unknown algorithms and formats as usage errors.
+            flaked_store::derivation::DerivationError::Hash(
+                h @ (flaked_store::hash::HashError::UnknownAlgo(_)
+                | flaked_store::hash::HashError::UnknownFormat(_)),
+            ) => EvalError::new(crate::error::ErrorKind::Usage, h.to_string()),
+            other => store_err(other),
+        })?;
         if warn_empty && let DerivationOutput::Fixed(ca) = &out {
             ev.stderr.push(format!(
                 "warning: found empty hash, assuming '{}'",
