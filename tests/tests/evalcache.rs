@@ -4,40 +4,9 @@
 //! database is set aside without changing any answer.
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::time::Duration;
 
-use flaked_tests::{Daemon, DaemonOpts, Scratch, texts};
-
-fn write(path: &Path, text: &str) {
-    if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir).expect("mkdir");
-    }
-    std::fs::write(path, text).expect("write");
-}
-
-fn git(dir: &Path, args: &[&str]) {
-    let out = Command::new("git")
-        .current_dir(dir)
-        .args([
-            "-c",
-            "user.name=test",
-            "-c",
-            "user.email=test@localhost",
-            "-c",
-            "commit.gpgsign=false",
-            "-c",
-            "init.defaultBranch=main",
-        ])
-        .args(args)
-        .output()
-        .expect("git runs");
-    assert!(
-        out.status.success(),
-        "git {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
+use flaked_tests::{Daemon, DaemonOpts, Scratch, git, texts, write};
 
 /// One answer: (stdout, stderr, success).
 type Answer = (String, String, bool);
@@ -54,15 +23,11 @@ fn ask(s: &Scratch, dir: &Path, args: &[&str]) -> Answer {
 }
 
 fn stop(mut d: Daemon) {
-    d.signal(libc_sigterm());
+    d.signal(libc::SIGTERM);
     assert!(
         d.wait_exit(Duration::from_secs(20)).is_some(),
         "daemon did not stop"
     );
-}
-
-fn libc_sigterm() -> i32 {
-    15
 }
 
 const FLAKE: &str = r#"{
@@ -341,7 +306,7 @@ fn sigkill_during_cache_writes_leaves_a_usable_cache() {
         }
         // No graceful shutdown: whatever the writer had not committed is lost, nothing else.
         let mut d = d;
-        d.signal(9);
+        d.signal(libc::SIGKILL);
         d.wait_exit(Duration::from_secs(20));
         let _ = std::fs::remove_file(s.socket());
     }

@@ -11,37 +11,7 @@ use std::path::Path;
 use std::process::Command;
 
 use flaked_proto::v1 as pb;
-use flaked_tests::{Daemon, DaemonOpts, Scratch, runtime, texts};
-
-fn write(path: &Path, text: &str) {
-    if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir).expect("mkdir");
-    }
-    std::fs::write(path, text).expect("write");
-}
-
-fn git(dir: &Path, args: &[&str]) {
-    let out = Command::new("git")
-        .current_dir(dir)
-        .args([
-            "-c",
-            "user.name=test",
-            "-c",
-            "user.email=test@localhost",
-            "-c",
-            "commit.gpgsign=false",
-            "-c",
-            "init.defaultBranch=main",
-        ])
-        .args(args)
-        .output()
-        .expect("git runs");
-    assert!(
-        out.status.success(),
-        "git {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
+use flaked_tests::{Daemon, DaemonOpts, Scratch, git, runtime, texts, write};
 
 /// `flakectl ARGS…` in `dir`; (stdout, stderr, success).
 fn run(s: &Scratch, dir: &Path, args: &[&str]) -> (String, String, bool) {
