@@ -17,7 +17,7 @@
 //!   are dropped whole (their thread ends and their values, cycles included, are freed) — a
 //!   request still using a dropped flake finishes first.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::hash::{DefaultHasher, Hash, Hasher};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -50,6 +50,8 @@ struct Live {
     /// Whether what the opened flake evaluates may be recorded in `cache` (its opening printed
     /// nothing but warnings that every open repeats).
     cache_writable: bool,
+    /// Fragments whose answer this entry already recorded in `cache` (not noted again).
+    recorded: HashSet<String>,
     watch: Option<TreeWatch>,
     local: bool,
     locked: bool,
@@ -232,9 +234,19 @@ impl WarmSet {
         }
         let mut stderr = self.ensure_open(l, &t, settings, &key)?;
         let flake = l.flake.clone().expect("ensure_open opened the flake");
-        let cache = l.cache.clone().filter(|_| l.cache_writable);
+        let cache = l
+            .cache
+            .clone()
+            .filter(|_| l.cache_writable && !l.recorded.contains(&t.fragment));
         drop(live);
-        let result = flake.eval_noted(&t.fragment, output, settings.interrupt.clone());
+        let result = match &cache {
+            Some(_) => flake.eval_noted(&t.fragment, output, settings.interrupt.clone()),
+            None => match &settings.interrupt {
+                Some(flag) => flake.eval_interruptible(&t.fragment, output, flag.clone()),
+                None => flake.eval(&t.fragment, output),
+            }
+            .map(|out| (out, Vec::new())),
+        };
         self.account(&key, &flake);
         match result {
             Ok((mut out, notes)) => {
@@ -242,7 +254,7 @@ impl WarmSet {
                 // anything since it was opened evaluated every value silently.
                 if let Some(cache) = cache
                     && !flake.printed_since_open()
-                    && !self.changed_since(&slot)
+                    && self.mark_recorded(&slot, &t.fragment)
                 {
                     evalcache::record(&cache, &notes);
                 }
@@ -258,14 +270,19 @@ impl WarmSet {
         }
     }
 
-    /// Whether the tree of the flake in `slot` changed since its entry was made (an answer
-    /// evaluated meanwhile may come from newer files than its fingerprint: not recorded).
-    fn changed_since(&self, slot: &Slot) -> bool {
+    /// Marks `fragment` as recorded in the entry of `slot`, unless its tree changed since the
+    /// entry was made (an answer evaluated meanwhile may come from newer files than its
+    /// fingerprint: not recorded). Returns whether the answer may be recorded.
+    fn mark_recorded(&self, slot: &Slot, fragment: &str) -> bool {
         let mut live = lock(&slot.live);
-        match live.as_mut() {
-            Some(l) => l.local && !l.fresh(),
-            None => true,
+        let Some(l) = live.as_mut() else {
+            return false;
+        };
+        if l.local && !l.fresh() {
+            return false;
         }
+        l.recorded.insert(fragment.to_string());
+        true
     }
 
     /// `nix search INSTALLABLE REGEX…`: the matching packages, in Nix's order, and the warnings to
@@ -411,6 +428,7 @@ impl WarmSet {
                 flake: None,
                 cache,
                 cache_writable: false,
+                recorded: HashSet::new(),
                 watch,
                 local: t.watch_root.is_some(),
                 locked: t.locked,
