@@ -7,6 +7,7 @@
 //! diagnostic on stderr and exit with status 1.
 
 mod autostart;
+mod search;
 
 use std::io::Write;
 use std::path::PathBuf;
@@ -131,18 +132,7 @@ enum Command {
         opts: EvalOpts,
     },
     /// Search packages.
-    Search {
-        installable: String,
-        regexes: Vec<String>,
-        /// Hide packages matching this regex.
-        #[arg(short = 'e', long, value_name = "REGEX")]
-        exclude: Vec<String>,
-        /// Print the matches as JSON.
-        #[arg(long)]
-        json: bool,
-        #[command(flatten)]
-        opts: EvalOpts,
-    },
+    Search(search::SearchArgs),
     /// Manage flakes.
     Flake {
         #[command(subcommand)]
@@ -430,55 +420,7 @@ async fn run(cli: Cli) -> Result<ExitCode, CliError> {
             }
             Ok(ExitCode::SUCCESS)
         }
-        Command::Search {
-            installable,
-            regexes,
-            exclude,
-            json,
-            opts,
-        } => {
-            let req = pb::SearchRequest {
-                context: Some(context(&opts)?),
-                installable,
-                regexes,
-                exclude,
-            };
-            let mut client = autostart::connect(&target).await?;
-            let mut stream = client.search(req).await?.into_inner();
-            let mut results = 0usize;
-            // nlohmann's objects (Nix) are sorted by key.
-            let mut json_out = std::collections::BTreeMap::new();
-            while let Some(m) = stream.message().await? {
-                print_stderr_lines(&m.stderr);
-                if let Some(d) = m.error {
-                    return Err(CliError::rendered(d.rendered));
-                }
-                results += 1;
-                if json {
-                    json_out.insert(
-                        m.attr_path,
-                        serde_json::json!({
-                            "description": m.description,
-                            "pname": m.pname,
-                            "version": m.version,
-                        }),
-                    );
-                } else {
-                    // Nix prints an empty line between two packages, not after the last one.
-                    let sep = if results > 1 { "\n" } else { "" };
-                    write_stdout(format!("{sep}{}", m.rendered).as_bytes())?;
-                }
-            }
-            if json {
-                let mut text = serde_json::to_string(&json_out)
-                    .map_err(|e| CliError::msg(format!("cannot print JSON: {e}")))?;
-                text.push('\n');
-                write_stdout(text.as_bytes())?;
-            } else if results == 0 {
-                return Err(CliError::msg("no results for the given search term(s)!"));
-            }
-            Ok(ExitCode::SUCCESS)
-        }
+        Command::Search(args) => search::run(args, &target).await,
         Command::Flake { command } => flake(command, &target).await,
         Command::Daemon { command } => daemon(command, &target).await,
     }
