@@ -577,7 +577,7 @@ async fn daemon(command: DaemonCommand, target: &autostart::Target) -> Result<Ex
                 None => String::new(),
             };
             let text = format!(
-                "flaked {} (pid {})\nsocket: {}{}\nuptime: {:.1}s\nmemory: {:.1} MiB resident\nrequests: {} in flight, {} served\nwarm flakes: {}\n",
+                "flaked {} (pid {})\nsocket: {}{}\nuptime: {:.1}s\nmemory: {:.1} MiB resident\nrequests: {} in flight, {} served\nwarm flakes: {}\nwarm answers replayed: {}\n",
                 s.version,
                 s.pid,
                 s.socket_path,
@@ -590,7 +590,8 @@ async fn daemon(command: DaemonCommand, target: &autostart::Target) -> Result<Ex
                 s.memory_rss_bytes as f64 / (1024.0 * 1024.0),
                 s.requests_in_flight,
                 s.requests_served,
-                warm
+                warm,
+                s.warm_replays
             ) + &cache;
             write_stdout(text.as_bytes())?;
         }

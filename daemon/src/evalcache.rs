@@ -20,9 +20,10 @@
 //! - the cache can only make an answer faster: any failure to compute a fingerprint or to read
 //!   the database is a miss, and the query is evaluated.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::time::Duration;
 
 use flaked_cache::{
     CacheOptions, CacheRegistry, CachedValue, Cursor, EvalCache, FileSet, Fingerprint, Lookup,
@@ -35,7 +36,7 @@ use crate::watch::TreeWatch;
 
 /// Reserved child of the root row holding the warnings every open of the flake prints. No Nix
 /// attribute name can start with a NUL byte.
-const WARNINGS: &str = "\0flaked-open-warnings";
+pub(crate) const WARNINGS: &str = "\0flaked-open-warnings";
 
 /// Where a persistently cacheable flake's files are.
 #[derive(Debug, Clone)]
@@ -96,9 +97,25 @@ pub struct DiskCache {
     registry: CacheRegistry,
     trees_dir: PathBuf,
     trees: Mutex<HashMap<PathBuf, Arc<Mutex<TreeIndex>>>>,
-    prearmed: Mutex<HashMap<(bool, PathBuf), Prearmed>>,
+    prearming: Mutex<Prearming>,
+    /// Signalled when the tree being pre-armed is done.
+    prearmed_one: Condvar,
     build_id: String,
 }
+
+/// Start-up pre-arming of remembered trees, as queries see it.
+#[derive(Default)]
+struct Prearming {
+    /// Trees armed and not taken by a query yet.
+    ready: HashMap<(bool, PathBuf), Prearmed>,
+    /// The tree being armed now: a query for it waits for it rather than walking it twice.
+    current: Option<(bool, PathBuf)>,
+    /// Trees a query asked for before their turn came (pre-arming skips them).
+    claimed: HashSet<(bool, PathBuf)>,
+}
+
+/// How long a query waits for the pre-arming of its tree at most.
+const PREARM_WAIT: Duration = Duration::from_secs(30);
 
 impl std::fmt::Debug for DiskCache {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -130,7 +147,8 @@ impl DiskCache {
             registry: CacheRegistry::new(&cache_dir.join("eval-cache-v1"), CacheOptions::default()),
             trees_dir: cache_dir.join("trees"),
             trees: Mutex::new(HashMap::new()),
-            prearmed: Mutex::new(HashMap::new()),
+            prearming: Mutex::new(Prearming::default()),
+            prearmed_one: Condvar::new(),
             build_id: build_id(),
         }
     }
@@ -210,32 +228,70 @@ impl DiskCache {
     /// first query of each after a restart costs no tree walk.
     pub fn prearm(&self) {
         for (git, root) in self.remembered().into_iter().rev() {
-            let started = std::time::Instant::now();
-            let Ok(watch) = TreeWatch::new(&root) else {
-                continue;
-            };
-            let src = LocalSource {
-                git,
-                root: root.clone(),
-                subdir: String::new(),
-            };
-            match self.identity(&src) {
-                Ok(identity) => {
-                    tracing::debug!(root = %root.display(), elapsed = ?started.elapsed(), "pre-armed a remembered flake tree");
-                    lock(&self.prearmed).insert((git, root), Prearmed { watch, identity });
+            let key = (git, root.clone());
+            {
+                let mut p = lock(&self.prearming);
+                if p.claimed.contains(&key) {
+                    continue;
                 }
-                Err(e) => {
-                    tracing::debug!(root = %root.display(), error = %e, "cannot pre-arm a remembered tree")
-                }
+                p.current = Some(key.clone());
+            }
+            let armed = self.arm(git, &root);
+            let mut p = lock(&self.prearming);
+            p.current = None;
+            // Kept even when a query claimed it meanwhile: that query is waiting for it.
+            if let Some(armed) = armed {
+                p.ready.insert(key, armed);
+            }
+            drop(p);
+            self.prearmed_one.notify_all();
+        }
+    }
+
+    /// Watches `root`, then computes its identity.
+    fn arm(&self, git: bool, root: &Path) -> Option<Prearmed> {
+        let started = std::time::Instant::now();
+        let watch = TreeWatch::new(root).ok()?;
+        let src = LocalSource {
+            git,
+            root: root.to_path_buf(),
+            subdir: String::new(),
+        };
+        match self.identity(&src) {
+            Ok(identity) => {
+                tracing::debug!(root = %root.display(), elapsed = ?started.elapsed(), "pre-armed a remembered flake tree");
+                Some(Prearmed { watch, identity })
+            }
+            Err(e) => {
+                tracing::debug!(root = %root.display(), error = %e, "cannot pre-arm a remembered tree");
+                None
             }
         }
     }
 
     /// A watch on `src`'s tree that was armed before its (returned) identity was computed, and
     /// saw no change since — when start-up pre-arming prepared one.
+    /// A tree being pre-armed right now is waited for; one whose turn has not come yet is left
+    /// to the caller (and skipped by pre-arming).
     pub fn take_prearmed(&self, src: &LocalSource) -> Option<(TreeWatch, Identity)> {
-        let mut p = lock(&self.prearmed).remove(&(src.git, src.root.clone()))?;
-        (!p.watch.changed()).then_some((p.watch, p.identity))
+        let key = (src.git, src.root.clone());
+        let mut p = lock(&self.prearming);
+        p.claimed.insert(key.clone());
+        let deadline = std::time::Instant::now() + PREARM_WAIT;
+        while p.current.as_ref() == Some(&key) {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            if left.is_zero() {
+                break;
+            }
+            p = self
+                .prearmed_one
+                .wait_timeout(p, left)
+                .unwrap_or_else(|e| e.into_inner())
+                .0;
+        }
+        let mut armed = p.ready.remove(&key)?;
+        drop(p);
+        (!armed.watch.changed()).then_some((armed.watch, armed.identity))
     }
 
     /// The database of the flake `src` as it is on disk now, `None` when its fingerprint cannot

@@ -52,6 +52,9 @@ struct Live {
     cache_writable: bool,
     /// Fragments whose answer this entry already recorded in `cache` (not noted again).
     recorded: HashSet<String>,
+    /// Answers of the opened flake, replayed without asking its evaluator thread (see
+    /// [`Answers`]).
+    answers: Answers,
     watch: Option<TreeWatch>,
     local: bool,
     locked: bool,
@@ -67,6 +70,46 @@ impl Live {
     }
 }
 
+/// The printed answers of an opened flake, by fragment and output format.
+///
+/// A warm flake's values are immutable once forced, so the same query prints the same answer
+/// again, except for what evaluating printed (traces print once): only answers whose evaluation
+/// printed nothing are kept, and they carry the warnings `nix` repeats on every open. Bounded by
+/// [`Answers::BUDGET`] bytes; dropped with their entry when the tree changes.
+#[derive(Default)]
+struct Answers {
+    by_fragment: HashMap<String, Vec<(eval::OutputFormat, Arc<eval::EvalOutput>)>>,
+    bytes: usize,
+}
+
+impl Answers {
+    /// Bytes of answers one flake keeps at most.
+    const BUDGET: usize = 16 << 20;
+
+    fn get(&self, fragment: &str, output: eval::OutputFormat) -> Option<Arc<eval::EvalOutput>> {
+        self.by_fragment
+            .get(fragment)?
+            .iter()
+            .find(|(o, _)| *o == output)
+            .map(|(_, a)| a.clone())
+    }
+
+    fn insert(&mut self, fragment: &str, output: eval::OutputFormat, answer: eval::EvalOutput) {
+        let size = fragment.len()
+            + answer.stdout.len()
+            + answer.stderr.iter().map(String::len).sum::<usize>()
+            + 64;
+        if self.bytes + size > Self::BUDGET || self.get(fragment, output).is_some() {
+            return;
+        }
+        self.bytes += size;
+        self.by_fragment
+            .entry(fragment.to_string())
+            .or_default()
+            .push((output, Arc::new(answer)));
+    }
+}
+
 #[derive(Default)]
 struct Slot {
     live: Mutex<Option<Live>>,
@@ -78,6 +121,8 @@ pub struct WarmSet {
     lru: Mutex<WarmLru<WarmKey>>,
     disk: Option<Arc<DiskCache>>,
     forbid_eval: bool,
+    /// Answers replayed by [`WarmSet::replay`] since start.
+    replays: std::sync::atomic::AtomicU64,
 }
 
 impl std::fmt::Debug for WarmSet {
@@ -173,7 +218,13 @@ impl WarmSet {
             lru: Mutex::new(WarmLru::new(budget_bytes)),
             disk,
             forbid_eval,
+            replays: std::sync::atomic::AtomicU64::new(0),
         }
+    }
+
+    /// Queries answered by [`WarmSet::replay`] since start.
+    pub fn replays(&self) -> u64 {
+        self.replays.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// Counters of the eval caches on disk, and their total size in bytes.
@@ -209,6 +260,66 @@ impl WarmSet {
             .collect()
     }
 
+    /// The answer to `nix eval INSTALLABLE` when an opened, fresh flake answered the very same
+    /// query before; `None` when that is not known at once (the query then goes to
+    /// [`WarmSet::eval`]). Never blocks on another request: an entry busy opening is not waited
+    /// for.
+    pub fn replay(
+        &self,
+        installable: &str,
+        settings: &eval::EvalSettings,
+        output: eval::OutputFormat,
+    ) -> Option<eval::EvalOutput> {
+        let t = target(installable, settings).ok()?;
+        let key = WarmKey {
+            flake: t.key_ref,
+            settings: settings_hash(settings),
+        };
+        let slot = lock(&self.slots).get(&key)?.clone();
+        let mut live = match slot.live.try_lock() {
+            Ok(live) => live,
+            Err(std::sync::TryLockError::Poisoned(p)) => p.into_inner(),
+            Err(std::sync::TryLockError::WouldBlock) => return None,
+        };
+        let l = live.as_mut()?;
+        l.flake.as_ref()?;
+        if !l.fresh() {
+            return None;
+        }
+        let answer = l.answers.get(&t.fragment, output)?;
+        drop(live);
+        lock(&self.lru).touch(&key);
+        self.replays
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        Some((*answer).clone())
+    }
+
+    /// Keeps `answer` for [`WarmSet::replay`] if `slot` still holds the entry of `flake` and its
+    /// tree did not change.
+    fn keep_answer(
+        &self,
+        slot: &Slot,
+        flake: &Arc<eval::WarmFlake>,
+        fragment: &str,
+        output: eval::OutputFormat,
+        answer: &eval::EvalOutput,
+    ) {
+        let mut live = lock(&slot.live);
+        let Some(l) = live.as_mut() else { return };
+        if !l.flake.as_ref().is_some_and(|f| Arc::ptr_eq(f, flake)) || !l.fresh() {
+            return;
+        }
+        let repeated: Vec<String> = flake
+            .open_stderr()
+            .iter()
+            .filter(|w| repeats_on_every_open(w))
+            .cloned()
+            .collect();
+        if answer.stderr == repeated {
+            l.answers.insert(fragment, output, answer.clone());
+        }
+    }
+
     /// `nix eval INSTALLABLE`: answers from a warm flake, opening (locking, fetching, calling)
     /// it first when there is none or it is stale. Blocking.
     #[allow(clippy::result_large_err)]
@@ -232,6 +343,7 @@ impl WarmSet {
             lock(&self.lru).touch(&key);
             return Ok(out);
         }
+        let was_open = l.flake.is_some();
         let mut stderr = self.ensure_open(l, &t, settings, &key)?;
         let flake = l.flake.clone().expect("ensure_open opened the flake");
         let cache = l
@@ -250,6 +362,7 @@ impl WarmSet {
         self.account(&key, &flake);
         match result {
             Ok((mut out, notes)) => {
+                let printed = !out.stderr.is_empty();
                 // Only values whose evaluation printed nothing: a flake that never printed
                 // anything since it was opened evaluated every value silently.
                 if let Some(cache) = cache
@@ -260,6 +373,11 @@ impl WarmSet {
                 }
                 stderr.append(&mut out.stderr);
                 out.stderr = stderr;
+                // What an answer printed the first time (opening warnings, traces) is not
+                // printed again by the same query.
+                if was_open && !printed {
+                    self.keep_answer(&slot, &flake, &t.fragment, output, &out);
+                }
                 Ok(out)
             }
             Err(mut d) => {
@@ -429,6 +547,7 @@ impl WarmSet {
                 cache,
                 cache_writable: false,
                 recorded: HashSet::new(),
+                answers: Answers::default(),
                 watch,
                 local: t.watch_root.is_some(),
                 locked: t.locked,

@@ -168,9 +168,6 @@ pub struct EvalOutput {
     pub stderr: Vec<String>,
 }
 
-/// Reserved stack of the evaluation thread (only touched pages are committed).
-const EVAL_STACK: usize = 1 << 30;
-
 /// Evaluates a request. Blocking; runs on a dedicated large-stack thread.
 ///
 /// `settings.pure` is honoured as given (`nix eval --expr` is pure by default; `nix eval --file`
@@ -442,41 +439,31 @@ where
     F: FnOnce(&mut Evaluator) -> Result<Vec<u8>, EvalError> + Send + 'static,
 {
     let s = settings.clone();
-    let spawned = std::thread::Builder::new()
-        .name("flaked-eval".to_string())
-        .stack_size(EVAL_STACK)
-        .spawn(move || {
-            let mut ev = Evaluator::new(config_of(&s));
-            if let Ok(fs) = flake_settings(&s, &LockOptions::default()) {
-                crate::flake::set_context(Some(fs));
+    let answer = crate::eval_pool::run(move || {
+        let mut ev = Evaluator::new(config_of(&s));
+        if let Ok(fs) = flake_settings(&s, &LockOptions::default()) {
+            crate::flake::set_context(Some(fs));
+        }
+        let r = f(&mut ev);
+        let out = match r {
+            Ok(stdout) => Ok(EvalOutput {
+                stdout,
+                stderr: std::mem::take(&mut ev.stderr),
+            }),
+            Err(e) => {
+                let mut d = to_diagnostic(&e);
+                d.log = std::mem::take(&mut ev.stderr);
+                Err(d)
             }
-            let r = f(&mut ev);
-            let out = match r {
-                Ok(stdout) => Ok(EvalOutput {
-                    stdout,
-                    stderr: std::mem::take(&mut ev.stderr),
-                }),
-                Err(e) => {
-                    let mut d = to_diagnostic(&e);
-                    d.log = std::mem::take(&mut ev.stderr);
-                    Err(d)
-                }
-            };
-            drop(ev);
-            source::clear();
-            out
-        });
-    match spawned {
-        Ok(h) => match h.join() {
-            Ok(r) => r,
-            Err(_) => Err(Diagnostic::plain(
-                "internal error: the evaluator thread panicked",
-            )),
-        },
-        Err(e) => Err(Diagnostic::plain(format!(
-            "cannot start the evaluator thread: {e}"
-        ))),
-    }
+        };
+        drop(ev);
+        out
+    });
+    answer.unwrap_or_else(|panic| {
+        Err(Diagnostic::plain(format!(
+            "internal error: the evaluator thread panicked: {panic}"
+        )))
+    })
 }
 
 /// The evaluator configuration of a request's settings.

@@ -8,6 +8,7 @@ pub mod api;
 pub mod builtins;
 pub mod error;
 pub mod eval;
+mod eval_pool;
 pub mod flake;
 pub mod ir;
 pub mod lower;

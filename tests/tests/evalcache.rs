@@ -104,10 +104,32 @@ fn answers(
     );
     let out = queries
         .iter()
-        .map(|q| (ask(s, dir, q), ask(s, dir, q)))
+        .map(|q| {
+            let first = ask(s, dir, q);
+            let second = ask(s, dir, q);
+            // A third time: replayed when the second was a successful warm evaluation.
+            let third = ask(s, dir, q);
+            assert_eq!(second, third, "{q:?}: asked again, the answer changed");
+            (first, second)
+        })
         .collect();
+    let status = ask(s, dir, &["daemon", "status"]);
     stop(d);
+    let replays = replays(&status.0);
+    if env.is_empty() && queries.len() > 1 {
+        // A warm daemon replays a repeated successful answer without evaluating it again.
+        assert!(replays > 0, "no answer was replayed:\n{}", status.0);
+    }
     out
+}
+
+/// The "warm answers replayed" count of `flakectl daemon status`.
+fn replays(status: &str) -> u64 {
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("warm answers replayed: "))
+        .and_then(|n| n.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no replay count in the status:\n{status}"))
 }
 
 /// Fresh answers: every query on a daemon of its own with empty caches.

@@ -1,0 +1,178 @@
+//! The threads one-shot evaluations run on, kept and reused between requests.
+//!
+//! Every evaluation needs a thread with a large reserved stack (the evaluator recurses natively).
+//! Creating one per request (mapping and unmapping its stack, waking it, joining it) costs a
+//! daemon more than evaluating a small expression, so finished threads wait here for the next job.
+//!
+//! Invariants: a thread runs one job at a time and nothing of a job outlives it (the job drops
+//! its evaluator, then the thread forgets its sources and flake context); a thread that served
+//! [`JOBS_PER_THREAD`] jobs, saw a job panic, or sat idle for [`IDLE_EXIT`] exits, so what a
+//! thread keeps between jobs (interned names, compiled regular expressions, touched stack pages)
+//! stays bounded; at most [`MAX_IDLE`] threads wait at once.
+
+use std::panic::AssertUnwindSafe;
+use std::sync::Mutex;
+use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender};
+use std::time::Duration;
+
+/// Reserved stack of an evaluation thread (only touched pages are committed).
+const EVAL_STACK: usize = 1 << 30;
+/// Threads kept waiting for work at most.
+const MAX_IDLE: usize = 4;
+/// Jobs one thread serves before it makes way for a fresh one.
+const JOBS_PER_THREAD: usize = 1000;
+/// An idle thread exits after this long without work.
+const IDLE_EXIT: Duration = Duration::from_secs(30);
+
+/// A job; it answers whether it panicked.
+type Job = Box<dyn FnOnce() -> bool + Send>;
+
+/// An idle thread: its id and where to send its next job.
+struct Idle {
+    id: u64,
+    jobs: Sender<Job>,
+}
+
+struct Pool {
+    idle: Vec<Idle>,
+    next_id: u64,
+}
+
+static POOL: Mutex<Pool> = Mutex::new(Pool {
+    idle: Vec::new(),
+    next_id: 0,
+});
+
+fn pool() -> std::sync::MutexGuard<'static, Pool> {
+    // A panic never happens while the lock is held (only pushes and pops), but stay usable anyway.
+    POOL.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// Runs `f` on an evaluation thread and returns what it returned. A panic in `f` is returned as
+/// `Err` with its message.
+pub(crate) fn run<R, F>(f: F) -> Result<R, String>
+where
+    F: FnOnce() -> R + Send + 'static,
+    R: Send + 'static,
+{
+    let (reply_tx, reply_rx) = std::sync::mpsc::sync_channel::<Result<R, String>>(1);
+    let mut job: Job = Box::new(move || {
+        let r = std::panic::catch_unwind(AssertUnwindSafe(f)).map_err(|p| panic_message(&*p));
+        let panicked = r.is_err();
+        let _ = reply_tx.send(r);
+        panicked
+    });
+    // Hand the job to an idle thread; one that went away gives the job back (send fails).
+    loop {
+        let idle = pool().idle.pop();
+        let Some(idle) = idle else { break };
+        match idle.jobs.send(job) {
+            Ok(()) => return receive(reply_rx),
+            Err(returned) => job = returned.0,
+        }
+    }
+    let (tx, rx) = std::sync::mpsc::channel::<Job>();
+    let id = {
+        let mut p = pool();
+        p.next_id += 1;
+        p.next_id
+    };
+    std::thread::Builder::new()
+        .name("flaked-eval".to_string())
+        .stack_size(EVAL_STACK)
+        .spawn(move || worker(id, tx, rx, job))
+        .map_err(|e| format!("cannot start the evaluator thread: {e}"))?;
+    receive(reply_rx)
+}
+
+fn receive<R>(reply: std::sync::mpsc::Receiver<Result<R, String>>) -> Result<R, String> {
+    reply
+        .recv()
+        .unwrap_or_else(|_| Err("the evaluator thread exited without an answer".to_string()))
+}
+
+fn worker(id: u64, me: Sender<Job>, jobs: Receiver<Job>, first: Job) {
+    let mut job = first;
+    let mut served = 0usize;
+    loop {
+        let panicked = job();
+        forget_thread_state();
+        served += 1;
+        if panicked || served >= JOBS_PER_THREAD {
+            return;
+        }
+        {
+            let mut p = pool();
+            if p.idle.len() >= MAX_IDLE {
+                return;
+            }
+            p.idle.push(Idle {
+                id,
+                jobs: me.clone(),
+            });
+        }
+        job = match jobs.recv_timeout(IDLE_EXIT) {
+            Ok(job) => job,
+            Err(RecvTimeoutError::Disconnected) => return,
+            Err(RecvTimeoutError::Timeout) => {
+                let mut p = pool();
+                if let Some(i) = p.idle.iter().position(|w| w.id == id) {
+                    p.idle.remove(i);
+                    return;
+                }
+                drop(p);
+                // A caller took this thread off the idle list just now: its job is on the way.
+                match jobs.recv() {
+                    Ok(job) => job,
+                    Err(_) => return,
+                }
+            }
+        };
+    }
+}
+
+/// Forgets what the finished job left in this thread's evaluator state.
+fn forget_thread_state() {
+    crate::source::clear();
+    crate::flake::set_context(None);
+}
+
+fn panic_message(p: &(dyn std::any::Any + Send)) -> String {
+    p.downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| p.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "a panic without a message".to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn threads_are_reused_and_answers_come_back() {
+        // Other tests use the pool at the same time and may take a waiting thread, but fifty jobs
+        // in a row on fifty different threads means nothing is reused.
+        let threads: std::collections::HashSet<_> = (0..50)
+            .map(|_| run(|| std::thread::current().id()).expect("runs"))
+            .collect();
+        assert!(threads.len() < 50, "no thread was reused");
+        assert_eq!(run(|| 6 * 7), Ok(42));
+    }
+
+    #[test]
+    fn a_panic_is_an_answer_and_the_pool_stays_usable() {
+        let r: Result<(), String> = run(|| panic!("boom in a job"));
+        assert_eq!(r, Err("boom in a job".to_string()));
+        assert_eq!(run(|| "still here"), Ok("still here"));
+    }
+
+    #[test]
+    fn concurrent_jobs_each_get_their_own_answer() {
+        let handles: Vec<_> = (0..16)
+            .map(|i| std::thread::spawn(move || run(move || i * 2)))
+            .collect();
+        for (i, h) in handles.into_iter().enumerate() {
+            assert_eq!(h.join().expect("joins"), Ok(i * 2));
+        }
+    }
+}
