@@ -19,7 +19,7 @@ here=$(cd "$(dirname "$0")/.." && pwd -P)
 NIXPKGS=$(cd "${1:-/work/team/nixpkgs.lib}" && pwd -P)
 NIX=${NIX:-/work/shared/oracle/nix}
 if [ -z "${FEVAL:-}" ]; then
-    for c in "$here/target-builtins/release/feval" "$here/target/release/feval" "$here/target-builtins/debug/feval" "$here/target/debug/feval"; do
+    for c in "$here/target-eval/release/feval" "$here/target-builtins/release/feval" "$here/target/release/feval" "$here/target-builtins/debug/feval" "$here/target/debug/feval"; do
         [ -x "$c" ] && { FEVAL=$c; break; }
     done
 fi
@@ -68,15 +68,17 @@ NIX
 fi
 
 if want modules && [ -z "${SKIP_MODULES:-}" ]; then
-    # A nix-instantiate look-alike over feval (only what modules.sh uses).
+    # A nix-instantiate look-alike over feval (only what modules.sh uses): feval --instantiate
+    # prints as nix-instantiate --eval [--json [--strict]] (paths in JSON copied to the store).
     cat >"$tmp/flaked-instantiate" <<SH
 #!/usr/bin/env bash
-json=(); expr=; attr=; file=
+json=(); strict=(); expr=; attr=; file=
 while [ \$# -gt 0 ]; do
     case \$1 in
         --timeout) shift 2 ;;
         --option) [ "\$2" = abort-on-warn ] && export NIX_CONFIG="abort-on-warn = \$3"; shift 3 ;;
-        --eval-only|--eval|--show-trace|--read-write-mode|--strict) shift ;;
+        --eval-only|--eval|--show-trace|--read-write-mode) shift ;;
+        --strict) strict=(--strict); shift ;;
         --json) json=(--json); shift ;;
         -E|--expr) expr=\$2; shift 2 ;;
         -A|--attr) attr=\$2; shift 2 ;;
@@ -85,7 +87,7 @@ while [ \$# -gt 0 ]; do
 done
 if [ -n "\$expr" ]; then set -- --expr "\$expr"; else set -- --file "\$file"; fi
 [ -n "\$attr" ] && set -- "\$@" "\$attr"
-exec "$FEVAL" --impure "\${json[@]}" "\$@"
+exec "$FEVAL" --impure --instantiate "\${json[@]}" "\${strict[@]}" "\$@"
 SH
     cat >"$tmp/ref-instantiate" <<SH
 #!/usr/bin/env bash

@@ -45,6 +45,11 @@ pub enum OutputFormat {
     /// `nix-instantiate --eval --strict` (value forced deeply, printed with `<LAMBDA>`,
     /// `<PRIMOP>`, `<PRIMOP-APP>`, derivations as plain sets; newline).
     Instantiate,
+    /// `nix-instantiate --eval --json [--strict]`: JSON as `nix eval --json` prints it, except
+    /// that paths are copied to the store (their store paths are printed) and, without
+    /// `strict`, nothing below the top-level value is forced (a value not evaluated yet is
+    /// the error "cannot convert a thunk to JSON", as in Nix).
+    InstantiateJson { strict: bool },
 }
 
 /// Everything on the caller's side that an answer can depend on.
@@ -361,6 +366,16 @@ pub(crate) fn print_output(
             out.push(b'\n');
             Ok(out)
         }
+        OutputFormat::InstantiateJson { strict } => {
+            let mut ctx = Context::new();
+            let mut out = if strict {
+                print::to_json(ev, &v, Pos::NONE, true, &mut ctx)?
+            } else {
+                print::to_json_lazy(ev, &v, Pos::NONE, true, &mut ctx)?
+            };
+            out.push(b'\n');
+            Ok(out)
+        }
         OutputFormat::Instantiate => {
             let v = ev.force_deep(&v, Pos::NONE)?;
             let mut out = print::print_ambiguous(&v);
@@ -594,3 +609,57 @@ pub fn flake_show_with(
         Ok(out.into_bytes())
     })
 }
+
+/// Evaluates a request like [`evaluate`], hands the answer to `finish` on the evaluation
+/// thread, and ends the process with the exit code `finish` returns — without releasing the
+/// evaluation's memory first.
+///
+/// For one-shot command-line tools (`feval`): tearing a large evaluation down (clearing every
+/// registered cell, then freeing every value) costs up to a tenth of the whole run and raises
+/// the peak memory, while the operating system reclaims the memory at exit anyway (Nix never
+/// frees at exit either). A long-running process (the daemon) must use [`evaluate`], which
+/// releases everything. `finish` must flush what it writes: no destructor runs after it.
+pub fn evaluate_and_exit<F>(req: &EvalRequest, finish: F) -> !
+where
+    F: FnOnce(Result<EvalOutput, Diagnostic>) -> i32 + Send + 'static,
+{
+    let req = req.clone();
+    let spawned = std::thread::Builder::new()
+        .name("flaked-eval".to_string())
+        .stack_size(ONE_SHOT_STACK)
+        .spawn(move || {
+            let mut ev = Evaluator::new(config_of(&req.settings));
+            if let Ok(fs) = flake_settings(&req.settings, &LockOptions::default()) {
+                crate::flake::set_context(Some(fs));
+            }
+            let out = match run_in(&mut ev, &req) {
+                Ok(stdout) => Ok(EvalOutput {
+                    stdout,
+                    stderr: std::mem::take(&mut ev.stderr),
+                }),
+                Err(e) => {
+                    let mut d = to_diagnostic(&e);
+                    d.log = std::mem::take(&mut ev.stderr);
+                    Err(d)
+                }
+            };
+            let code = finish(out);
+            std::process::exit(code);
+        });
+    // Only reached if the evaluation thread could not start or panicked before `finish` exited.
+    let msg = match spawned {
+        Ok(h) => match h.join() {
+            Err(_) => "internal error: the evaluator thread panicked".to_string(),
+            Ok(_) => "internal error: the evaluator thread returned".to_string(),
+        },
+        Err(e) => format!("cannot start the evaluator thread: {e}"),
+    };
+    let _ = std::io::Write::write_all(
+        &mut std::io::stderr(),
+        Diagnostic::plain(msg).rendered.as_bytes(),
+    );
+    std::process::exit(1)
+}
+
+/// Reserved stack of [`evaluate_and_exit`]'s thread (only touched pages are committed).
+const ONE_SHOT_STACK: usize = 1 << 30;

@@ -19,7 +19,7 @@ use crate::print;
 use crate::source::{self, Origin, Pos};
 use crate::symbol::Symbol;
 use crate::value::{
-    Attr, Attrs, Closure, Context, Env, NixString, PrimOpApp, Thunk, ThunkState, Value,
+    Attr, Attrs, Closure, Context, Env, NixString, PrimOpApp, Thunk, ThunkPhase, ThunkState, Value,
 };
 
 /// Nix 2.26's default `max-call-depth`.
@@ -314,28 +314,27 @@ impl Evaluator {
     }
 
     pub fn force_thunk(&mut self, t: &Rc<Thunk>, pos: Pos) -> Result<Value> {
-        {
-            let s = t.state.borrow();
-            match &*s {
-                ThunkState::Done(v) => return Ok(v.clone()),
-                ThunkState::Blackhole => {
-                    return Err(EvalError::new(
-                        ErrorKind::InfiniteRecursion,
-                        "infinite recursion encountered",
-                    )
-                    .at(pos));
-                }
-                ThunkState::Cleared => {
-                    return Err(EvalError::eval(
-                        "internal error: value used after its evaluation ended",
-                    ));
-                }
-                _ => {}
-            }
+        if let Some(v) = t.value() {
+            return Ok(v);
         }
-        let prev = std::mem::replace(&mut *t.state.borrow_mut(), ThunkState::Blackhole);
+        match t.phase() {
+            ThunkPhase::Blackhole => {
+                return Err(EvalError::new(
+                    ErrorKind::InfiniteRecursion,
+                    "infinite recursion encountered",
+                )
+                .at(pos));
+            }
+            ThunkPhase::Cleared => {
+                return Err(EvalError::eval(
+                    "internal error: value used after its evaluation ended",
+                ));
+            }
+            ThunkPhase::Unevaluated | ThunkPhase::Done => {}
+        }
+        let prev = t.replace(ThunkState::Blackhole);
         if self.native_depth >= MAX_NATIVE_DEPTH {
-            *t.state.borrow_mut() = prev;
+            t.replace(prev);
             return Err(EvalError::native_stack_overflow());
         }
         self.native_depth += 1;
@@ -354,7 +353,7 @@ impl Evaluator {
                 Ok(v)
             }
             Err(e) => {
-                *t.state.borrow_mut() = prev;
+                t.replace(prev);
                 let e = if e.kind() == ErrorKind::InfiniteRecursion {
                     e.at_if_none(pos)
                 } else {

@@ -68,7 +68,7 @@ pub enum Expr {
         cond: Rc<Expr>,
         body: Rc<Expr>,
         pos: Pos,
-        text: String,
+        text: Box<str>,
     },
     Op {
         op: BinOp,

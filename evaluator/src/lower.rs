@@ -144,6 +144,11 @@ pub fn parse_and_lower(ctx: &LowerCtx<'_>, text: &str) -> Result<Rc<Expr>> {
 /// expression in the enclosing construct.
 fn broken_path(file: u32, root: &SyntaxNode) -> Option<EvalError> {
     use SyntaxKind::*;
+    // Looked for in the green tree first (no cursor node is built per visited node); the
+    // position and expectation are worked out with cursors only when there is one.
+    if !green_has_broken_path(&root.green()) {
+        return None;
+    }
     let path = root.descendants().find(|n| {
         matches!(n.kind(), NODE_PATH_ABS | NODE_PATH_REL | NODE_PATH_HOME)
             && n.children_with_tokens().any(|c| {
@@ -186,6 +191,25 @@ fn broken_path(file: u32, root: &SyntaxNode) -> Option<EvalError> {
         None => "syntax error, unexpected DOLLAR_CURLY".to_string(),
     };
     Some(EvalError::new(ErrorKind::Parse, msg).at(Pos { file, offset }))
+}
+
+/// Whether the green tree holds a path node with a child token that is not a path piece (see
+/// [`broken_path`]).
+fn green_has_broken_path(node: &rowan::GreenNodeData) -> bool {
+    use SyntaxKind::*;
+    let raw = |k: SyntaxKind| rowan::SyntaxKind(k as u16);
+    let kind = node.kind();
+    let is_path =
+        kind == raw(NODE_PATH_ABS) || kind == raw(NODE_PATH_REL) || kind == raw(NODE_PATH_HOME);
+    node.children().any(|c| match c {
+        rowan::NodeOrToken::Node(n) => green_has_broken_path(n),
+        rowan::NodeOrToken::Token(t) => {
+            is_path
+                && t.kind() != raw(TOKEN_PATH_ABS)
+                && t.kind() != raw(TOKEN_PATH_REL)
+                && t.kind() != raw(TOKEN_PATH_HOME)
+        }
+    })
 }
 
 fn token_name(kind: SyntaxKind, text: &str) -> String {
@@ -658,7 +682,7 @@ impl<'a> Lowerer<'a> {
 
     fn key_name(&mut self, a: &ast::Attr) -> Result<KeyName> {
         match a {
-            ast::Attr::Ident(i) => Ok(KeyName::Static(Symbol::intern(&ident_text(i)))),
+            ast::Attr::Ident(i) => Ok(KeyName::Static(ident_sym(i))),
             ast::Attr::Str(s) => match self.static_string(s)? {
                 Some(b) => Ok(KeyName::Static(Symbol::intern_bytes(&b))),
                 None => Ok(KeyName::Dynamic(
@@ -1057,8 +1081,7 @@ impl<'a> Lowerer<'a> {
             ast::Expr::Error(n) => return Err(self.syntax_err(n.syntax())),
             ast::Expr::Literal(l) => self.lower_literal(l)?,
             ast::Expr::Ident(i) => {
-                let name = ident_text(i);
-                return self.resolve(Symbol::intern(&name), pos);
+                return self.resolve(ident_sym(i), pos);
             }
             ast::Expr::Str(s) => self.lower_string(s)?,
             ast::Expr::PathAbs(_) | ast::Expr::PathRel(_) | ast::Expr::PathHome(_) => {
@@ -1202,7 +1225,7 @@ impl<'a> Lowerer<'a> {
             ast::Expr::Assert(a) => {
                 let c = a.condition().ok_or_else(|| self.syntax_err(a.syntax()))?;
                 let b = a.body().ok_or_else(|| self.syntax_err(a.syntax()))?;
-                let text = crate::show::show_in(&c, &self.ctx.base_dir);
+                let text = crate::show::show_in(&c, &self.ctx.base_dir).into_boxed_str();
                 Expr::Assert {
                     cond: self.lower(&c)?,
                     body: self.lower(&b)?,
@@ -1365,13 +1388,13 @@ impl<'a> Lowerer<'a> {
         let (arg, formals_ast) = match &param {
             ast::Param::IdentParam(ip) => {
                 let i = ip.ident().ok_or_else(|| self.syntax_err(ip.syntax()))?;
-                (Some(Symbol::intern(&ident_text(&i))), None)
+                (Some(ident_sym(&i)), None)
             }
             ast::Param::Pattern(p) => {
                 let at = match p.pat_bind() {
                     Some(b) => {
                         let i = b.ident().ok_or_else(|| self.syntax_err(b.syntax()))?;
-                        Some(Symbol::intern(&ident_text(&i)))
+                        Some(ident_sym(&i))
                     }
                     None => None,
                 };
@@ -1388,7 +1411,7 @@ impl<'a> Lowerer<'a> {
             let mut entries: Vec<(Symbol, Pos, Option<ast::Expr>)> = Vec::new();
             for pe in p.pat_entries() {
                 let i = pe.ident().ok_or_else(|| self.syntax_err(pe.syntax()))?;
-                let s = Symbol::intern(&ident_text(&i));
+                let s = ident_sym(&i);
                 let fpos = self.pos_of(pe.syntax());
                 if entries.iter().any(|(n, _, _)| *n == s) {
                     return Err(EvalError::new(
@@ -1644,8 +1667,13 @@ pub fn canon_path(p: &str) -> String {
     }
 }
 
-fn ident_text(i: &ast::Ident) -> String {
-    i.syntax().text().to_string()
+/// The interned name of an identifier: straight from its token's text (an identifier is one
+/// token; going through the node's `SyntaxText` formatted it piece by piece into a `String`).
+fn ident_sym(i: &ast::Ident) -> Symbol {
+    match i.ident_token() {
+        Some(t) => Symbol::intern(t.text()),
+        None => Symbol::intern(&i.syntax().text().to_string()),
+    }
 }
 
 enum SPart {

@@ -366,7 +366,7 @@ impl Printer<'_> {
                 self.out.extend_from_slice(function_text(&v).as_bytes());
             }
             Value::Thunk(t) => {
-                let bh = matches!(&*t.state.borrow(), crate::value::ThunkState::Blackhole);
+                let bh = t.phase() == crate::value::ThunkPhase::Blackhole;
                 if bh {
                     self.out
                         .extend_from_slice("«potential infinite recursion»".as_bytes());
@@ -466,13 +466,13 @@ fn ambiguous_into(v: &Value, out: &mut Vec<u8>, seen: &mut HashSet<usize>, depth
         _ => None,
     };
     let v = match v {
-        Value::Thunk(t) => match &*t.state.borrow() {
-            crate::value::ThunkState::Done(x) => x.clone(),
-            crate::value::ThunkState::Blackhole => {
+        Value::Thunk(t) => match t.value() {
+            Some(x) => x,
+            None if t.phase() == crate::value::ThunkPhase::Blackhole => {
                 out.extend_from_slice("«potential infinite recursion»".as_bytes());
                 return;
             }
-            _ => {
+            None => {
                 out.extend_from_slice(b"<CODE>");
                 return;
             }
@@ -560,15 +560,43 @@ pub fn to_json(
     context: &mut Context,
 ) -> Result<Vec<u8>> {
     let mut out = Vec::new();
-    json_into(ev, v, pos, copy_to_store, context, &mut out, 0)?;
+    json_into(ev, v, pos, copy_to_store, true, context, &mut out, 0)?;
     Ok(out)
 }
 
+/// `nix-instantiate --eval --json` without `--strict` (Nix's `printValueAsJSON` with
+/// `strict = false`): nothing is forced except through `__toString`; a value that is still an
+/// unevaluated thunk is the error "cannot convert a thunk to JSON". Paths are copied to the
+/// store when `copy_to_store` (as nix-instantiate does).
+pub fn to_json_lazy(
+    ev: &mut Evaluator,
+    v: &Value,
+    pos: Pos,
+    copy_to_store: bool,
+    context: &mut Context,
+) -> Result<Vec<u8>> {
+    let mut out = Vec::new();
+    json_into(ev, v, pos, copy_to_store, false, context, &mut out, 0)?;
+    Ok(out)
+}
+
+/// `v` itself, or the value of an already evaluated thunk (without forcing anything).
+fn evaluated(v: &Value) -> Value {
+    if let Value::Thunk(t) = v
+        && let Some(x) = t.value()
+    {
+        return x;
+    }
+    v.clone()
+}
+
+#[allow(clippy::too_many_arguments)]
 fn json_into(
     ev: &mut Evaluator,
     v: &Value,
     pos: Pos,
     copy_to_store: bool,
+    strict: bool,
     context: &mut Context,
     out: &mut Vec<u8>,
     depth: usize,
@@ -577,7 +605,11 @@ fn json_into(
         return Err(EvalError::native_stack_overflow());
     }
     let depth = depth + 1;
-    let v = ev.force(v, pos)?;
+    let v = if strict {
+        ev.force(v, pos)?
+    } else {
+        evaluated(v)
+    };
     match &v {
         Value::Int(i) => out.extend_from_slice(i.to_string().as_bytes()),
         Value::Bool(b) => out.extend_from_slice(if *b { b"true" } else { b"false" }),
@@ -620,7 +652,7 @@ fn json_into(
             }
             if let Some(o) = a.get(ev.syms.out_path) {
                 let (ov, op) = (o.value.clone(), o.pos);
-                return json_into(ev, &ov, op, copy_to_store, context, out, depth);
+                return json_into(ev, &ov, op, copy_to_store, strict, context, out, depth);
             }
             out.push(b'{');
             for (i, attr) in a.sorted_by_name().into_iter().enumerate() {
@@ -630,9 +662,9 @@ fn json_into(
                 json_string(&attr.name.bytes(), out)?;
                 out.push(b':');
                 let (av, ap) = (attr.value.clone(), attr.pos);
-                json_into(ev, &av, ap, copy_to_store, context, out, depth).map_err(|e| {
-                    e.with_trace(ap, format!("while evaluating attribute '{}'", attr.name))
-                })?;
+                json_into(ev, &av, ap, copy_to_store, strict, context, out, depth).map_err(
+                    |e| e.with_trace(ap, format!("while evaluating attribute '{}'", attr.name)),
+                )?;
             }
             out.push(b'}');
         }
@@ -642,7 +674,7 @@ fn json_into(
                 if i > 0 {
                     out.push(b',');
                 }
-                json_into(ev, x, pos, copy_to_store, context, out, depth).map_err(|e| {
+                json_into(ev, x, pos, copy_to_store, strict, context, out, depth).map_err(|e| {
                     e.with_trace(pos, format!("while evaluating list element at index {i}"))
                 })?;
             }

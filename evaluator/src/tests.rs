@@ -179,3 +179,45 @@ fn cyclic_memory_is_released() {
     });
     h.join().expect("test thread");
 }
+
+/// The sizes the memory budget rests on (docs/evaluator.md, "Values and memory"): a value is
+/// three words (lists and paths are fat `Rc`s), a thunk's state six (a 64-byte allocation with
+/// its reference counts, no borrow flag), a frame with up to two inline slots eight, an IR node
+/// six (the assertion text is boxed).
+#[test]
+fn object_sizes() {
+    use std::mem::size_of;
+    assert_eq!(size_of::<crate::value::Value>(), 24);
+    assert!(
+        size_of::<crate::value::Thunk>() <= 48,
+        "thunk: {}",
+        size_of::<crate::value::Thunk>()
+    );
+    assert!(
+        size_of::<crate::value::Env>() <= 64,
+        "frame: {}",
+        size_of::<crate::value::Env>()
+    );
+    assert!(
+        size_of::<crate::ir::Expr>() <= 48,
+        "expr: {}",
+        size_of::<crate::ir::Expr>()
+    );
+}
+
+/// `nix-instantiate --eval --json`: paths are copied to the store; without `--strict` a value
+/// below the top that is not evaluated yet is an error, as in Nix; with it, everything is forced.
+#[test]
+fn instantiate_json() {
+    let lazy = OutputFormat::InstantiateJson { strict: false };
+    let strict = OutputFormat::InstantiateJson { strict: true };
+    assert_eq!(eval_fmt("{ a = 1; }", lazy).as_deref(), Ok("{\"a\":1}\n"));
+    assert_eq!(
+        eval_fmt("{ a = 1 + 1; }", strict).as_deref(),
+        Ok("{\"a\":2}\n")
+    );
+    let e = eval_fmt("{ a = 1 + 1; }", lazy).expect_err("a thunk");
+    assert!(e.contains("cannot convert a thunk to JSON"), "{e}");
+    let forced = "let s = { a = 1 + 1; }; in builtins.seq s.a s";
+    assert_eq!(eval_fmt(forced, lazy).as_deref(), Ok("{\"a\":2}\n"));
+}

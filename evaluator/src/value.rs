@@ -1,6 +1,7 @@
 //! Runtime values, thunks, environments and the per-evaluation memory region.
 //!
-//! Values are small (16 bytes) and cheap to clone: scalars inline, everything else behind an `Rc`.
+//! Values are small (three words: lists and paths are fat `Rc`s) and cheap to clone: scalars
+//! inline, everything else behind an `Rc`.
 //! Reference cycles can only arise by mutating a cell after creation (a thunk being overwritten
 //! with a result that can refer to other cells, or an environment slot being filled for
 //! `let`/`rec`/formals), so every such cell is registered in the thread's [`region`] when it is
@@ -8,7 +9,6 @@
 //! the whole evaluation's memory. Invariant: after
 //! [`region::teardown`], no value created by the evaluation is kept alive by a cycle.
 
-use std::cell::RefCell;
 use std::collections::BTreeSet;
 use std::rc::Rc;
 
@@ -183,9 +183,20 @@ impl std::fmt::Debug for ThunkState {
 }
 
 /// A lazily evaluated value.
-#[derive(Debug)]
+///
+/// The state lives in an `UnsafeCell` rather than a `RefCell` (thunks are the most allocated
+/// objects after frames; the borrow flag cost 8 bytes each and a check on every force).
+/// Soundness rests on this type's rule, as for [`Env`]: no reference into the state ever leaves
+/// a `Thunk` method, and no method runs evaluator code or drops a value while it holds one —
+/// states are moved in and out whole (`replace`), and values are cloned out (`value`).
 pub struct Thunk {
-    pub state: RefCell<ThunkState>,
+    state: std::cell::UnsafeCell<ThunkState>,
+}
+
+impl std::fmt::Debug for Thunk {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Thunk({:?})", self.phase())
+    }
 }
 
 impl Thunk {
@@ -193,7 +204,7 @@ impl Thunk {
     /// that can refer to other cells (see [`Thunk::set_done`]).
     pub fn new(state: ThunkState) -> Rc<Thunk> {
         Rc::new(Thunk {
-            state: RefCell::new(state),
+            state: std::cell::UnsafeCell::new(state),
         })
     }
     /// Overwrites the thunk with its value, registering it if the value could close a cycle.
@@ -207,11 +218,57 @@ impl Thunk {
                 | Value::String(_)
                 | Value::Path(_)
         );
-        *self.state.borrow_mut() = ThunkState::Done(v);
+        drop(self.replace(ThunkState::Done(v)));
         if container {
             region::register_thunk(self);
         }
     }
+    /// Puts `state` in and returns the previous state (dropped by the caller, outside the
+    /// thunk).
+    #[inline]
+    pub fn replace(&self, state: ThunkState) -> ThunkState {
+        // SAFETY: see the type's docs; `mem::replace` neither runs evaluator code nor drops.
+        unsafe { std::mem::replace(&mut *self.state.get(), state) }
+    }
+    /// The value, if the thunk is evaluated (nothing is forced).
+    #[inline]
+    pub fn value(&self) -> Option<Value> {
+        // SAFETY: see the type's docs; `Value::clone` only bumps a reference count.
+        unsafe {
+            match &*self.state.get() {
+                ThunkState::Done(v) => Some(v.clone()),
+                _ => None,
+            }
+        }
+    }
+    /// What the thunk is doing, without its contents.
+    #[inline]
+    pub fn phase(&self) -> ThunkPhase {
+        // SAFETY: see the type's docs; only the discriminant is read.
+        unsafe {
+            match &*self.state.get() {
+                ThunkState::Pending(..) | ThunkState::Apply(..) | ThunkState::Native(_) => {
+                    ThunkPhase::Unevaluated
+                }
+                ThunkState::Blackhole => ThunkPhase::Blackhole,
+                ThunkState::Done(_) => ThunkPhase::Done,
+                ThunkState::Cleared => ThunkPhase::Cleared,
+            }
+        }
+    }
+}
+
+/// The phase of a thunk ([`Thunk::phase`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ThunkPhase {
+    /// Pending, Apply or Native: not evaluated yet.
+    Unevaluated,
+    /// Being evaluated.
+    Blackhole,
+    /// Evaluated.
+    Done,
+    /// Torn down with its region.
+    Cleared,
 }
 
 /// Slots of a frame (inline for the common one- and two-slot frames).
@@ -479,10 +536,8 @@ pub mod region {
         // Take contents out first, drop them after all borrows are released.
         let mut garbage = Vec::new();
         for w in &thunks {
-            if let Some(t) = w.upgrade()
-                && let Ok(mut s) = t.state.try_borrow_mut()
-            {
-                garbage.push(std::mem::replace(&mut *s, ThunkState::Cleared));
+            if let Some(t) = w.upgrade() {
+                garbage.push(t.replace(ThunkState::Cleared));
             }
         }
         let mut env_garbage = Vec::new();

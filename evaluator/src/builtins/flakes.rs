@@ -96,10 +96,7 @@ fn prim_flake_ref_to_string(ev: &mut Evaluator, pos: Pos, args: &[Value]) -> Res
         let name = attr.name.as_string();
         // Nix looks at the values without forcing them: an unevaluated one is "a thunk".
         let v = match &attr.value {
-            Value::Thunk(t) => match &*t.state.borrow() {
-                crate::value::ThunkState::Done(v) => v.clone(),
-                _ => attr.value.clone(),
-            },
+            Value::Thunk(t) => t.value().unwrap_or_else(|| attr.value.clone()),
             v => v.clone(),
         };
         let fa = match &v {

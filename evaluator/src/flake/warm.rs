@@ -26,7 +26,7 @@ use crate::api::{
 use crate::error::EvalError;
 use crate::eval::Evaluator;
 use crate::source::{self, Pos};
-use crate::value::{ThunkState, Value, region};
+use crate::value::{Value, region};
 
 /// A flake opened for evaluation: locked, called, its outputs at hand.
 pub(crate) struct Opened {
@@ -179,7 +179,9 @@ pub fn render_leaf(leaf: &CacheLeaf, output: OutputFormat) -> Option<Vec<u8>> {
             }
             out
         }
-        OutputFormat::Raw | OutputFormat::Instantiate => return None,
+        OutputFormat::Raw | OutputFormat::Instantiate | OutputFormat::InstantiateJson { .. } => {
+            return None;
+        }
     };
     out.push(b'\n');
     Some(out)
@@ -188,10 +190,7 @@ pub fn render_leaf(leaf: &CacheLeaf, output: OutputFormat) -> Option<Vec<u8>> {
 /// The value of a thunk that is already evaluated, without forcing anything.
 fn peek(v: &Value) -> Option<Value> {
     match v {
-        Value::Thunk(t) => match &*t.state.borrow() {
-            ThunkState::Done(x) => Some(x.clone()),
-            _ => None,
-        },
+        Value::Thunk(t) => t.value(),
         other => Some(other.clone()),
     }
 }

@@ -34,6 +34,8 @@ fn fmt_name(o: OutputFormat) -> &'static str {
         OutputFormat::Json => "json",
         OutputFormat::Raw => "raw",
         OutputFormat::Instantiate => "instantiate",
+        OutputFormat::InstantiateJson { strict: false } => "instantiate-json",
+        OutputFormat::InstantiateJson { strict: true } => "instantiate-json-strict",
     }
 }
 
@@ -83,6 +85,8 @@ fn decode(text: &str) -> Option<EvalRequest> {
                     "json" => OutputFormat::Json,
                     "raw" => OutputFormat::Raw,
                     "instantiate" => OutputFormat::Instantiate,
+                    "instantiate-json" => OutputFormat::InstantiateJson { strict: false },
+                    "instantiate-json-strict" => OutputFormat::InstantiateJson { strict: true },
                     _ => OutputFormat::Nix,
                 }
             }
