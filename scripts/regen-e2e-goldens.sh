@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Regenerates the golden outputs of the end-to-end search tests (tests/tests/flakes.rs) with the
+# Regenerates the golden outputs of the end-to-end search tests (tests/tests/flakes.rs, tests/tests/search.rs) with the
 # reference Nix: `nix search` on tests/fixtures/search-flake, stdout and exit status per query.
 #   scripts/regen-e2e-goldens.sh   (env: ORACLE=/work/shared/oracle/nix)
 set -euo pipefail
@@ -20,4 +20,12 @@ run excluded . hello --exclude wrapped
 run python . '^'
 run requests .#python3Packages requests
 run none . nothing-matches
+# More cases, used by tests/tests/search.rs.
+run root-drv .#hello-wrapped hello
+run alternation . 'friendly|ASCII'
+run multi-exclude . '^' --exclude cow --exclude python
+run all-json . '^' --json
+run nested .#nested '^'
+run upper . 'HELLO' 'GREET'
+run version-match . '2\.12'
 echo "goldens written in tests/fixtures/search-flake"

@@ -48,29 +48,44 @@ pub async fn run(args: SearchArgs, target: &autostart::Target) -> Result<ExitCod
     let mut results = 0usize;
     // nlohmann's objects (Nix) are sorted by key.
     let mut json_out = std::collections::BTreeMap::new();
-    while let Some(m) = stream.message().await? {
+    let mut text = String::new();
+    while let Some(mut m) = stream.message().await? {
         print_stderr_lines(&m.stderr);
         if let Some(d) = m.error {
             return Err(CliError::rendered(d.rendered));
         }
-        results += 1;
-        if json {
-            json_out.insert(
-                m.attr_path,
-                serde_json::json!({
-                    "description": m.description,
-                    "pname": m.pname,
-                    "version": m.version,
-                }),
-            );
-        } else {
-            // Nix prints an empty line between two packages, not after the last one.
-            let sep = if results > 1 { "\n" } else { "" };
-            write_stdout(format!("{sep}{}", m.rendered).as_bytes())?;
+        let more = std::mem::take(&mut m.more);
+        // A message without `rendered` only carried warnings.
+        for m in std::iter::once(m).chain(more) {
+            if m.rendered.is_empty() {
+                continue;
+            }
+            results += 1;
+            if json {
+                json_out.insert(
+                    m.attr_path,
+                    serde_json::json!({
+                        "description": m.description,
+                        "pname": m.pname,
+                        "version": m.version,
+                    }),
+                );
+            } else {
+                // Nix prints an empty line between two packages, not after the last one.
+                if results > 1 {
+                    text.push('\n');
+                }
+                text.push_str(&m.rendered);
+            }
+        }
+        // Printed as it comes, one write per stream message.
+        if !text.is_empty() {
+            write_stdout(text.as_bytes())?;
+            text.clear();
         }
     }
     if json {
-        let mut text = serde_json::to_string(&json_out)
+        text = serde_json::to_string(&json_out)
             .map_err(|e| CliError::msg(format!("cannot print JSON: {e}")))?;
         text.push('\n');
         write_stdout(text.as_bytes())?;

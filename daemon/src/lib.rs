@@ -11,6 +11,7 @@ pub mod evalcache;
 pub mod listener;
 pub mod notify;
 pub mod server;
+pub mod search;
 pub mod service;
 pub mod warm;
 pub mod watch;

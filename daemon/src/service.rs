@@ -294,34 +294,16 @@ impl pb::flaked_server::Flaked for FlakedService {
         let interrupt = Arc::new(AtomicBool::new(false));
         let out = self
             .run_blocking(interrupt, move || {
-                state
-                    .warm
-                    .search(&installable, &settings, &req.regexes, &req.exclude)
+                crate::search::search(
+                    &state.warm,
+                    &installable,
+                    &settings,
+                    &req.regexes,
+                    &req.exclude,
+                )
             })
             .await?;
-        let messages: Vec<Result<pb::SearchMatch, Status>> = match out {
-            Ok((hits, stderr)) => {
-                let mut stderr = Some(stderr);
-                hits.into_iter()
-                    .map(|h| {
-                        Ok(pb::SearchMatch {
-                            attr_path: h.attr_path,
-                            pname: h.pname,
-                            version: h.version,
-                            description: h.description,
-                            error: None,
-                            rendered: h.rendered,
-                            stderr: stderr.take().unwrap_or_default(),
-                        })
-                    })
-                    .collect()
-            }
-            Err(d) => vec![Ok(pb::SearchMatch {
-                stderr: d.log.clone(),
-                error: Some(diagnostic(d)),
-                ..Default::default()
-            })],
-        };
+        let messages = crate::search::messages(out);
         Ok(Response::new(Box::pin(tokio_stream::iter(messages))))
     }
 

@@ -52,6 +52,9 @@ struct Live {
     cache_writable: bool,
     /// Fragments whose answer this entry already recorded in `cache` (not noted again).
     recorded: HashSet<String>,
+    /// Search indexes of this entry's flake by roots (see [`crate::search`]), with the warnings
+    /// to print with a search answered from them.
+    search: HashMap<String, (Arc<eval::SearchIndex>, Vec<String>)>,
     /// Answers of the opened flake, replayed without asking its evaluator thread (see
     /// [`Answers`]).
     answers: Answers,
@@ -403,20 +406,69 @@ impl WarmSet {
         true
     }
 
-    /// `nix search INSTALLABLE REGEX…`: the matching packages, in Nix's order, and the warnings to
-    /// print first. Blocking.
+    /// The search index of `installable`'s roots (see [`crate::search`]) and the warnings to
+    /// print with its answer: kept with the fresh warm entry, else read from the eval cache,
+    /// else built by the warm flake (opened if needed) and kept — and recorded in the eval cache
+    /// when the flake's evaluation printed nothing. The entry is not locked while building.
+    /// Blocking.
     #[allow(clippy::result_large_err)]
-    pub fn search(
+    pub fn search_index(
         &self,
         installable: &str,
         settings: &eval::EvalSettings,
-        regexes: &[String],
-        excludes: &[String],
-    ) -> Result<(Vec<eval::SearchHit>, Vec<String>), eval::Diagnostic> {
-        let query = eval::SearchQuery::new(regexes, excludes).map_err(eval::Diagnostic::plain)?;
-        self.with_flake(installable, settings, |flake, fragment| {
-            flake.search(fragment, query)
-        })
+    ) -> Result<(Arc<eval::SearchIndex>, Vec<String>), eval::Diagnostic> {
+        let t = target(installable, settings)?;
+        let roots = crate::search::roots_key(&t.fragment, &settings.system);
+        let (key, slot) = self.slot(&t, settings);
+        let mut live = lock(&slot.live);
+        let l = self.refresh(&mut live, &t, settings, &key);
+        let known = l.search.get(&roots).cloned().or_else(|| {
+            let (index, warnings) = crate::search::load(l.cache.as_ref()?, &roots)?;
+            let found = (Arc::new(index), warnings);
+            l.search.insert(roots.clone(), found.clone());
+            Some(found)
+        });
+        if let Some(found) = known {
+            drop(live);
+            lock(&self.lru).touch(&key);
+            return Ok(found);
+        }
+        let mut stderr = self.ensure_open(l, &t, settings, &key)?;
+        let flake = l.flake.clone().expect("ensure_open opened the flake");
+        let cache = l.cache.clone().filter(|_| l.cache_writable);
+        drop(live);
+        let result = flake.search_index(&t.fragment);
+        self.account(&key, &flake);
+        let (index, mut log) = match result {
+            Ok(built) => built,
+            Err(mut d) => {
+                stderr.append(&mut d.log);
+                d.log = stderr;
+                return Err(d);
+            }
+        };
+        let index = Arc::new(index);
+        let mut live = lock(&slot.live);
+        if let Some(l) = live.as_mut()
+            && l.flake.as_ref().is_some_and(|f| Arc::ptr_eq(f, &flake))
+            && l.fresh()
+        {
+            if let Some(cache) = cache
+                && !flake.printed_since_open()
+            {
+                crate::search::store(&cache, &roots, &index);
+            }
+            let repeated = flake
+                .open_stderr()
+                .iter()
+                .filter(|w| repeats_on_every_open(w))
+                .cloned()
+                .collect();
+            l.search.insert(roots, (index.clone(), repeated));
+        }
+        drop(live);
+        stderr.append(&mut log);
+        Ok((index, stderr))
     }
 
     /// The attributes of the set at `FRAGMENT` + `attr_path` (an exact path from the flake's
@@ -547,6 +599,7 @@ impl WarmSet {
                 cache,
                 cache_writable: false,
                 recorded: HashSet::new(),
+                search: HashMap::new(),
                 answers: Answers::default(),
                 watch,
                 local: t.watch_root.is_some(),

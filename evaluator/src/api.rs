@@ -125,7 +125,9 @@ pub use crate::flake::commands::{installable_attr_paths, parse_attr_path};
 pub use crate::flake::warm::{
     AttrInfo, CacheLeaf, CacheNote, FlakeFingerprint, WarmFlake, render_leaf,
 };
-pub use crate::search::{SearchHit, SearchQuery};
+pub use crate::search::{
+    SearchEntry, SearchHit, SearchIndex, SearchQuery, root_paths as search_roots,
+};
 
 /// One evaluation request.
 #[derive(Debug, Clone)]

@@ -13,9 +13,16 @@
 //! highlights every match exactly as Nix does, ANSI escapes included (Nix prints them even when
 //! standard output is not a terminal).
 //!
+//! Index: the walk does not depend on the regular expressions (Nix forces the name and
+//! description of every visited derivation before matching), so it is done once per set of
+//! roots into a [`SearchIndex`] — attribute path, parsed name and description of every package,
+//! in Nix's order — and every search, first or repeated, only runs its regexes over the index.
+//! The index is plain data (`Send + Sync`, no evaluator values) with a text encoding, so that
+//! the daemon can keep it beside a warm flake and in the eval cache on disk.
+//!
 //! Invariant: nothing is forced that `nix search` would not force — the `name`, `type`,
-//! `meta.description` and `recurseForDerivations` of the visited attributes only — so a warm
-//! flake answers a repeated search without evaluating anything again.
+//! `meta.description` and `recurseForDerivations` of the visited attributes only — and a search
+//! over an index prints exactly what a search over the values it was built from prints.
 
 use regex_automata::meta::Regex;
 use regex_automata::util::syntax;
@@ -135,9 +142,153 @@ fn split_path(p: &str) -> Vec<String> {
     }
 }
 
-struct Walker<'q> {
-    query: &'q SearchQuery,
-    hits: Vec<SearchHit>,
+/// One package of a [`SearchIndex`]: what `nix search` matches and prints.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SearchEntry {
+    /// The attribute path from the flake's outputs, joined with dots as Nix shows it.
+    pub attr_path: String,
+    /// The derivation name without its version (`parseDrvName`).
+    pub pname: String,
+    /// The version part of the name (`""` when none).
+    pub version: String,
+    /// `meta.description` with newlines turned into spaces (`""` when none).
+    pub description: String,
+}
+
+/// Every package `nix search` visits from one set of roots, in the order it visits them.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SearchIndex {
+    entries: Vec<SearchEntry>,
+}
+
+/// First line of [`SearchIndex::encode`]'s text (bumped whenever the encoding changes).
+const INDEX_HEADER: &str = "flaked-search-index-v1\n";
+
+impl SearchIndex {
+    /// An index of `entries` (in Nix's visiting order).
+    pub fn new(entries: Vec<SearchEntry>) -> SearchIndex {
+        SearchIndex { entries }
+    }
+
+    /// The packages, in Nix's visiting order.
+    pub fn entries(&self) -> &[SearchEntry] {
+        &self.entries
+    }
+
+    /// Approximate heap bytes held by the index.
+    pub fn approx_bytes(&self) -> usize {
+        self.entries
+            .iter()
+            .map(|e| {
+                e.attr_path.len()
+                    + e.pname.len()
+                    + e.version.len()
+                    + e.description.len()
+                    + std::mem::size_of::<SearchEntry>()
+            })
+            .sum()
+    }
+
+    /// The packages matching `query`, rendered as `nix search` prints them, in Nix's order.
+    pub fn query(&self, query: &SearchQuery) -> Vec<SearchHit> {
+        self.entries.iter().filter_map(|e| query.hit(e)).collect()
+    }
+
+    /// The index as text: a header line, then every field of every entry as `<byte length>:`
+    /// followed by its bytes (fields may hold any character).
+    pub fn encode(&self) -> String {
+        let mut out = String::with_capacity(INDEX_HEADER.len() + self.approx_bytes());
+        out.push_str(INDEX_HEADER);
+        for e in &self.entries {
+            for f in [&e.attr_path, &e.pname, &e.version, &e.description] {
+                out.push_str(&f.len().to_string());
+                out.push(':');
+                out.push_str(f);
+            }
+        }
+        out
+    }
+
+    /// The index [`SearchIndex::encode`] made `text` from; `None` when `text` is not one.
+    pub fn decode(text: &str) -> Option<SearchIndex> {
+        let mut rest = text.strip_prefix(INDEX_HEADER)?;
+        let mut field = || -> Option<String> {
+            let (len, tail) = rest.split_once(':')?;
+            if len.is_empty() || !len.bytes().all(|b| b.is_ascii_digit()) {
+                return None;
+            }
+            let len: usize = len.parse().ok()?;
+            let value = tail.get(..len)?;
+            rest = &tail[len..];
+            Some(value.to_string())
+        };
+        let mut entries = Vec::new();
+        loop {
+            let Some(attr_path) = field() else { break };
+            entries.push(SearchEntry {
+                attr_path,
+                pname: field()?,
+                version: field()?,
+                description: field()?,
+            });
+        }
+        rest.is_empty().then_some(SearchIndex { entries })
+    }
+}
+
+impl SearchQuery {
+    /// `entry` as Nix prints it when every regex matches its attribute path, name or
+    /// description and no exclusion matches any of them; `None` otherwise.
+    fn hit(&self, entry: &SearchEntry) -> Option<SearchHit> {
+        let SearchEntry {
+            attr_path,
+            pname,
+            version,
+            description,
+        } = entry;
+        for re in &self.excludes {
+            if re.is_match(attr_path) || re.is_match(pname) || re.is_match(description) {
+                return None;
+            }
+        }
+        // Cheap rejection first: most packages match no regex at all.
+        for re in &self.regexes {
+            if !(re.is_match(attr_path) || re.is_match(pname) || re.is_match(description)) {
+                return None;
+            }
+        }
+        let mut path_matches = Vec::new();
+        let mut desc_matches = Vec::new();
+        for re in &self.regexes {
+            path_matches.extend(matches_of(re, attr_path));
+            desc_matches.extend(matches_of(re, description));
+        }
+        let mut rendered = format!(
+            "* {BOLD}{}{NORMAL}",
+            hilite(attr_path, path_matches, GREEN, BOLD)
+        );
+        if !version.is_empty() {
+            rendered.push_str(&format!(" ({version})"));
+        }
+        rendered.push('\n');
+        if !description.is_empty() {
+            rendered.push_str(&format!(
+                "  {}\n",
+                hilite(description, desc_matches, GREEN, NORMAL)
+            ));
+        }
+        Some(SearchHit {
+            attr_path: attr_path.clone(),
+            pname: pname.clone(),
+            version: version.clone(),
+            description: description.clone(),
+            rendered,
+        })
+    }
+}
+
+struct Walker {
+    entries: Vec<SearchEntry>,
 }
 
 fn get_attr(ev: &mut Evaluator, v: &Value, name: &str) -> Result<Option<Value>, EvalError> {
@@ -153,7 +304,7 @@ fn force_text(ev: &mut Evaluator, v: &Value, what: &str) -> Result<String, EvalE
     Ok(String::from_utf8_lossy(&s.bytes).into_owned())
 }
 
-impl Walker<'_> {
+impl Walker {
     fn visit(
         &mut self,
         ev: &mut Evaluator,
@@ -197,7 +348,13 @@ impl Walker<'_> {
                 },
                 None => String::new(),
             };
-            self.record(path.join("."), &name, description);
+            let (pname, version) = parse_drv_name(name.as_bytes());
+            self.entries.push(SearchEntry {
+                attr_path: path.join("."),
+                pname: String::from_utf8_lossy(pname).into_owned(),
+                version: String::from_utf8_lossy(version).into_owned(),
+                description,
+            });
             return Ok(());
         }
         let top = path.first().map(String::as_str);
@@ -232,64 +389,18 @@ impl Walker<'_> {
         }
         Ok(())
     }
-
-    fn record(&mut self, attr_path: String, name: &str, description: String) {
-        let (pname, version) = parse_drv_name(name.as_bytes());
-        let (pname, version) = (
-            String::from_utf8_lossy(pname).into_owned(),
-            String::from_utf8_lossy(version).into_owned(),
-        );
-        let q = self.query;
-        for re in &q.excludes {
-            if re.is_match(&attr_path) || re.is_match(&pname) || re.is_match(&description) {
-                return;
-            }
-        }
-        let mut path_matches = Vec::new();
-        let mut desc_matches = Vec::new();
-        for re in &q.regexes {
-            let p = matches_of(re, &attr_path);
-            let n = matches_of(re, &pname);
-            let d = matches_of(re, &description);
-            if p.is_empty() && n.is_empty() && d.is_empty() {
-                return;
-            }
-            path_matches.extend(p);
-            desc_matches.extend(d);
-        }
-        let mut rendered = format!(
-            "* {BOLD}{}{NORMAL}",
-            hilite(&attr_path, path_matches, GREEN, BOLD)
-        );
-        if !version.is_empty() {
-            rendered.push_str(&format!(" ({version})"));
-        }
-        rendered.push('\n');
-        if !description.is_empty() {
-            rendered.push_str(&format!(
-                "  {}\n",
-                hilite(&description, desc_matches, GREEN, NORMAL)
-            ));
-        }
-        self.hits.push(SearchHit {
-            attr_path,
-            pname,
-            version,
-            description,
-            rendered,
-        });
-    }
 }
 
-/// Searches the flake `outputs` (already called) from the roots of `FLAKE#fragment`.
-pub fn search(
+/// The [`SearchIndex`] of `FLAKE#fragment` (the flake's `outputs`, already called): every
+/// package `nix search` visits from the existing roots of `fragment`. Fails as `nix search`
+/// does: no root exists, or an evaluation error outside `legacyPackages`.
+pub fn build_index(
     ev: &mut Evaluator,
     outputs: &Value,
     shown_ref: &str,
     fragment: &str,
     system: &str,
-    query: &SearchQuery,
-) -> Result<Vec<SearchHit>, EvalError> {
+) -> Result<SearchIndex, EvalError> {
     let roots = root_paths(fragment, system);
     let mut found = Vec::new();
     for root in &roots {
@@ -316,13 +427,24 @@ pub fn search(
         )));
     }
     let mut w = Walker {
-        query,
-        hits: Vec::new(),
+        entries: Vec::new(),
     };
     for (mut path, v) in found {
         w.visit(ev, &v, &mut path, true)?;
     }
-    Ok(w.hits)
+    Ok(SearchIndex::new(w.entries))
+}
+
+/// Searches the flake `outputs` (already called) from the roots of `FLAKE#fragment`.
+pub fn search(
+    ev: &mut Evaluator,
+    outputs: &Value,
+    shown_ref: &str,
+    fragment: &str,
+    system: &str,
+    query: &SearchQuery,
+) -> Result<Vec<SearchHit>, EvalError> {
+    Ok(build_index(ev, outputs, shown_ref, fragment, system)?.query(query))
 }
 
 #[cfg(test)]
@@ -356,5 +478,70 @@ mod tests {
         );
         assert!(SearchQuery::new(&[], &[]).is_err());
         assert!(SearchQuery::new(&["(".into()], &[]).is_err());
+    }
+
+    fn entry(path: &str, pname: &str, version: &str, description: &str) -> SearchEntry {
+        SearchEntry {
+            attr_path: path.into(),
+            pname: pname.into(),
+            version: version.into(),
+            description: description.into(),
+        }
+    }
+
+    #[test]
+    fn index_encoding_round_trips() {
+        let ix = SearchIndex::new(vec![
+            entry("legacyPackages.x.hello", "hello", "2.12", "A greeting: 1:2"),
+            entry("a.\"b:c\"", "", "", ""),
+            entry("ünïcode", "p\tq", "1", "multi\nline 12:x"),
+        ]);
+        let text = ix.encode();
+        assert_eq!(SearchIndex::decode(&text), Some(ix.clone()));
+        assert_eq!(
+            SearchIndex::decode(&SearchIndex::default().encode()),
+            Some(SearchIndex::default())
+        );
+        // Truncated or damaged texts are not indexes.
+        for bad in [
+            &text[..text.len() - 1],
+            &text[1..],
+            "flaked-search-index-v1\n5:abc",
+            "flaked-search-index-v1\n1:a1:b1:c",
+            "flaked-search-index-v1\n-1:a",
+            "flaked-search-index-v1\nx",
+        ] {
+            assert_eq!(SearchIndex::decode(bad), None, "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn index_queries_match_every_regex_and_no_exclusion() {
+        let ix = SearchIndex::new(vec![
+            entry("p.hello", "hello", "2.12", "A friendly greeting"),
+            entry("p.cowsay", "cowsay", "3.7", "A talking cow"),
+            entry("p.hello-wrapped", "hello-wrapped", "", ""),
+        ]);
+        let q = |r: &[&str], e: &[&str]| {
+            let r: Vec<String> = r.iter().map(|s| s.to_string()).collect();
+            let e: Vec<String> = e.iter().map(|s| s.to_string()).collect();
+            ix.query(&SearchQuery::new(&r, &e).expect("valid"))
+                .into_iter()
+                .map(|h| h.attr_path)
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(q(&["hello"], &[]), ["p.hello", "p.hello-wrapped"]);
+        assert_eq!(q(&["HELLO", "friendly"], &[]), ["p.hello"]);
+        assert_eq!(q(&["^"], &["wrapped"]), ["p.hello", "p.cowsay"]);
+        assert_eq!(q(&["a"], &["^cow"]), ["p.hello", "p.hello-wrapped"]);
+        assert!(q(&["nothing"], &[]).is_empty());
+        let hit = ix
+            .query(&SearchQuery::new(&["cow".into()], &[]).expect("valid"))
+            .pop()
+            .expect("a hit");
+        assert_eq!(
+            hit.rendered,
+            "* \x1b[0;1mp.\x1b[32;1mcow\x1b[0;1msay\x1b[0m (3.7)\n  A talking \x1b[32;1mcow\x1b[0m\n"
+        );
     }
 }

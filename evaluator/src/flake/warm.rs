@@ -634,14 +634,14 @@ impl WarmFlake {
         })?
     }
 
-    /// `nix search FLAKE#FRAGMENT REGEX… [--exclude REGEX…]` against the already evaluated
-    /// flake (see [`crate::search`]); values forced by an earlier search are not evaluated again.
+    /// The [`crate::search::SearchIndex`] of `nix search FLAKE#FRAGMENT` over the already
+    /// evaluated flake, with what evaluating it printed; values forced by an earlier request are
+    /// not evaluated again.
     #[allow(clippy::result_large_err)]
-    pub fn search(
+    pub fn search_index(
         &self,
         fragment: &str,
-        query: crate::search::SearchQuery,
-    ) -> Result<Vec<crate::search::SearchHit>, Diagnostic> {
+    ) -> Result<(crate::search::SearchIndex, Vec<String>), Diagnostic> {
         let fragment = fragment.to_string();
         self.request(move |st| {
             let WarmState {
@@ -650,20 +650,22 @@ impl WarmFlake {
                 settings,
                 printed,
             } = st;
-            let r = crate::search::search(
+            let r = crate::search::build_index(
                 ev,
                 &opened.outputs,
                 &opened.shown_ref,
                 &fragment,
                 &settings.system,
-                &query,
             );
             let log = take_log(ev, printed);
-            r.map_err(|e| {
-                let mut d = diagnostic_of(&e);
-                d.log = log;
-                d
-            })
+            match r {
+                Ok(index) => Ok((index, log)),
+                Err(e) => {
+                    let mut d = diagnostic_of(&e);
+                    d.log = log;
+                    Err(d)
+                }
+            }
         })?
     }
 
