@@ -12,9 +12,12 @@
 # 4. the first query after a daemon restart (answered from the eval cache on disk);
 # 5. CLIENTS concurrent gRPC clients (one connection each) × PER_CLIENT warm queries: errors and
 #    p50/p99 per request; then CLIENTS concurrent flakectl processes × PROC_PER_CLIENT (default 20);
-# 6. warm search (hyperfine medians);
-# 7. cold search: a fresh daemon with empty caches and store against nix with an empty eval cache,
-#    wall time and peak memory.
+# 6. warm search (hyperfine medians), then the first search of a restarted daemon (answered from
+#    the search index in the eval cache on disk);
+# 7. cold search: a fresh daemon with empty caches against nix with an empty eval cache, wall time and
+#    peak memory, twice: (a) with flaked's store emptied too, although the reference's store already
+#    holds the flake's source from the commands above; (b) the fair comparison the issue asks for
+#    ("fresh daemon, empty caches"): flaked keeps its store root, like the reference keeps its store.
 # Answers are compared before anything is timed.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -120,28 +123,45 @@ print(f"flakectl processes: {clients} clients x {per} warm queries: {errors[0]} 
 PY
 
 if "${ctl[@]}" search . "$pkg" >/dev/null 2>"$tmp/search.err"; then
-  hyperfine -N --style none --runs 10 --warmup 1 --export-json "$tmp/search.json" \
-    -n flakectl "${ctl[*]} search . $pkg" -n nix "${nix[*]} search . $pkg" >/dev/null 2>&1
+  ours_s=$("${ctl[@]}" search . "$pkg" 2>/dev/null); ref_s=$("${nix[@]}" search . "$pkg" 2>/dev/null)
+  [ "$ours_s" = "$ref_s" ] || { echo "search answers differ: flakectl '$ours_s' vs nix '$ref_s'" >&2; exit 1; }
+  [ "$("${ctl[@]}" search . '^' --json 2>/dev/null | md5sum)" = "$("${nix[@]}" search . '^' --json 2>/dev/null | md5sum)" ] \
+    || { echo "search '^' --json answers differ" >&2; exit 1; }
+  hyperfine -N --style none --runs 20 --warmup 2 --export-json "$tmp/search.json" \
+    -n flakectl "${ctl[*]} search . $pkg" -n nix "${nix[*]} search . $pkg" \
+    -n flakectl-all "${ctl[*]} search . ^ --json" >/dev/null 2>&1
   python3 - "$tmp/search.json" <<'PY'
 import json, sys
 res = {r["command"]: r["median"] * 1000 for r in json.load(open(sys.argv[1]))["results"]}
-print(f"warm search: flakectl median {res['flakectl']:.1f} ms   nix median {res['nix']:.1f} ms")
+print(f"warm search: flakectl median {res['flakectl']:.1f} ms   nix median {res['nix']:.1f} ms"
+      f"   (flakectl, every package as JSON: {res['flakectl-all']:.1f} ms)")
 PY
+  kill "$daemon"; wait "$daemon" 2>/dev/null || true; daemon=
+  start_daemon
+  sleep 3 # the restarted daemon watches and keys the remembered tree in the background
+  t0=$(date +%s%N); "${ctl[@]}" search . "$pkg" >/dev/null 2>&1; t1=$(date +%s%N)
+  echo "first search after a daemon restart: flakectl $(( (t1 - t0) / 1000 )) us (answered from the search index in the eval cache on disk)"
 else
   echo "search: not measured ($(head -1 "$tmp/search.err"))"
 fi
 
-# Cold search: a fresh daemon with empty caches and store, against nix with an empty eval cache;
-# wall time and peak memory (flaked: the daemon's VmHWM plus the client's; nix: its max RSS).
-kill "$daemon"; wait "$daemon" 2>/dev/null || true; daemon=
+# Cold search: a fresh daemon with empty caches, against nix with an empty eval cache; wall time and
+# peak memory (flaked: the daemon's VmHWM plus the client's; nix: its max RSS).
+cold_search() { # LABEL
+  start_daemon
+  t0=$(date +%s%N); "${ctl[@]}" search . "$pkg" >/dev/null 2>&1; t1=$(date +%s%N)
+  our_cold_search=$(( (t1 - t0) / 1000000 ))
+  our_rss=$(awk '/VmHWM/ {print $2}' "/proc/$daemon/status")
+  kill "$daemon"; wait "$daemon" 2>/dev/null || true; daemon=
+  rm -rf "$tmp/xdg"; mkdir -p "$tmp/xdg"
+  t0=$(date +%s%N)
+  XDG_CACHE_HOME=$tmp/xdg /usr/bin/time -f %M -o "$tmp/nix-rss" "${nix[@]}" search . "$pkg" >/dev/null 2>&1
+  t1=$(date +%s%N)
+  ref_cold_search=$(( (t1 - t0) / 1000000 ))
+  echo "cold search ($1): flakectl ${our_cold_search} ms, daemon peak RSS $((our_rss / 1024)) MiB   nix ${ref_cold_search} ms, peak RSS $(( $(cat "$tmp/nix-rss") / 1024 )) MiB"
+}
+[ -n "$daemon" ] && { kill "$daemon"; wait "$daemon" 2>/dev/null || true; daemon=; }
+rm -rf "$tmp/cache"
+cold_search "fair: empty caches, both stores keep the flake's source"
 rm -rf "$tmp/cache" "$tmp/store-root"
-start_daemon
-t0=$(date +%s%N); "${ctl[@]}" search . "$pkg" >/dev/null 2>&1; t1=$(date +%s%N)
-our_cold_search=$(( (t1 - t0) / 1000000 ))
-our_rss=$(awk '/VmHWM/ {print $2}' "/proc/$daemon/status")
-mkdir -p "$tmp/xdg"
-t0=$(date +%s%N)
-XDG_CACHE_HOME=$tmp/xdg /usr/bin/time -f %M -o "$tmp/nix-rss" "${nix[@]}" search . "$pkg" >/dev/null 2>&1
-t1=$(date +%s%N)
-ref_cold_search=$(( (t1 - t0) / 1000000 ))
-echo "cold search: flakectl ${our_cold_search} ms, daemon peak RSS $((our_rss / 1024)) MiB   nix ${ref_cold_search} ms, peak RSS $(( $(cat "$tmp/nix-rss") / 1024 )) MiB"
+cold_search "flaked's store emptied too, the reference's not"
