@@ -146,7 +146,7 @@ fn broken_path(file: u32, root: &SyntaxNode) -> Option<EvalError> {
     use SyntaxKind::*;
     // Looked for in the green tree first (no cursor node is built per visited node); the
     // position and expectation are worked out with cursors only when there is one.
-    if !green_has_broken_path(&root.green()) {
+    if !green_has_broken_path(root.green()) {
         return None;
     }
     let path = root.descendants().find(|n| {
