@@ -36,7 +36,7 @@ use crate::watch::TreeWatch;
 
 /// Reserved child of the root row holding the warnings every open of the flake prints. No Nix
 /// attribute name can start with a NUL byte.
-pub(crate) pub(crate) const WARNINGS: &str = "\0flaked-open-warnings";
+pub(crate) const WARNINGS: &str = "\0flaked-open-warnings";
 
 /// Where a persistently cacheable flake's files are.
 #[derive(Debug, Clone)]
