@@ -136,6 +136,88 @@ fn max_jobs_bounds_parallelism_and_progress_is_reported() {
 }
 
 #[test]
+fn a_request_max_jobs_bounds_its_own_builds_within_the_pool() {
+    let t = test_store();
+    // Three independent slow builds, a pool of 2, a request bounded to 1: one at a time.
+    let drvs: Vec<StorePath> = (0..3)
+        .map(|i| {
+            mk_drv(
+                &t.store,
+                &format!("req-j-{i}"),
+                "/bin/sh",
+                &format!("/bin/sleep 0.3; echo {i} > $out"),
+                &[],
+                &[],
+            )
+        })
+        .collect();
+    let pool = BuildPool::new(t.store.clone(), settings(&t));
+    let start = Instant::now();
+    let opts = BuildOptions {
+        max_jobs: Some(1),
+        ..BuildOptions::default()
+    };
+    let (r, events) = build(
+        &pool,
+        &drvs.iter().cloned().map(all_outputs).collect::<Vec<_>>(),
+        &opts,
+    );
+    r.expect("build");
+    let el = start.elapsed();
+    assert!(el >= Duration::from_millis(900), "one at a time ({el:?})");
+    // Never two started without one finished in between.
+    let mut running = 0i32;
+    for e in &events {
+        match e {
+            BuildEvent::Started { .. } => {
+                running += 1;
+                assert!(running <= 1, "{events:?}");
+            }
+            BuildEvent::Finished { .. } | BuildEvent::Failed { .. } => running -= 1,
+            _ => {}
+        }
+    }
+}
+
+#[test]
+fn plan_lists_what_must_be_built_and_report_says_how_each_job_ended() {
+    let t = test_store();
+    let a = mk_drv(&t.store, "plan-a", "/bin/sh", "echo a > $out", &[], &[]);
+    let b = mk_drv(&t.store, "plan-b", "/bin/sh", "exit 4", &[], &[&a]);
+    let c = mk_drv(&t.store, "plan-c", "/bin/sh", "echo c > $out", &[], &[]);
+    let pool = BuildPool::new(t.store.clone(), settings(&t));
+    let targets = vec![all_outputs(b.clone()), all_outputs(c.clone())];
+    let plan = pool.plan(&targets).expect("plan");
+    assert_eq!(plan.order.len(), 3);
+    let pos = |p: &StorePath| plan.order.iter().position(|x| x == p).expect("listed");
+    assert!(pos(&a) < pos(&b), "inputs first: {:?}", plan.order);
+    assert_eq!(plan.deps[&b], BTreeSet::from([a.clone()]));
+    assert_eq!(plan.tops, BTreeSet::from([b.clone(), c.clone()]));
+    // Planning builds nothing.
+    assert_eq!(pool.stats().builds, 0);
+
+    let (tx, _rx) = mpsc::channel();
+    let opts = BuildOptions {
+        keep_going: true,
+        ..BuildOptions::default()
+    };
+    let report = pool
+        .build_report(&targets, &opts, tx, CancelToken::new())
+        .expect("the request starts");
+    assert!(!report.cancelled);
+    assert_eq!(report.succeeded, BTreeSet::from([a.clone(), c.clone()]));
+    assert_eq!(report.failed.len(), 1);
+    assert!(
+        matches!(&report.failed[&b], BuildError::BuilderFailed { status, .. } if status == "failed with exit code 4"),
+        "{:?}",
+        report.failed
+    );
+    // Now only b is left to build.
+    let plan = pool.plan(&targets).expect("plan");
+    assert_eq!(plan.order, vec![b.clone()]);
+}
+
+#[test]
 fn failures_propagate_and_keep_going_builds_the_rest() {
     let t = test_store();
     let bad = mk_drv(&t.store, "bad", "/bin/sh", "exit 1", &[], &[]);
@@ -157,7 +239,14 @@ fn failures_propagate_and_keep_going_builds_the_rest() {
     );
     let pool = BuildPool::new(t.store.clone(), settings(&t));
     let targets = [all_outputs(dependent.clone()), all_outputs(good.clone())];
-    let (r, _) = build(&pool, &targets, &BuildOptions { keep_going: true });
+    let (r, _) = build(
+        &pool,
+        &targets,
+        &BuildOptions {
+            keep_going: true,
+            ..BuildOptions::default()
+        },
+    );
     let printed_bad = t.store.store_dir().print(&bad);
     let printed_dep = t.store.store_dir().print(&dependent);
     match r.expect_err("fails") {

@@ -13,6 +13,7 @@ pub mod env;
 pub mod outputs;
 pub mod pool;
 pub mod refs;
+pub mod roots;
 pub mod sandbox;
 
 use std::collections::BTreeSet;
@@ -22,7 +23,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 pub use builder::build_derivation;
-pub use pool::{BuildEvent, BuildOptions, BuildPool, DerivedPath, PoolStats};
+pub use pool::{
+    BuildEvent, BuildOptions, BuildPlan, BuildPool, BuildReport, DerivedPath, PoolStats,
+};
 
 /// Whether builds run in the namespace sandbox.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

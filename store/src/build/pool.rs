@@ -14,7 +14,7 @@
 //! held while a builder runs.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::mpsc::Sender;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread::JoinHandle;
@@ -39,6 +39,70 @@ pub struct DerivedPath {
 pub struct BuildOptions {
     /// Keep building what does not depend on a failure (Nix's `--keep-going`).
     pub keep_going: bool,
+    /// At most this many of the request's jobs run at once (the client's `-j N`); the pool's
+    /// `max_jobs` bounds it too. `None` (or 0): only the pool's bound.
+    pub max_jobs: Option<usize>,
+}
+
+/// What a request needs built, before anything runs (`nix build --dry-run`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct BuildPlan {
+    /// Per target derivation, the wanted output paths (known before building).
+    pub outputs: BTreeMap<StorePath, BTreeMap<String, StorePath>>,
+    /// The derivations that must be built, every one after its inputs.
+    pub order: Vec<StorePath>,
+    /// For each derivation of `order`, its inputs that must be built too.
+    pub deps: BTreeMap<StorePath, BTreeSet<StorePath>>,
+    /// The targets that are not valid yet (a subset of `order`).
+    pub tops: BTreeSet<StorePath>,
+}
+
+/// How a request ended, job by job (for rendering failures as Nix does).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BuildReport {
+    pub plan: BuildPlan,
+    /// The jobs of this request that had failed when it returned.
+    pub failed: BTreeMap<StorePath, BuildError>,
+    /// The jobs of this request that succeeded.
+    pub succeeded: BTreeSet<StorePath>,
+    /// The request was cancelled (its token fired) before it finished.
+    pub cancelled: bool,
+}
+
+impl BuildReport {
+    /// The old-style result: the outputs, or the request's failure (root causes first, then
+    /// the dependency failures of targets; several with `keep_going`).
+    pub fn into_result(
+        self,
+        sd: &crate::store_path::StoreDir,
+        targets: &[DerivedPath],
+    ) -> Result<BTreeMap<StorePath, BTreeMap<String, StorePath>>, BuildError> {
+        if self.cancelled {
+            return Err(BuildError::Cancelled(
+                targets
+                    .iter()
+                    .map(|t| sd.print(&t.drv))
+                    .collect::<Vec<_>>()
+                    .join("', '"),
+            ));
+        }
+        if self.failed.is_empty() {
+            return Ok(self.plan.outputs);
+        }
+        let mut failures: Vec<(StorePath, BuildError)> = self.failed.into_iter().collect();
+        failures.sort_by_key(|(_, e)| matches!(e, BuildError::DependencyFailed { .. }));
+        let tops = &self.plan.tops;
+        let errs: Vec<BuildError> = failures
+            .into_iter()
+            .filter(|(p, e)| !matches!(e, BuildError::DependencyFailed { .. }) || tops.contains(p))
+            .map(|(_, e)| e)
+            .collect();
+        Err(if errs.len() == 1 {
+            errs.into_iter().next().expect("one error")
+        } else {
+            BuildError::Multiple(errs)
+        })
+    }
 }
 
 /// Progress of a request, streamed to its requester.
@@ -83,9 +147,17 @@ struct Request {
     cancel: CancelToken,
     finished: AtomicBool,
     events: Sender<BuildEvent>,
+    /// The request's `-j` bound (0: none).
+    max_jobs: usize,
+    /// Jobs of this request running now.
+    running: AtomicUsize,
 }
 
 impl Request {
+    /// Whether one more of this request's jobs may start.
+    fn has_slot(&self) -> bool {
+        self.max_jobs == 0 || self.running.load(Ordering::SeqCst) < self.max_jobs
+    }
     fn gone(&self) -> bool {
         self.finished.load(Ordering::SeqCst) || self.cancel.is_cancelled()
     }
@@ -192,14 +264,26 @@ impl BuildPool {
         events: Sender<BuildEvent>,
         cancel: CancelToken,
     ) -> Result<BTreeMap<StorePath, BTreeMap<String, StorePath>>, BuildError> {
+        self.build_report(targets, opts, events, cancel)?
+            .into_result(self.inner.store.store_dir(), targets)
+    }
+
+    /// What building `targets` would build, without building anything.
+    pub fn plan(&self, targets: &[DerivedPath]) -> Result<BuildPlan, BuildError> {
+        Ok(self.plan_with_drvs(targets)?.0)
+    }
+
+    /// [`plan`](Self::plan) and the derivations of its `order`.
+    #[allow(clippy::type_complexity)]
+    fn plan_with_drvs(
+        &self,
+        targets: &[DerivedPath],
+    ) -> Result<(BuildPlan, BTreeMap<StorePath, Arc<Derivation>>), BuildError> {
         let store = &self.inner.store;
         let sd = store.store_dir();
-        // Resolve each target's wanted outputs and the graph that must be built.
-        let mut results: BTreeMap<StorePath, BTreeMap<String, StorePath>> = BTreeMap::new();
+        let mut plan = BuildPlan::default();
         let mut graph: BTreeMap<StorePath, (Arc<Derivation>, BTreeSet<StorePath>)> =
             BTreeMap::new();
-        let mut order: Vec<StorePath> = Vec::new();
-        let mut tops: BTreeSet<StorePath> = BTreeSet::new();
         for t in targets {
             let drv = store.read_derivation(&t.drv)?;
             let all = output_paths(store, &t.drv, &drv)?;
@@ -217,7 +301,7 @@ impl BuildPool {
                     )));
                 }
             }
-            results
+            plan.outputs
                 .entry(t.drv.clone())
                 .or_default()
                 .extend(want.clone());
@@ -228,12 +312,37 @@ impl BuildPool {
                 }
             }
             if !valid {
-                tops.insert(t.drv.clone());
-                self.walk(&t.drv, drv, &mut graph, &mut order)?;
+                plan.tops.insert(t.drv.clone());
+                self.walk(&t.drv, drv, &mut graph, &mut plan.order)?;
             }
         }
-        if graph.is_empty() {
-            return Ok(results);
+        let mut drvs = BTreeMap::new();
+        for (p, (drv, deps)) in graph {
+            plan.deps.insert(p.clone(), deps);
+            drvs.insert(p, drv);
+        }
+        Ok((plan, drvs))
+    }
+
+    /// Builds `targets` (blocking) and reports job by job how the request ended. `Err` only
+    /// when the request cannot start (an unreadable derivation, a missing output, no
+    /// builders); failures of builds are in the report.
+    pub fn build_report(
+        &self,
+        targets: &[DerivedPath],
+        opts: &BuildOptions,
+        events: Sender<BuildEvent>,
+        cancel: CancelToken,
+    ) -> Result<BuildReport, BuildError> {
+        let (plan, drvs) = self.plan_with_drvs(targets)?;
+        let mut report = BuildReport {
+            plan,
+            failed: BTreeMap::new(),
+            succeeded: BTreeSet::new(),
+            cancelled: false,
+        };
+        if report.plan.order.is_empty() {
+            return Ok(report);
         }
         if self.inner.settings.max_jobs == 0 {
             return Err(BuildError::Rejected(
@@ -241,17 +350,22 @@ impl BuildPool {
                     .into(),
             ));
         }
+        let order = report.plan.order.clone();
+        let tops = report.plan.tops.clone();
 
         let req = Arc::new(Request {
             cancel,
             finished: AtomicBool::new(false),
             events,
+            max_jobs: opts.max_jobs.unwrap_or(0),
+            running: AtomicUsize::new(0),
         });
         let mine: Vec<StorePath> = order.clone();
         {
             let mut st = lock(&self.inner.state);
             for p in &order {
-                let (drv, deps) = &graph[p];
+                let deps = &report.plan.deps[p];
+                let drv = &drvs[p];
                 let replace = match st.jobs.get(p) {
                     None => true,
                     Some(j) => matches!(j.status, Status::Done(Err(_))),
@@ -299,17 +413,17 @@ impl BuildPool {
 
         // Wait for our jobs, reporting progress.
         let mut last_progress = None;
-        let outcome = loop {
+        loop {
             let st = lock(&self.inner.state);
             let (mut done, mut running, mut remaining) = (0, 0, 0);
-            let mut failures: Vec<(StorePath, BuildError)> = Vec::new();
+            let mut any_failed = false;
             let mut tops_done = true;
             for p in &mine {
                 match st.jobs.get(p).map(|j| &j.status) {
                     Some(Status::Done(Ok(_))) => done += 1,
-                    Some(Status::Done(Err(e))) => {
+                    Some(Status::Done(Err(_))) => {
                         done += 1;
-                        failures.push((p.clone(), e.clone()));
+                        any_failed = true;
                     }
                     Some(Status::Running) => {
                         running += 1;
@@ -334,40 +448,28 @@ impl BuildPool {
                     remaining,
                 });
             }
-            if req.cancel.is_cancelled() {
-                break Err(BuildError::Cancelled(
-                    targets
-                        .iter()
-                        .map(|t| sd.print(&t.drv))
-                        .collect::<Vec<_>>()
-                        .join("', '"),
-                ));
-            }
-            if (!failures.is_empty() && !opts.keep_going) || tops_done {
-                if failures.is_empty() {
-                    break Ok(());
+            let stop = req.cancel.is_cancelled() || (any_failed && !opts.keep_going) || tops_done;
+            if stop {
+                report.cancelled = req.cancel.is_cancelled();
+                for p in &mine {
+                    match st.jobs.get(p).map(|j| &j.status) {
+                        Some(Status::Done(Ok(_))) => {
+                            report.succeeded.insert(p.clone());
+                        }
+                        Some(Status::Done(Err(e))) => {
+                            report.failed.insert(p.clone(), e.clone());
+                        }
+                        _ => {}
+                    }
                 }
-                // Root causes first, then the dependency failures of what was asked for.
-                failures.sort_by_key(|(_, e)| matches!(e, BuildError::DependencyFailed { .. }));
-                let errs: Vec<BuildError> = failures
-                    .into_iter()
-                    .filter(|(p, e)| {
-                        !matches!(e, BuildError::DependencyFailed { .. }) || tops.contains(p)
-                    })
-                    .map(|(_, e)| e)
-                    .collect();
-                break Err(if errs.len() == 1 {
-                    errs.into_iter().next().expect("one error")
-                } else {
-                    BuildError::Multiple(errs)
-                });
+                break;
             }
             let _ = self
                 .inner
                 .cv
                 .wait_timeout(st, Duration::from_millis(100))
                 .unwrap_or_else(|e| e.into_inner());
-        };
+        }
 
         // Withdraw interest; forget finished jobs nobody waits for.
         req.finished.store(true, Ordering::SeqCst);
@@ -388,7 +490,7 @@ impl BuildPool {
             }
             self.inner.bump();
         }
-        outcome.map(|()| results)
+        Ok(report)
     }
 
     /// Depth-first walk of the derivations needed to build `root`, in post-order.
@@ -549,13 +651,23 @@ fn finish(
 
 fn worker(inner: Arc<Inner>) {
     loop {
-        let (p, drv, interest) = {
+        let (p, drv, interest, counted) = {
             let mut st = lock(&inner.state);
             loop {
                 if st.shutdown {
                     return;
                 }
-                if let Some(p) = st.ready.pop_front() {
+                // The first ready job that one of its requests has a `-j` slot for (stale
+                // entries and jobs nobody wants are taken too, to be dropped below).
+                let pick = st.ready.iter().position(|p| match st.jobs.get(p) {
+                    Some(job) if matches!(job.status, Status::Ready) => {
+                        let i = lock(&job.interest);
+                        let mut live = i.iter().filter(|r| !r.gone()).peekable();
+                        live.peek().is_none() || live.any(|r| r.has_slot())
+                    }
+                    _ => true,
+                });
+                if let Some(p) = pick.and_then(|i| st.ready.remove(i)) {
                     let Some(job) = st.jobs.get_mut(&p) else {
                         continue;
                     };
@@ -576,7 +688,15 @@ fn worker(inner: Arc<Inner>) {
                         continue;
                     }
                     job.status = Status::Running;
-                    let out = (p.clone(), job.drv.clone(), job.interest.clone());
+                    let counted: Vec<Arc<Request>> = lock(&job.interest)
+                        .iter()
+                        .filter(|r| !r.gone())
+                        .cloned()
+                        .collect();
+                    for r in &counted {
+                        r.running.fetch_add(1, Ordering::SeqCst);
+                    }
+                    let out = (p.clone(), job.drv.clone(), job.interest.clone(), counted);
                     inner.bump();
                     break out;
                 }
@@ -611,6 +731,9 @@ fn worker(inner: Arc<Inner>) {
             })
         };
         let mut st = lock(&inner.state);
+        for r in &counted {
+            r.running.fetch_sub(1, Ordering::SeqCst);
+        }
         match &res {
             Ok(_) => st.stats.succeeded += 1,
             Err(BuildError::Cancelled(_)) => st.stats.cancelled += 1,
