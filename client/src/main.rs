@@ -7,6 +7,7 @@
 //! diagnostic on stderr and exit with status 1.
 
 mod autostart;
+mod build;
 mod search;
 
 use std::io::Write;
@@ -110,27 +111,7 @@ enum Command {
         opts: EvalOpts,
     },
     /// Build installables.
-    Build {
-        #[arg(required = true)]
-        installables: Vec<String>,
-        /// Prefix of the result symlinks.
-        #[arg(short = 'o', long, value_name = "PATH")]
-        out_link: Option<String>,
-        /// Create no result symlinks.
-        #[arg(long)]
-        no_link: bool,
-        /// Only show what would be built.
-        #[arg(long)]
-        dry_run: bool,
-        /// Print the output paths.
-        #[arg(long)]
-        print_out_paths: bool,
-        /// Print full build logs on standard error.
-        #[arg(short = 'L', long)]
-        print_build_logs: bool,
-        #[command(flatten)]
-        opts: EvalOpts,
-    },
+    Build(build::BuildArgs),
     /// Search packages.
     Search(search::SearchArgs),
     /// Manage flakes.
@@ -263,40 +244,6 @@ fn context(opts: &EvalOpts) -> Result<pb::ClientContext, CliError> {
     })
 }
 
-/// `result`, `result-dev`, `result-1`, … symlinks to the built outputs, as `nix build` makes them
-/// (replacing existing symlinks; anything else in the way is an error).
-fn link_results(prefix: &str, paths: &[pb::BuiltPath]) -> Result<(), CliError> {
-    for (i, p) in paths.iter().enumerate() {
-        for (output, target) in &p.outputs {
-            let mut name = prefix.to_string();
-            if i > 0 {
-                name.push_str(&format!("-{i}"));
-            }
-            if output != "out" {
-                name.push_str(&format!("-{output}"));
-            }
-            let link = std::path::Path::new(&name);
-            if let Ok(meta) = std::fs::symlink_metadata(link)
-                && !meta.file_type().is_symlink()
-            {
-                return Err(CliError::msg(format!(
-                    "cannot create symlink '{name}': a file is in the way"
-                )));
-            }
-            // A new symlink beside it, renamed over it: the link is never missing or half-made.
-            let tmp = format!("{name}.tmp-{}", std::process::id());
-            let _ = std::fs::remove_file(&tmp);
-            std::os::unix::fs::symlink(target, &tmp)
-                .and_then(|()| std::fs::rename(&tmp, link))
-                .map_err(|e| {
-                    let _ = std::fs::remove_file(&tmp);
-                    CliError::msg(format!("cannot create symlink '{name}' to '{target}': {e}"))
-                })?;
-        }
-    }
-    Ok(())
-}
-
 fn write_stdout(bytes: &[u8]) -> Result<(), CliError> {
     let mut out = std::io::stdout().lock();
     out.write_all(bytes)
@@ -371,55 +318,7 @@ async fn run(cli: Cli) -> Result<ExitCode, CliError> {
                 None => Err(CliError::msg("flaked sent an empty evaluation reply")),
             }
         }
-        Command::Build {
-            installables,
-            out_link,
-            no_link,
-            dry_run,
-            print_out_paths,
-            print_build_logs,
-            opts,
-        } => {
-            let req = pb::BuildRequest {
-                context: Some(context(&opts)?),
-                installables,
-                out_link: out_link.clone().unwrap_or_default(),
-                no_link,
-                dry_run,
-            };
-            let mut client = autostart::connect(&target).await?;
-            let mut stream = client.build(req).await?.into_inner();
-            while let Some(event) = stream.message().await? {
-                match event.event {
-                    Some(pb::build_event::Event::Log(l)) => {
-                        // Warnings of the evaluation (no derivation) always; build logs with -L.
-                        if l.drv_path.is_empty() || print_build_logs {
-                            print_stderr_lines(&[l.line]);
-                        }
-                    }
-                    Some(pb::build_event::Event::Progress(_)) | None => {}
-                    Some(pb::build_event::Event::Error(d)) => {
-                        return Err(CliError::rendered(d.rendered));
-                    }
-                    Some(pb::build_event::Event::Result(r)) => {
-                        if !no_link {
-                            link_results(out_link.as_deref().unwrap_or("result"), &r.paths)?;
-                        }
-                        if print_out_paths {
-                            let mut text = String::new();
-                            for p in &r.paths {
-                                for path in p.outputs.values() {
-                                    text.push_str(path);
-                                    text.push('\n');
-                                }
-                            }
-                            write_stdout(text.as_bytes())?;
-                        }
-                    }
-                }
-            }
-            Ok(ExitCode::SUCCESS)
-        }
+        Command::Build(args) => build::run(args, &target).await,
         Command::Search(args) => search::run(args, &target).await,
         Command::Flake { command } => flake(command, &target).await,
         Command::Daemon { command } => daemon(command, &target).await,

@@ -246,21 +246,14 @@ impl pb::flaked_server::Flaked for FlakedService {
     ) -> Result<Response<Self::BuildStream>, Status> {
         let active = Active::begin(&self.state);
         let req = request.into_inner();
-        if req.installables.is_empty() {
-            return Err(Status::invalid_argument(
-                "BuildRequest.installables is empty",
-            ));
-        }
-        if req.dry_run {
-            return Err(unimplemented("'build --dry-run'"));
-        }
+        crate::builds::validate(&req)?;
         let settings = settings(&self.state.config, req.context.as_ref())?;
         let (tx, rx) = tokio::sync::mpsc::channel::<Result<pb::BuildEvent, Status>>(256);
         let state = self.state.clone();
         tokio::task::spawn_blocking(move || {
             let _active = active;
             let last = match std::panic::catch_unwind(AssertUnwindSafe(|| {
-                crate::builds::run(&state, &req.installables, &settings, &tx)
+                crate::builds::run(&state, &req, &settings, &tx)
             })) {
                 Ok(Ok(result)) => pb::build_event::Event::Result(result),
                 Ok(Err(d)) => pb::build_event::Event::Error(diagnostic(d)),

@@ -1,0 +1,350 @@
+//! End-to-end tests of `flakectl build` through a real `flaked`: `--file`/`--expr` installables,
+//! Nix's messages on stderr (compared with goldens from the reference, `builds/regen.sh`),
+//! `--dry-run`, result links registered as indirect GC roots, `--keep-going`, `-j` and `-L`.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use flaked_tests::{Daemon, DaemonOpts, Scratch, texts};
+
+const GRAPH: &str = include_str!("builds/graph.nix");
+
+/// `sandbox-paths` for `/bin/sh` and the shared libraries it loads (found with `ldd`).
+fn shell_sandbox_paths() -> String {
+    let mut out = std::collections::BTreeSet::new();
+    let real = std::fs::canonicalize("/bin/sh").expect("/bin/sh exists");
+    out.insert(format!("/bin/sh={}", real.display()));
+    let ldd = Command::new("ldd")
+        .arg("/bin/sh")
+        .output()
+        .expect("ldd runs");
+    for line in String::from_utf8_lossy(&ldd.stdout).lines() {
+        let lib = match line.split_once("=>") {
+            Some((_, rest)) => rest.split_whitespace().next(),
+            None => line.split_whitespace().next(),
+        };
+        if let Some(lib) = lib.filter(|l| l.starts_with('/')) {
+            let real = std::fs::canonicalize(lib).expect("library exists");
+            out.insert(format!("{lib}={}", real.display()));
+        }
+    }
+    out.into_iter().collect::<Vec<_>>().join(" ")
+}
+
+/// A scratch directory with `graph.nix` in `work/`, and a daemon that can build it.
+struct Env {
+    s: Scratch,
+    _d: Daemon,
+}
+
+impl Env {
+    fn new() -> Env {
+        let s = Scratch::new();
+        let paths = shell_sandbox_paths();
+        let d = Daemon::start(
+            &s,
+            DaemonOpts {
+                args: &["--sandbox-paths", &paths, "--max-jobs", "2"],
+                ..Default::default()
+            },
+        );
+        std::fs::create_dir_all(s.path().join("work")).expect("mkdir work");
+        std::fs::write(s.path().join("work/graph.nix"), GRAPH).expect("write graph.nix");
+        Env { s, _d: d }
+    }
+
+    fn work(&self) -> PathBuf {
+        self.s.path().join("work")
+    }
+
+    /// Runs flakectl in `work/`: (stdout, stderr, exit code).
+    fn run(&self, args: &[&str]) -> (String, String, i32) {
+        let out = self
+            .s
+            .flakectl_cmd(args)
+            .current_dir(self.work())
+            .output()
+            .expect("run flakectl");
+        let (o, e) = texts(&out);
+        (o, e, out.status.code().unwrap_or(-1))
+    }
+
+    /// The physical location of a store path.
+    fn physical(&self, store_path: &str) -> PathBuf {
+        self.s
+            .path()
+            .join("store-root")
+            .join(store_path.trim_start_matches('/'))
+    }
+
+    fn out_path(&self, attr: &str) -> String {
+        let (o, e, code) = self.run(&["eval", "--raw", "-f", "graph.nix", attr]);
+        assert_eq!(code, 0, "{e}");
+        o
+    }
+
+    fn gc_roots(&self) -> Vec<(PathBuf, PathBuf)> {
+        let dir = self.s.path().join("store-root/nix/var/nix/gcroots/auto");
+        let mut v: Vec<(PathBuf, PathBuf)> = std::fs::read_dir(&dir)
+            .map(|rd| {
+                rd.filter_map(|e| e.ok())
+                    .map(|e| {
+                        let target = std::fs::read_link(e.path()).expect("roots are symlinks");
+                        (e.path(), target)
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        v.sort();
+        v
+    }
+}
+
+fn golden(name: &str) -> String {
+    let p = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/builds")
+        .join(name);
+    std::fs::read_to_string(&p).unwrap_or_else(|e| panic!("{}: {e}", p.display()))
+}
+
+#[test]
+fn file_installables_build_every_derivation_with_links_and_gc_roots() {
+    let env = Env::new();
+    let (a, c) = (env.out_path("a.outPath"), env.out_path("c.outPath"));
+    // A list: every element, grouped and sorted by derivation path (c's .drv sorts before a's).
+    let (out, err, code) = env.run(&["build", "-f", "graph.nix", "pair", "--print-out-paths"]);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(out, format!("{c}\n{a}\n"));
+    assert_eq!(
+        std::fs::read_to_string(env.physical(&c)).expect("c built"),
+        "c\n"
+    );
+    let work = env.work();
+    assert_eq!(
+        std::fs::read_link(work.join("result")).expect("result"),
+        PathBuf::from(&c)
+    );
+    assert_eq!(
+        std::fs::read_link(work.join("result-1")).expect("result-1"),
+        PathBuf::from(&a)
+    );
+    // Each link is an indirect root: gcroots/auto/<hash> → the link.
+    let roots = env.gc_roots();
+    let mut targets: Vec<PathBuf> = roots.iter().map(|(_, t)| t.clone()).collect();
+    targets.sort();
+    let mut want = vec![work.join("result"), work.join("result-1")];
+    want.sort();
+    assert_eq!(targets, want);
+    for (root, _) in &roots {
+        let name = root.file_name().and_then(|n| n.to_str()).expect("name");
+        assert_eq!(name.len(), 32, "nix32 sha1: {name}");
+    }
+
+    // Multiple outputs, `-o`: <prefix> and <prefix>-dev; `^dev` selects one.
+    let (_, err, code) = env.run(&["build", "-f", "graph.nix", "multi", "-o", "m"]);
+    assert_eq!(code, 0, "{err}");
+    let dev = std::fs::read_link(work.join("m-dev")).expect("m-dev");
+    assert_eq!(
+        std::fs::read_to_string(env.physical(dev.to_str().expect("utf-8"))).expect("dev"),
+        "dev\n"
+    );
+    assert!(work.join("m").is_symlink());
+    let (out, err, code) = env.run(&[
+        "build",
+        "-f",
+        "graph.nix",
+        "multi^dev",
+        "--no-link",
+        "--print-out-paths",
+    ]);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(out.trim_end(), dev.to_str().expect("utf-8"));
+
+    // A set with recurseForDerivations: its derivations, not those of nested plain sets.
+    let ok = env.out_path("ok.outPath");
+    let (out, err, code) = env.run(&[
+        "build",
+        "-f",
+        "graph.nix",
+        "nested",
+        "--no-link",
+        "--print-out-paths",
+    ]);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(out, format!("{ok}\n"));
+
+    // A file in the way of a link is Nix's error.
+    std::fs::write(work.join("blocked"), "x").expect("write");
+    let (_, err, code) = env.run(&["build", "-f", "graph.nix", "ok", "-o", "blocked"]);
+    assert_eq!(code, 1);
+    assert_eq!(
+        err,
+        format!(
+            "error: cannot create symlink '{}'; already exists\n",
+            work.join("blocked").display()
+        )
+    );
+}
+
+#[test]
+fn expr_installables_and_selection_errors() {
+    let env = Env::new();
+    let expr = r#"{ d = derivation { name = "from-expr"; system = "x86_64-linux"; builder = "/bin/sh"; args = [ "-c" "echo e > $out" ]; }; }"#;
+    let (out, err, code) = env.run(&[
+        "build",
+        "--expr",
+        expr,
+        "d",
+        "--no-link",
+        "--print-out-paths",
+    ]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.ends_with("-from-expr\n"), "{out}");
+    assert_eq!(
+        std::fs::read_to_string(env.physical(out.trim_end())).expect("built"),
+        "e\n"
+    );
+    let (_, err, code) = env.run(&["build", "-f", "graph.nix", "nope", "--no-link"]);
+    assert_eq!(code, 1);
+    assert!(
+        err.starts_with("error: attribute 'nope' in selection path 'nope' not found"),
+        "{err}"
+    );
+    let (_, err, code) = env.run(&["build", "--expr", "42", "--no-link"]);
+    assert_eq!(code, 1);
+    assert_eq!(
+        err,
+        "error: expression does not evaluate to a derivation (or a set or list of those)\n"
+    );
+}
+
+#[test]
+fn dry_run_prints_what_nix_would_build_and_builds_nothing() {
+    let env = Env::new();
+    let (out, err, code) = env.run(&["build", "-f", "graph.nix", "c", "--dry-run"]);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(out, "");
+    assert_eq!(err, golden("dry-run-c.stderr"));
+    assert!(!env.physical(&env.out_path("c.outPath")).exists());
+    assert!(!env.work().join("result").exists());
+    assert!(env.gc_roots().is_empty());
+
+    let (_, err, code) = env.run(&[
+        "build",
+        "-f",
+        "graph.nix",
+        "pair",
+        "nested",
+        "multi",
+        "--dry-run",
+    ]);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(err, golden("dry-run-many.stderr"));
+
+    // Once `a` is built, only b and c are left.
+    let (_, err, code) = env.run(&["build", "-f", "graph.nix", "a", "--no-link"]);
+    assert_eq!(code, 0, "{err}");
+    let (_, err, code) = env.run(&["build", "-f", "graph.nix", "c", "--dry-run"]);
+    assert_eq!(code, 0, "{err}");
+    let want: Vec<String> = golden("dry-run-c.stderr")
+        .lines()
+        .filter(|l| !l.contains("-e2e-a-1.0.drv"))
+        .map(|l| l.replace("these 3", "these 2"))
+        .collect();
+    assert_eq!(err, want.join("\n") + "\n");
+    // Nothing at all to build: nothing printed.
+    let (_, err, code) = env.run(&["build", "-f", "graph.nix", "a", "--dry-run"]);
+    assert_eq!((code, err.as_str()), (0, ""));
+}
+
+#[test]
+fn messages_and_prefixed_logs_match_nix() {
+    let env = Env::new();
+    let (_, err, code) = env.run(&[
+        "build",
+        "-f",
+        "graph.nix",
+        "c",
+        "-L",
+        "--no-link",
+        "-j",
+        "1",
+    ]);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(err, golden("build-c.stderr"));
+    // Without -L the builders' lines are not printed (no terminal: no progress line either).
+    let (_, err, code) = env.run(&["build", "-f", "graph.nix", "ok", "--no-link"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(!err.contains('>') && !err.contains('\r'), "{err}");
+    assert!(err.ends_with("-e2e-ok-1.0.drv'...\n"), "{err}");
+}
+
+#[test]
+fn keep_going_builds_what_it_can_and_reports_every_failure() {
+    let env = Env::new();
+    let (_, err, code) = env.run(&[
+        "build",
+        "-f",
+        "graph.nix",
+        "bad1",
+        "bad2",
+        "dep",
+        "ok",
+        "-L",
+        "--no-link",
+        "--keep-going",
+        "-j",
+        "1",
+    ]);
+    assert_eq!(code, 1, "{err}");
+    let lines: Vec<&str> = err.lines().collect();
+    let tail = lines[lines.len().saturating_sub(4)..].join("\n") + "\n";
+    assert_eq!(tail, golden("keep-going.stderr"), "whole stderr:\n{err}");
+    // bad1 has a waiter (dep): its failure is also printed when it happens.
+    assert!(
+        lines[..lines.len() - 4]
+            .iter()
+            .any(|l| l.starts_with("error: builder for '") && l.contains("-e2e-bad1-1.0.drv")),
+        "{err}"
+    );
+    assert!(
+        env.physical(&env.out_path("ok.outPath")).exists(),
+        "the independent build ran: {err}"
+    );
+
+    // Without --keep-going: the builder's error with its log tail, exit 1.
+    let (_, err, code) = env.run(&["build", "-f", "graph.nix", "bad2", "--no-link"]);
+    assert_eq!(code, 1);
+    assert!(
+        err.ends_with("failed with exit code 3;\n       last 1 log lines:\n       > failing two\n"),
+        "{err}"
+    );
+}
+
+#[test]
+fn without_keep_going_a_failure_stops_the_request() {
+    let env = Env::new();
+    // dep fails through bad1; c (independent) is named as not built, without an error.
+    let (_, err, code) = env.run(&[
+        "build",
+        "-f",
+        "graph.nix",
+        "dep",
+        "c",
+        "--no-link",
+        "-j",
+        "1",
+    ]);
+    assert_eq!(code, 1, "{err}");
+    assert!(
+        err.contains("-e2e-bad1-1.0.drv' failed with exit code 2;"),
+        "{err}"
+    );
+    let last = err.lines().last().expect("a last line");
+    if last.starts_with("error: build of ") {
+        assert!(last.contains("-e2e-dep-1.0.drv^out'"), "{err}");
+    } else {
+        // c finished before bad1 failed: only dep's failure is left.
+        assert!(last.contains("dependencies of derivation '"), "{err}");
+    }
+}
