@@ -60,6 +60,38 @@ pub struct SearchHit {
 pub struct SearchQuery {
     regexes: Vec<Regex>,
     excludes: Vec<Regex>,
+    /// For each regex that is a plain ASCII literal: a case-sensitive regex of its lowercase
+    /// form, to find candidates in an index's [`Haystack`] in one scan.
+    literals: Vec<Regex>,
+}
+
+/// The lowercase form of `re` when it is a plain ASCII literal (no metacharacter, no newline),
+/// which a case-insensitive regex matches exactly where the lowercase text contains it (for
+/// ASCII text).
+fn ascii_literal(re: &str) -> Option<String> {
+    let plain = !re.is_empty()
+        && re.bytes().all(|b| {
+            b.is_ascii()
+                && b != b'\n'
+                && !matches!(
+                    b,
+                    b'\\'
+                        | b'.'
+                        | b'+'
+                        | b'*'
+                        | b'?'
+                        | b'('
+                        | b')'
+                        | b'|'
+                        | b'['
+                        | b']'
+                        | b'{'
+                        | b'}'
+                        | b'^'
+                        | b'$'
+                )
+        });
+    plain.then(|| re.to_ascii_lowercase())
 }
 
 fn compile(re: &str) -> Result<Regex, String> {
@@ -86,6 +118,14 @@ impl SearchQuery {
             excludes: excludes
                 .iter()
                 .map(|r| compile(r))
+                .collect::<Result<_, _>>()?,
+            literals: regexes
+                .iter()
+                .filter_map(|r| ascii_literal(r))
+                // Without metacharacters the lowercase term is its own (case-sensitive) regex.
+                .map(|l| {
+                    Regex::new(&l).map_err(|e| format!("invalid regular expression '{l}': {e}"))
+                })
                 .collect::<Result<_, _>>()?,
         })
     }
@@ -156,9 +196,72 @@ pub struct SearchEntry {
 }
 
 /// Every package `nix search` visits from one set of roots, in the order it visits them.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default)]
 pub struct SearchIndex {
     entries: Vec<SearchEntry>,
+    /// Built by the first query that has a literal term.
+    haystack: std::sync::OnceLock<Haystack>,
+}
+
+impl PartialEq for SearchIndex {
+    fn eq(&self, other: &SearchIndex) -> bool {
+        self.entries == other.entries
+    }
+}
+
+impl Eq for SearchIndex {}
+
+/// The matched fields of every ASCII entry, lowercased and joined by newlines, so that a literal
+/// term is looked for in one scan instead of once per field. Entries with a non-ASCII field are
+/// not in it (Unicode case folding may map their characters to ASCII ones): they are always
+/// candidates.
+#[derive(Debug, Clone, Default)]
+struct Haystack {
+    text: Vec<u8>,
+    /// Offset in `text` where each entry in it starts, with its entry number; increasing.
+    starts: Vec<(usize, usize)>,
+    /// Entries not in `text`.
+    always: Vec<usize>,
+}
+
+impl Haystack {
+    fn of(entries: &[SearchEntry]) -> Haystack {
+        let mut h = Haystack::default();
+        for (i, e) in entries.iter().enumerate() {
+            let fields = [&e.attr_path, &e.pname, &e.description];
+            if !fields.iter().all(|f| f.is_ascii()) {
+                h.always.push(i);
+                continue;
+            }
+            h.starts.push((h.text.len(), i));
+            for f in fields {
+                h.text.extend(f.bytes().map(|b| b.to_ascii_lowercase()));
+                h.text.push(b'\n');
+            }
+        }
+        h
+    }
+
+    /// The entries (sorted) where `literal` (lowercase, without newline) occurs in some field,
+    /// plus every entry not in the haystack.
+    fn candidates(&self, literal: &Regex) -> Vec<usize> {
+        let mut out = Vec::new();
+        let mut k = 0;
+        for m in literal.find_iter(&self.text) {
+            while k + 1 < self.starts.len() && self.starts[k + 1].0 <= m.start() {
+                k += 1;
+            }
+            if let Some(&(_, entry)) = self.starts.get(k)
+                && out.last() != Some(&entry)
+            {
+                out.push(entry);
+            }
+        }
+        out.extend(&self.always);
+        out.sort_unstable();
+        out.dedup();
+        out
+    }
 }
 
 /// First line of [`SearchIndex::encode`]'s text (bumped whenever the encoding changes).
@@ -167,7 +270,10 @@ const INDEX_HEADER: &str = "flaked-search-index-v1\n";
 impl SearchIndex {
     /// An index of `entries` (in Nix's visiting order).
     pub fn new(entries: Vec<SearchEntry>) -> SearchIndex {
-        SearchIndex { entries }
+        SearchIndex {
+            entries,
+            haystack: std::sync::OnceLock::new(),
+        }
     }
 
     /// The packages, in Nix's visiting order.
@@ -191,7 +297,28 @@ impl SearchIndex {
 
     /// The packages matching `query`, rendered as `nix search` prints them, in Nix's order.
     pub fn query(&self, query: &SearchQuery) -> Vec<SearchHit> {
-        self.entries.iter().filter_map(|e| query.hit(e)).collect()
+        if query.literals.is_empty() {
+            return self.entries.iter().filter_map(|e| query.hit(e)).collect();
+        }
+        // Every literal term must match somewhere in an entry: only the entries where each
+        // occurs are candidates, and each candidate is then matched exactly.
+        let haystack = self.haystack.get_or_init(|| Haystack::of(&self.entries));
+        let mut candidates: Option<Vec<usize>> = None;
+        for literal in &query.literals {
+            let found = haystack.candidates(literal);
+            candidates = Some(match candidates {
+                None => found,
+                Some(c) => c
+                    .into_iter()
+                    .filter(|i| found.binary_search(i).is_ok())
+                    .collect(),
+            });
+        }
+        candidates
+            .unwrap_or_default()
+            .into_iter()
+            .filter_map(|i| query.hit(&self.entries[i]))
+            .collect()
     }
 
     /// The index as text: a header line, then every field of every entry as `<byte length>:`
@@ -232,7 +359,7 @@ impl SearchIndex {
                 description: field()?,
             });
         }
-        rest.is_empty().then_some(SearchIndex { entries })
+        rest.is_empty().then(|| SearchIndex::new(entries))
     }
 }
 
@@ -513,6 +640,39 @@ mod tests {
         ] {
             assert_eq!(SearchIndex::decode(bad), None, "{bad:?}");
         }
+    }
+
+    #[test]
+    fn literal_scan_finds_what_matching_every_entry_finds() {
+        let ix = SearchIndex::new(vec![
+            entry("p.hello", "hello", "2.12", "A friendly greeting"),
+            entry("p.kelvin", "kelvin", "", ""),
+            entry("p.sign", "sign", "1", "\u{212A}elvin scale"),
+            entry("p.Mixed-Case_x", "Mixed", "", "line one two"),
+            entry("p.last", "last", "", "hello friendly"),
+        ]);
+        for (terms, excludes) in [
+            (&["hello"][..], &[][..]),
+            (&["KELVIN"], &[]),
+            (&["elvin"], &["sign"]),
+            (&["hello", "friendly"], &[]),
+            (&["mixed-case_X"], &[]),
+            (&["one two"], &[]),
+            (&["e", "l"], &["greeting"]),
+            (&["nothing"], &[]),
+            (&["hello", "^p"], &[]),
+            (&["o\\.t"], &[]),
+            (&["x"], &[]),
+        ] {
+            let r: Vec<String> = terms.iter().map(|s| s.to_string()).collect();
+            let e: Vec<String> = excludes.iter().map(|s| s.to_string()).collect();
+            let q = SearchQuery::new(&r, &e).expect("valid");
+            let slow: Vec<SearchHit> = ix.entries().iter().filter_map(|x| q.hit(x)).collect();
+            assert_eq!(ix.query(&q), slow, "{terms:?} {excludes:?}");
+        }
+        let q = SearchQuery::new(&["KELVIN".into()], &[]).expect("valid");
+        let found: Vec<String> = ix.query(&q).into_iter().map(|h| h.attr_path).collect();
+        assert_eq!(found, ["p.kelvin", "p.sign"]);
     }
 
     #[test]
