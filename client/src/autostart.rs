@@ -11,9 +11,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use flaked_proto::Direct;
 use flaked_proto::v1::flaked_client::FlakedClient;
 use tokio::net::UnixStream;
+use tonic::transport::Channel;
 
 use crate::CliError;
 
@@ -37,7 +37,7 @@ fn not_running(e: &std::io::Error) -> bool {
 }
 
 /// Connects to the daemon, starting one if allowed and needed.
-pub async fn connect(target: &Target) -> Result<FlakedClient<Direct>, CliError> {
+pub async fn connect(target: &Target) -> Result<FlakedClient<Channel>, CliError> {
     match UnixStream::connect(&target.socket).await {
         Ok(stream) => handshake(stream).await,
         Err(e) if not_running(&e) && target.auto_start => {
@@ -55,8 +55,8 @@ pub async fn connect(target: &Target) -> Result<FlakedClient<Direct>, CliError> 
     }
 }
 
-async fn handshake(stream: UnixStream) -> Result<FlakedClient<Direct>, CliError> {
-    flaked_proto::connect_direct(stream)
+async fn handshake(stream: UnixStream) -> Result<FlakedClient<Channel>, CliError> {
+    flaked_proto::connect_stream(stream)
         .await
         .map_err(|e| CliError::msg(e.to_string()))
 }

@@ -17,6 +17,7 @@ use std::process::ExitCode;
 use clap::{Args, Parser, Subcommand};
 use flaked_proto::v1 as pb;
 use flaked_proto::v1::flaked_client::FlakedClient;
+use tonic::transport::Channel;
 
 /// An error to report: printed on stderr as is (it starts with `error:` when it is ours).
 pub struct CliError {
@@ -440,7 +441,7 @@ async fn daemon(command: DaemonCommand, target: &autostart::Target) -> Result<Ex
         auto_start: false,
         idle_exit: target.idle_exit.clone(),
     };
-    let mut client: FlakedClient<flaked_proto::Direct> = autostart::connect(&target).await?;
+    let mut client: FlakedClient<Channel> = autostart::connect(&target).await?;
     match command {
         DaemonCommand::Status => {
             let s = client.status(pb::StatusRequest {}).await?.into_inner();

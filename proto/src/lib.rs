@@ -14,6 +14,6 @@ pub mod v1 {
 }
 
 pub use socket::{
-    ConnectError, Direct, channel_over, connect, connect_direct, connect_stream,
-    default_socket_path, default_socket_path_from,
+    ConnectError, channel_over, connect, connect_stream, default_socket_path,
+    default_socket_path_from,
 };

@@ -5,15 +5,11 @@
 //! environment finds the daemon without being told where it is.
 
 use std::collections::BTreeMap;
-use std::future::Future;
 use std::path::{Path, PathBuf};
-use std::pin::Pin;
 use std::sync::{Arc, Mutex};
-use std::task::{Context, Poll};
 
-use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::rt::TokioIo;
 use tokio::net::UnixStream;
-use tonic::codegen::http;
 use tonic::transport::{Channel, Endpoint, Uri};
 
 use crate::v1::flaked_client::FlakedClient;
@@ -99,54 +95,6 @@ pub async fn channel_over(stream: UnixStream) -> Result<Channel, ConnectError> {
         .map_err(ConnectError::Handshake)
 }
 
-/// A gRPC channel straight over one HTTP/2 connection: each call goes to the connection's own
-/// sender, with no buffering task in between and no reconnection (for one-shot clients such as
-/// `flakectl`, where every microsecond of a short-lived process counts).
-#[derive(Debug, Clone)]
-pub struct Direct {
-    send: hyper::client::conn::http2::SendRequest<tonic::body::Body>,
-}
-
-type DirectFuture = Pin<
-    Box<dyn Future<Output = Result<http::Response<hyper::body::Incoming>, hyper::Error>> + Send>,
->;
-
-impl tower::Service<http::Request<tonic::body::Body>> for Direct {
-    type Response = http::Response<hyper::body::Incoming>;
-    type Error = hyper::Error;
-    type Future = DirectFuture;
-
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), hyper::Error>> {
-        self.send.poll_ready(cx)
-    }
-
-    fn call(&mut self, mut req: http::Request<tonic::body::Body>) -> DirectFuture {
-        // HTTP/2 requests carry a scheme and an authority; the daemon ignores both.
-        let mut parts = req.uri().clone().into_parts();
-        parts.scheme = Some(http::uri::Scheme::HTTP);
-        parts.authority = Some(http::uri::Authority::from_static("flaked.local"));
-        if let Ok(uri) = http::Uri::from_parts(parts) {
-            *req.uri_mut() = uri;
-        }
-        Box::pin(self.send.send_request(req))
-    }
-}
-
-/// Speaks gRPC over an already connected socket through a [`Direct`] channel. The connection is
-/// driven by a task on the current runtime; when it drops, later calls fail with UNAVAILABLE.
-pub async fn connect_direct(stream: UnixStream) -> Result<FlakedClient<Direct>, ConnectError> {
-    let (send, connection) = hyper::client::conn::http2::Builder::new(TokioExecutor::new())
-        .handshake(TokioIo::new(stream))
-        .await
-        .map_err(ConnectError::Http2)?;
-    tokio::spawn(async move {
-        let _ = connection.await;
-    });
-    Ok(FlakedClient::new(Direct { send })
-        .max_decoding_message_size(MAX_RESPONSE_BYTES)
-        .max_encoding_message_size(MAX_RESPONSE_BYTES))
-}
-
 /// Why a connection to the daemon failed.
 #[derive(Debug)]
 pub enum ConnectError {
@@ -157,8 +105,6 @@ pub enum ConnectError {
     },
     /// The socket connected but the HTTP/2 handshake failed.
     Handshake(tonic::transport::Error),
-    /// The socket connected but the HTTP/2 handshake of a [`Direct`] channel failed.
-    Http2(hyper::Error),
 }
 
 impl std::fmt::Display for ConnectError {
@@ -172,7 +118,6 @@ impl std::fmt::Display for ConnectError {
                 )
             }
             ConnectError::Handshake(e) => write!(f, "cannot talk to flaked: {e}"),
-            ConnectError::Http2(e) => write!(f, "cannot talk to flaked: {e}"),
         }
     }
 }
@@ -182,7 +127,6 @@ impl std::error::Error for ConnectError {
         match self {
             ConnectError::Socket { source, .. } => Some(source),
             ConnectError::Handshake(e) => Some(e),
-            ConnectError::Http2(e) => Some(e),
         }
     }
 }
