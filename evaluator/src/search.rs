@@ -350,8 +350,7 @@ impl SearchIndex {
             Some(value.to_string())
         };
         let mut entries = Vec::new();
-        loop {
-            let Some(attr_path) = field() else { break };
+        while let Some(attr_path) = field() {
             entries.push(SearchEntry {
                 attr_path,
                 pname: field()?,
