@@ -311,7 +311,7 @@ fn resolve_flakes(
     let mut targets = Vec::new();
     for installable in &req.installables {
         let (base, explicit) = split_outputs(installable);
-        let (drv, output, stderr) = state.warm.derivation(base, settings)?;
+        let (drv, outputs, stderr) = state.warm.derivation(base, settings)?;
         for line in stderr {
             say(tx, line);
         }
@@ -321,7 +321,7 @@ fn resolve_flakes(
         targets.push(Target {
             installable: installable.clone(),
             drv: path,
-            outputs: explicit.unwrap_or_else(|| BTreeSet::from([output])),
+            outputs: explicit.unwrap_or_else(|| outputs.into_iter().collect()),
         });
     }
     Ok(targets)

@@ -492,15 +492,16 @@ impl WarmSet {
         .map(|(attrs, _)| attrs)
     }
 
-    /// The derivation an installable denotes for `nix build`: its `.drv` store path and the output
-    /// to build (`outputName`, normally `out`), with the warnings to print. Blocking.
+    /// The derivation an installable denotes for `nix build`: its `.drv` store path and the outputs
+    /// to build by default (see [`eval::WarmFlake::default_outputs`]), with the warnings to print.
+    /// Blocking.
     #[allow(clippy::result_large_err)]
     pub fn derivation(
         &self,
         installable: &str,
         settings: &eval::EvalSettings,
-    ) -> Result<(String, String, Vec<String>), eval::Diagnostic> {
-        let ((drv, output), stderr) =
+    ) -> Result<(String, Vec<String>, Vec<String>), eval::Diagnostic> {
+        let ((drv, outputs), stderr) =
             self.with_flake(installable, settings, |flake, fragment| {
                 // No fragment means the default package, which `default` reaches through the same
                 // `packages.<system>.` prefix.
@@ -513,9 +514,9 @@ impl WarmSet {
                     let out = flake.eval(&format!("{base}.{attr}"), eval::OutputFormat::Raw)?;
                     Ok(String::from_utf8_lossy(&out.stdout).into_owned())
                 };
-                Ok((raw("drvPath")?, raw("outputName")?))
+                Ok((raw("drvPath")?, flake.default_outputs(base)?))
             })?;
-        Ok((drv, output, stderr))
+        Ok((drv, outputs, stderr))
     }
 
     /// Runs `f` on the warm flake of `installable` (opened if needed) with the installable's

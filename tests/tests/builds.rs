@@ -348,3 +348,50 @@ fn without_keep_going_a_failure_stops_the_request() {
         assert!(last.contains("dependencies of derivation '"), "{err}");
     }
 }
+
+/// A flake whose packages differ only in what `nix build` installs by default. The expected
+/// outputs are the reference's (`nix build ./flake#NAME --dry-run --json` with Nix 2.26):
+/// `meta.outputsToInstall` unless `outputSpecified` exists, `outputName` when it is true, `out`
+/// when nothing names an output.
+const OUTPUTS_FLAKE: &str = r#"{
+  outputs = { self }: let
+    multi = derivation {
+      name = "oti"; system = "x86_64-linux"; builder = "/bin/sh";
+      outputs = [ "out" "dev" "bin" ];
+      args = [ "-c" "echo > $out; echo > $dev; echo > $bin" ];
+    };
+  in {
+    packages.x86_64-linux = {
+      meta = multi // { meta.outputsToInstall = [ "bin" "dev" ]; };
+      plain = multi;
+      specified = multi // { outputSpecified = true; outputName = "bin"; meta.outputsToInstall = [ "dev" ]; };
+      unspecified = multi // { outputSpecified = false; meta.outputsToInstall = [ "dev" ]; };
+    };
+  };
+}
+"#;
+
+#[test]
+fn flake_installables_build_the_outputs_nix_installs_by_default() {
+    let env = Env::new();
+    let dir = env.work().join("flake");
+    std::fs::create_dir_all(&dir).expect("mkdir flake");
+    std::fs::write(dir.join("flake.nix"), OUTPUTS_FLAKE).expect("write flake.nix");
+    for (attr, want) in [
+        ("meta", &["oti-bin", "oti-dev"][..]),
+        ("plain", &["oti"][..]),
+        ("specified", &["oti-bin"][..]),
+        ("unspecified", &["oti"][..]),
+    ] {
+        let installable = format!("./flake#{attr}");
+        let (out, err, code) = env.run(&["build", &installable, "--no-link", "--print-out-paths"]);
+        assert_eq!(code, 0, "{attr}: {err}");
+        let mut names: Vec<&str> = out
+            .lines()
+            .map(|l| l.rsplit_once('/').map_or(l, |(_, n)| n))
+            .map(|n| n.split_once('-').map_or(n, |(_, rest)| rest))
+            .collect();
+        names.sort();
+        assert_eq!(names, want, "{attr}: {out}");
+    }
+}

@@ -593,6 +593,65 @@ impl WarmFlake {
         })?
     }
 
+    /// The outputs `nix build INSTALLABLE` builds by default for the value the installable's
+    /// `attr_path` selects (with `nix eval`'s default prefixes): `outputName` when
+    /// `outputSpecified` is true; else, when there is no `outputSpecified` at all,
+    /// `meta.outputsToInstall`; `out` when that leaves none (Nix's `InstallableFlake`). Sorted.
+    #[allow(clippy::result_large_err)]
+    pub fn default_outputs(&self, attr_path: &str) -> Result<Vec<String>, Diagnostic> {
+        let attr_path = attr_path.to_string();
+        self.request(move |st| {
+            let WarmState {
+                ev,
+                opened,
+                settings,
+                printed,
+            } = st;
+            let r = (|| -> Result<Vec<String>, EvalError> {
+                let (v, _) = commands::select_installable(
+                    ev,
+                    &opened.outputs,
+                    &opened.shown_ref,
+                    &attr_path,
+                    &settings.system,
+                )?;
+                let a = ev.force_attrs(&v, Pos::NONE, "")?;
+                let sym = crate::symbol::Symbol::intern;
+                let mut outputs = std::collections::BTreeSet::new();
+                if let Some(specified) = a.get(sym("outputSpecified")) {
+                    let specified = specified.value.clone();
+                    if ev.force_bool(&specified, Pos::NONE, "")?
+                        && let Some(name) = a.get(sym("outputName"))
+                    {
+                        let name = name.value.clone();
+                        let name = ev.force_string(&name, Pos::NONE, "")?;
+                        outputs.insert(name.as_str_lossy().into_owned());
+                    }
+                } else if let Some(meta) = a.get(sym("meta")) {
+                    let meta = meta.value.clone();
+                    let meta = ev.force_attrs(&meta, Pos::NONE, "")?;
+                    if let Some(list) = meta.get(sym("outputsToInstall")) {
+                        let list = list.value.clone();
+                        for item in ev.force_list(&list, Pos::NONE, "")?.iter() {
+                            let s = ev.force_string(item, Pos::NONE, "")?;
+                            outputs.insert(s.as_str_lossy().into_owned());
+                        }
+                    }
+                }
+                if outputs.is_empty() {
+                    outputs.insert("out".to_string());
+                }
+                Ok(outputs.into_iter().collect())
+            })();
+            let log = take_log(ev, printed);
+            r.map_err(|e| {
+                let mut d = diagnostic_of(&e);
+                d.log = log;
+                d
+            })
+        })?
+    }
+
     /// The attributes of the set at `attr_path` (exact path from the flake's `outputs`; `[]` =
     /// the outputs themselves), sorted by name.
     #[allow(clippy::result_large_err)]
