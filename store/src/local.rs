@@ -104,6 +104,9 @@ pub enum StoreError {
     NotRegularFile(PathBuf),
     #[error("database entry for '{path}' is corrupt: {reason}")]
     Corrupt { path: String, reason: String },
+    /// The source a tree was being added from failed (a Git object could not be read, …).
+    #[error(transparent)]
+    Source(Box<dyn std::error::Error + Send + Sync>),
 }
 
 type Result<T, E = StoreError> = std::result::Result<T, E>;
@@ -1018,11 +1021,24 @@ impl LocalStore {
 
     /// Import a NAR stream as a recursive SHA-256 content-addressed path (fetchers).
     pub fn add_nar(&self, name: &str, nar_stream: &mut dyn io::Read) -> Result<AddedPath> {
+        self.add_dump(name, &mut |sink| {
+            nar::parse_nar(nar_stream, sink)?;
+            Ok(())
+        })
+    }
+
+    /// Import a tree that `dump` serialises as NAR events (a Git commit read from its objects,
+    /// say) as a recursive SHA-256 content-addressed path: hashed and restored in one pass.
+    pub fn add_dump(
+        &self,
+        name: &str,
+        dump: &mut dyn FnMut(&mut dyn nar::NarSink) -> Result<()>,
+    ) -> Result<AddedPath> {
         let tmp = self.temp_path();
         let res: Result<AddedPath> = (|| {
             let mut restorer = Restorer::new(&tmp, true);
             let mut h = NarHasher::new(HashAlgo::Sha256);
-            nar::parse_nar(nar_stream, &mut TeeSink(&mut h, &mut restorer))?;
+            dump(&mut TeeSink(&mut h, &mut restorer))?;
             let (nh, n) = h.finish();
             let info = self.finish_info(name, FileIngestionMethod::Recursive, nh, nh, n)?;
             let path = self.install(&tmp, info, None)?;

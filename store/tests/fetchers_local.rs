@@ -51,6 +51,18 @@ fn s(x: &str) -> Attr {
     Attr::String(x.to_owned())
 }
 
+/// The fetched tree on disk: the tree itself, or a Git commit (read from the repository's
+/// objects) exported to `export` (which must not exist yet).
+fn on_disk(f: &Fetched, export: &Path) -> PathBuf {
+    match f.tree.as_path() {
+        Some(p) => p.to_path_buf(),
+        None => {
+            f.tree.export_to(export).expect("export the tree");
+            export.to_path_buf()
+        }
+    }
+}
+
 /// Compare the fields `builtins.fetchTree` reported (and its `outPath`) with our fetch.
 fn check(name: &str, fetched: &Fetched, g: &Value) {
     let store = StoreDir::new("/nix/store").expect("store dir");
@@ -96,8 +108,9 @@ fn git_fetches_match_nix() {
     assert_eq!(wd.input.ref_(), Some("refs/heads/main"));
     assert_eq!(wd.input.rev_count(), Some(3));
     // Untracked files are invisible.
-    assert!(!wd.tree.join("untracked.txt").exists());
-    assert!(wd.tree.join("sub/dir/file.txt").exists());
+    let wd_dir = on_disk(&wd, &cache.path().join("export-wd"));
+    assert!(!wd_dir.join("untracked.txt").exists());
+    assert!(wd_dir.join("sub/dir/file.txt").exists());
 
     for (name, r) in [
         ("repo-main", "main"),
@@ -146,11 +159,13 @@ fn git_fetches_match_nix() {
     check("dirty", &d, &g["dirty"]);
     assert_eq!(d.input.rev(), None);
     assert!(
-        !d.tree.join("extra.txt").exists(),
+        !on_disk(&d, &cache.path().join("export-dirty"))
+            .join("extra.txt")
+            .exists(),
         "untracked file must not be visible"
     );
     assert_eq!(
-        std::fs::read_to_string(d.tree.join("README")).expect("README"),
+        std::fs::read_to_string(on_disk(&d, &cache.path().join("x")).join("README")).expect("README"),
         "modified\n"
     );
 
@@ -178,7 +193,7 @@ fn git_fetches_match_nix() {
 }
 
 #[test]
-fn locked_inputs_come_from_the_cache() {
+fn locked_git_inputs_are_read_from_the_repository() {
     let fx = fixtures();
     let cache = tempfile::tempdir().expect("tempdir");
     let settings = FetchSettings::new(cache.path());
@@ -189,11 +204,28 @@ fn locked_inputs_come_from_the_cache() {
     )
     .expect("fetch");
     assert!(first.input.is_final);
-    // The repository disappears; the locked input is still served (by narHash).
-    std::fs::remove_dir_all(fx.dir.join("repo")).expect("rm");
-    let again = fetch(&first.input, &settings).expect("served from the cache");
+    // The commit's tree is not written out: it is read from the repository's objects, and
+    // its NAR serialisation is the one of the tree as exported.
+    assert_eq!(first.tree.as_path(), None);
+    let exported = on_disk(&first, &cache.path().join("export"));
+    assert_eq!(
+        flaked_store::fetchers::fetch::nar_hash_of(&exported).expect("hash"),
+        first.nar_hash
+    );
+    assert_eq!(
+        std::fs::read_dir(cache.path().join("fetchers/trees"))
+            .expect("fetcher cache")
+            .count(),
+        0,
+        "nothing exported into the fetcher cache"
+    );
+    let again = fetch(&first.input, &settings).expect("locked fetch");
     assert_eq!(again.tree, first.tree);
     assert_eq!(again.input, first.input);
+    // Without the repository the fetcher has nothing to read (the flake code serves a locked
+    // input whose store path is valid without fetching, as Nix does).
+    std::fs::remove_dir_all(fx.dir.join("repo")).expect("rm");
+    fetch(&first.input, &settings).expect_err("the repository is gone");
 }
 
 #[test]
@@ -212,7 +244,7 @@ fn path_and_file_tarball_match_nix() {
     )
     .expect("path");
     check("tree", &p, &g["tree"]);
-    assert_eq!(p.tree, tree);
+    assert_eq!(p.tree.as_path(), Some(tree.as_path()));
 
     let url = format!("file://{}/src.tar.gz", fx.dir.display());
     let t = fetch(
@@ -222,7 +254,7 @@ fn path_and_file_tarball_match_nix() {
     .expect("tarball");
     check("tarball", &t, &g["tarball"]);
     // The single top-level directory is stripped.
-    assert!(t.tree.join("one.txt").exists());
+    assert!(on_disk(&t, &cache.path().join("x")).join("one.txt").exists());
 
     // A pinned narHash that does not match is an error showing both hashes.
     let wrong = "sha256-AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=";

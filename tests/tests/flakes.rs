@@ -159,6 +159,34 @@ fn git_flake_follows_commits_and_dirty_edits() {
 }
 
 #[test]
+fn locked_git_input_is_served_from_the_store_once_its_repository_is_gone() {
+    let s = Scratch::new();
+    let _d = Daemon::start(&s, DaemonOpts::default());
+    let dep = s.path().join("dep");
+    write(&dep.join("flake.nix"), "{ outputs = { self }: { v = 40; }; }\n");
+    git(&dep, &["init", "-q"]);
+    git(&dep, &["add", "flake.nix"]);
+    git(&dep, &["commit", "-q", "-m", "dep"]);
+    let top = s.path().join("top");
+    let flake = |n: u32| {
+        format!(
+            "{{ inputs.dep.url = \"git+file://{}\"; outputs = {{ self, dep }}: {{ x = dep.v + {n}; }}; }}\n",
+            dep.display()
+        )
+    };
+    write(&top.join("flake.nix"), &flake(2));
+    let (out, err, ok) = run(&s, &top, &["eval", ".#x"]);
+    assert!(ok, "{err}");
+    assert_eq!(out, "42\n");
+    // The input is locked and its tree is in the store: the repository is no longer needed.
+    std::fs::remove_dir_all(&dep).expect("rm dep");
+    write(&top.join("flake.nix"), &flake(3));
+    let (out, err, ok) = run(&s, &top, &["eval", ".#x"]);
+    assert!(ok, "{err}");
+    assert_eq!(out, "43\n");
+}
+
+#[test]
 fn lock_metadata_and_show() {
     let s = Scratch::new();
     let _d = Daemon::start(&s, DaemonOpts::default());

@@ -14,7 +14,7 @@ use flaked_store::fetchers::attrs::{Attr, Attrs};
 use flaked_store::fetchers::lockfile::{Edge, parse_input_path, print_input_path};
 use flaked_store::fetchers::{
     FetchSettings, Fetched, FlakeRef, Input, InputKind, InputPath, LockFile, LockedNode, NodeId,
-    ParseOptions, Registries, fetch_flake_ref,
+    ParseOptions, Registries, SourceTree, fetch_flake_ref,
 };
 use flaked_store::hash::HashAlgo;
 use flaked_store::store_path::FileIngestionMethod;
@@ -279,16 +279,31 @@ fn add_to_store(ev: &Evaluator, fetched: &Fetched) -> Result<String, FlakeError>
     {
         return Ok(store.store_dir().print(&expected));
     }
-    let (tree, name) = (&fetched.tree, fetched.input.name());
-    let added = store
-        .add_path(
+    let name = fetched.input.name();
+    let added = match fetched.tree.as_path() {
+        Some(tree) => store.add_path(
             tree,
             &name,
             FileIngestionMethod::Recursive,
             HashAlgo::Sha256,
             None,
-        )
-        .map_err(|e| FlakeError::Other(e.to_string()))?;
+        ),
+        None => store.add_dump(&name, &mut |sink| {
+            fetched
+                .tree
+                .dump(sink)
+                .map_err(|e| flaked_store::local::StoreError::Source(Box::new(e)))
+        }),
+    }
+    .map_err(|e| FlakeError::Other(e.to_string()))?;
+    if added.path != expected {
+        return Err(FlakeError::Other(format!(
+            "the tree of '{}' changed while it was copied to the store: expected '{}', got '{}'",
+            fetched.input.display(),
+            store.store_dir().print(&expected),
+            store.store_dir().print(&added.path)
+        )));
+    }
     Ok(store.store_dir().print(&added.path))
 }
 
@@ -399,7 +414,7 @@ fn get_flake(
     lock_root_path: &[String],
     warnings: &mut Vec<String>,
 ) -> Result<(Flake, Input), FlakeError> {
-    let fetched = fetch_ref(r, settings)?;
+    let fetched = fetch_ref(ev, r, settings)?;
     warnings.extend(
         fetched
             .fetched
@@ -434,7 +449,11 @@ fn get_flake(
 
 /// Resolves `r` through the registries (when configured) and fetches it. Fetch failures carry
 /// Nix's "while fetching the input" frame; resolution failures do not.
+///
+/// A locked input (final, with a `narHash`) whose store path is already valid is not fetched
+/// at all, as in Nix's `Input::fetchToStore`: its tree is the store path.
 fn fetch_ref(
+    ev: &Evaluator,
     r: &FlakeRef,
     settings: &FlakeSettings,
 ) -> Result<flaked_store::fetchers::FetchedFlake, FlakeError> {
@@ -442,6 +461,31 @@ fn fetch_ref(
         Some(regs) if !r.input.is_direct() => regs.resolve(r, &|_| true)?,
         _ => r.clone(),
     };
+    if resolved.input.is_final
+        && let Ok(Some(nar_hash)) = resolved.input.nar_hash_parsed()
+    {
+        let store = store_path::open_store(&ev.config.store_dir)?;
+        let fetched = Fetched {
+            input: resolved.input.clone(),
+            tree: SourceTree::Path(PathBuf::new()),
+            nar_hash,
+            warnings: Vec::new(),
+        };
+        let path = fetched.store_path(store.store_dir())?;
+        if store
+            .is_valid_path(&path)
+            .map_err(|e| FlakeError::Other(e.to_string()))?
+        {
+            return Ok(flaked_store::fetchers::FetchedFlake {
+                locked: resolved.clone(),
+                resolved,
+                fetched: Fetched {
+                    tree: SourceTree::Path(store.real_path(&path)),
+                    ..fetched
+                },
+            });
+        }
+    }
     fetch_flake_ref(&resolved, None, &settings.fetch).map_err(|e| {
         FlakeError::Eval(EvalError::eval(e.to_string()).with_trace(
             Pos::NONE,
@@ -815,7 +859,7 @@ impl Locker<'_> {
                     reference.input.clone(),
                 ),
                 None => {
-                    let f = fetch_ref(&reference, self.settings)?;
+                    let f = fetch_ref(self.ev, &reference, self.settings)?;
                     let sp = add_to_store(self.ev, &f.fetched)?;
                     let dir = if f.locked.subdir.is_empty() {
                         sp.clone()
@@ -860,7 +904,7 @@ impl Locker<'_> {
             registries: None,
             ..self.settings.clone()
         };
-        let f = fetch_ref(&ln.locked, &no_registries)?;
+        let f = fetch_ref(self.ev, &ln.locked, &no_registries)?;
         let sp = add_to_store(self.ev, &f.fetched)?;
         let dir = if ln.locked.subdir.is_empty() {
             sp.clone()

@@ -57,15 +57,52 @@ pub struct Fetched {
     /// The input with everything the fetch determined (`rev`, `lastModified`, `narHash`, …);
     /// final.
     pub input: Input,
-    /// The source tree on disk (a directory, or a file for `type = "file"`). Trees from
-    /// remote sources and Git live read-only in the fetcher cache; a `path` input's tree is
-    /// the path itself.
-    pub tree: PathBuf,
+    /// The source tree: on disk (a directory, or a file for `type = "file"`; trees from
+    /// remote sources and dirty Git work trees live read-only in the fetcher cache, a `path`
+    /// input's tree is the path itself), or a commit of a Git repository, read from its objects.
+    pub tree: SourceTree,
     /// SHA-256 NAR hash of `tree`.
     pub nar_hash: Hash,
     /// Warnings Nix prints while fetching, before the caller's own (a dirty Git submodule:
     /// `Git tree '…' is dirty`), without the `warning: ` prefix.
     pub warnings: Vec<String>,
+}
+
+/// Where a fetched tree's contents are read from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SourceTree {
+    /// A directory or file on disk.
+    Path(PathBuf),
+    /// The tree of a commit in a Git repository (a local work tree's repository or a bare
+    /// cache repository), read from its object database: never written out to be hashed, and
+    /// copied into the store only when the store lacks it.
+    GitCommit { repo: PathBuf, rev: String },
+}
+
+impl SourceTree {
+    /// Serialise the tree to `sink` in NAR order (the same events as the store's
+    /// `dump_path` of the tree exported to disk).
+    pub fn dump(&self, sink: &mut dyn crate::nar::NarSink) -> Result<(), FetchError> {
+        match self {
+            SourceTree::Path(p) => crate::nar::dump_path(p, sink, None)
+                .map_err(|e| FetchError::invalid(format!("reading '{}': {e}", p.display()))),
+            SourceTree::GitCommit { repo, rev } => super::git::dump_commit(repo, rev, sink),
+        }
+    }
+
+    /// The tree on disk, if it is there.
+    pub fn as_path(&self) -> Option<&Path> {
+        match self {
+            SourceTree::Path(p) => Some(p),
+            SourceTree::GitCommit { .. } => None,
+        }
+    }
+
+    /// Write the tree to `dest` (which must not exist); for callers that need files on disk.
+    pub fn export_to(&self, dest: &Path) -> Result<(), FetchError> {
+        let mut restorer = crate::nar::Restorer::new(dest, false);
+        self.dump(&mut restorer)
+    }
 }
 
 impl Fetched {
@@ -97,16 +134,7 @@ pub struct FetchedFlake {
     pub fetched: Fetched,
 }
 
-impl FetchedFlake {
-    /// The directory holding `flake.nix` (the tree plus `dir`).
-    pub fn flake_dir(&self) -> PathBuf {
-        if self.locked.subdir.is_empty() {
-            self.fetched.tree.clone()
-        } else {
-            self.fetched.tree.join(&self.locked.subdir)
-        }
-    }
-}
+impl FetchedFlake {}
 
 /// Nix's `FlakeRef::resolve` + `FlakeRef::fetchTree`: resolve an indirect reference (when
 /// `registries` is given; `None` = pure lock-file use, where indirect references are an
@@ -200,7 +228,7 @@ pub fn fetch(input: &Input, settings: &FetchSettings) -> Result<Fetched, FetchEr
         );
         return Ok(Fetched {
             input: input.clone(),
-            tree,
+            tree: SourceTree::Path(tree),
             nar_hash: h,
             warnings: Vec::new(),
         });
@@ -208,11 +236,13 @@ pub fn fetch(input: &Input, settings: &FetchSettings) -> Result<Fetched, FetchEr
 
     let mut warnings = Vec::new();
     let (tree, nar_hash, mut result) = match &input.kind {
-        InputKind::Path(p) => fetch_path(input, p)?,
+        InputKind::Path(p) => on_disk(fetch_path(input, p)?),
         InputKind::Git(g) => super::git::fetch_git(input, g, settings, &cache, &mut warnings)?,
-        InputKind::Forge(f) => super::tarball::fetch_forge(input, f, settings, &cache)?,
-        InputKind::Tarball(c) => super::tarball::fetch_tarball(input, c, settings, &cache)?,
-        InputKind::File(c) => super::tarball::fetch_file(input, c, &cache)?,
+        InputKind::Forge(f) => on_disk(super::tarball::fetch_forge(input, f, settings, &cache)?),
+        InputKind::Tarball(c) => {
+            on_disk(super::tarball::fetch_tarball(input, c, settings, &cache)?)
+        }
+        InputKind::File(c) => on_disk(super::tarball::fetch_file(input, c, &cache)?),
         InputKind::Mercurial(_) => {
             return Err(FetchError::invalid(format!(
                 "cannot fetch Mercurial input '{}': Mercurial is not supported",
@@ -241,6 +271,10 @@ pub fn fetch(input: &Input, settings: &FetchSettings) -> Result<Fetched, FetchEr
         nar_hash,
         warnings,
     })
+}
+
+fn on_disk((tree, hash, input): (PathBuf, Hash, Input)) -> (SourceTree, Hash, Input) {
+    (SourceTree::Path(tree), hash, input)
 }
 
 /// Nix's `Input::checkLocks`: the fetched input must agree with what was specified.

@@ -18,7 +18,7 @@ use std::path::{Path, PathBuf};
 use super::FetchError;
 use super::attrs::{Attr, Attrs, maybe_get_int, maybe_get_str};
 use super::cache::FetcherCache;
-use super::fetch::{FetchSettings, nar_hash_of};
+use super::fetch::{FetchSettings, SourceTree, nar_hash_of};
 use super::input::{GitInput, Input, InputKind, parse_rev};
 use super::url::parse_url;
 
@@ -385,13 +385,19 @@ fn resolve_ref(
 }
 
 /// The tree and facts of one commit, cached by revision.
+///
+/// Without submodules the tree stays in the repository: its NAR hash is computed from the
+/// Git objects (nothing is written to disk) and remembered by revision, and the caller copies
+/// it into the store only if the store lacks it. With submodules it is exported to the fetcher
+/// cache with the submodules' trees in place.
 fn fetch_commit_tree(
     repo: &gix::Repository,
+    repo_path: &Path,
     rev: gix::ObjectId,
     cache: &FetcherCache,
     with_rev_count: bool,
     subs: &Subs,
-) -> Result<(PathBuf, crate::hash::Hash, u64, Option<u64>), FetchError> {
+) -> Result<(SourceTree, crate::hash::Hash, u64, Option<u64>), FetchError> {
     let mut key: Attrs = [("rev".to_owned(), Attr::String(rev.to_string()))]
         .into_iter()
         .collect();
@@ -400,13 +406,20 @@ fn fetch_commit_tree(
         // revisions the commit records: the same tree as commit mode's.
         key.insert("submodules".into(), Attr::Bool(true));
     }
+    let in_repo = || SourceTree::GitCommit {
+        repo: repo_path.to_path_buf(),
+        rev: rev.to_string(),
+    };
     if let Some(f) = cache.lookup_fact("gitRevTree", &key)
         && let (Ok(Some(h)), Ok(Some(lm))) = (
             maybe_get_str(&f, "narHash"),
             maybe_get_int(&f, "lastModified"),
         )
         && let Ok(hash) = crate::hash::Hash::parse_sri(&h)
-        && let Some(tree) = cache.lookup_tree(&hash)
+        && let Some(tree) = match subs {
+            Subs::None => Some(in_repo()),
+            _ => cache.lookup_tree(&hash).map(SourceTree::Path),
+        }
     {
         let rc = match maybe_get_int(&f, "revCount").ok().flatten() {
             Some(rc) => Some(rc),
@@ -415,12 +428,18 @@ fn fetch_commit_tree(
         };
         return Ok((tree, hash, lm, rc.filter(|_| with_rev_count)));
     }
-    let tmp = cache.temp_dir()?;
-    let dest = tmp.path().join("tree");
-    export_commit(repo, rev, &dest)?;
-    mount_submodules(subs, &dest)?;
-    let hash = nar_hash_of(&dest)?;
-    let tree = cache.insert_tree(&dest, &hash)?;
+    let (tree, hash) = if matches!(subs, Subs::None) {
+        let mut h = crate::nar::NarHasher::new(crate::hash::HashAlgo::Sha256);
+        dump_commit_in(repo, rev, &mut h)?;
+        (in_repo(), h.finish().0)
+    } else {
+        let tmp = cache.temp_dir()?;
+        let dest = tmp.path().join("tree");
+        export_commit(repo, rev, &dest)?;
+        mount_submodules(subs, &dest)?;
+        let hash = nar_hash_of(&dest)?;
+        (SourceTree::Path(cache.insert_tree(&dest, &hash)?), hash)
+    };
     let lm = commit_time(repo, rev)?;
     let rc = if with_rev_count {
         Some(rev_count(repo, rev)?)
@@ -437,6 +456,91 @@ fn fetch_commit_tree(
     Ok((tree, hash, lm, rc))
 }
 
+/// One node of a commit's tree as exported: a directory (entries in bytewise order, as NAR
+/// wants them) or a blob.
+enum TreeNode {
+    Dir(BTreeMap<Vec<u8>, TreeNode>),
+    Blob(FileKind, gix::ObjectId),
+}
+
+/// Serialise the tree of commit `rev` of the repository at `repo_path` to `sink`, exactly as
+/// [`export_commit`] would write it to disk (submodule entries left out).
+pub(crate) fn dump_commit(
+    repo_path: &Path,
+    rev: &str,
+    sink: &mut dyn crate::nar::NarSink,
+) -> Result<(), FetchError> {
+    let repo = open(repo_path)?;
+    let id = gix::ObjectId::from_hex(rev.as_bytes())
+        .map_err(|e| FetchError::git(format!("parsing revision '{rev}'"), e))?;
+    dump_commit_in(&repo, id, sink)
+}
+
+fn dump_commit_in(
+    repo: &gix::Repository,
+    rev: gix::ObjectId,
+    sink: &mut dyn crate::nar::NarSink,
+) -> Result<(), FetchError> {
+    let mut root = BTreeMap::new();
+    for (path, (kind, id)) in flatten_commit(repo, rev)? {
+        if kind == FileKind::Submodule {
+            continue;
+        }
+        let mut dir = &mut root;
+        let mut parts = path.split('/').peekable();
+        while let Some(part) = parts.next() {
+            let name = part.as_bytes().to_vec();
+            if parts.peek().is_none() {
+                dir.insert(name, TreeNode::Blob(kind, id));
+                break;
+            }
+            let node = dir
+                .entry(name)
+                .or_insert_with(|| TreeNode::Dir(BTreeMap::new()));
+            dir = match node {
+                TreeNode::Dir(d) => d,
+                TreeNode::Blob(..) => {
+                    return Err(FetchError::invalid(format!(
+                        "commit {rev} has both a file and a directory at '{path}'"
+                    )));
+                }
+            };
+        }
+    }
+    let sink_err = |e: std::io::Error| FetchError::io(format!("serialising commit {rev}"), e);
+    fn emit(
+        repo: &gix::Repository,
+        node: &TreeNode,
+        sink: &mut dyn crate::nar::NarSink,
+        sink_err: &dyn Fn(std::io::Error) -> FetchError,
+    ) -> Result<(), FetchError> {
+        match node {
+            TreeNode::Dir(entries) => {
+                sink.directory_start().map_err(sink_err)?;
+                for (name, child) in entries {
+                    sink.entry_start(name).map_err(sink_err)?;
+                    emit(repo, child, sink, sink_err)?;
+                    sink.entry_end().map_err(sink_err)?;
+                }
+                sink.directory_end().map_err(sink_err)
+            }
+            TreeNode::Blob(kind, id) => {
+                let obj = repo
+                    .find_object(*id)
+                    .map_err(|e| FetchError::git(format!("reading blob {id}"), e))?;
+                if *kind == FileKind::Symlink {
+                    return sink.symlink(&obj.data).map_err(sink_err);
+                }
+                sink.file_start(*kind == FileKind::Executable, obj.data.len() as u64)
+                    .map_err(sink_err)?;
+                sink.file_chunk(&obj.data).map_err(sink_err)?;
+                sink.file_end().map_err(sink_err)
+            }
+        }
+    }
+    emit(repo, &TreeNode::Dir(root), sink, &sink_err)
+}
+
 /// Fetch a `git` input. Returns the tree, its NAR hash and the input with the attributes the
 /// fetch determined.
 ///
@@ -448,7 +552,7 @@ pub fn fetch_git(
     settings: &FetchSettings,
     cache: &FetcherCache,
     warnings: &mut Vec<String>,
-) -> Result<(PathBuf, crate::hash::Hash, Input), FetchError> {
+) -> Result<(SourceTree, crate::hash::Hash, Input), FetchError> {
     let mut url = parse_url(&g.url)?;
     let rev_given = input.rev_hash()?;
     // Local work trees are used in place; everything else (remote URLs, bare repositories)
@@ -544,7 +648,8 @@ pub fn fetch_git(
         } else {
             Subs::None
         };
-        let (tree, hash, lm, rc) = fetch_commit_tree(&repo, rev, cache, !shallow, &subs)?;
+        let (tree, hash, lm, rc) =
+            fetch_commit_tree(&repo, &repo_path, rev, cache, !shallow, &subs)?;
         res.rev = Some(rev.to_string());
         res.rev_count = rc;
         res.last_modified = Some(lm);
@@ -585,7 +690,8 @@ pub fn fetch_git(
         }
         let (tree, hash) = match head {
             Some(h) => {
-                let (tree, hash, _, rc) = fetch_commit_tree(&repo, h, cache, true, &subs)?;
+                let (tree, hash, _, rc) =
+                    fetch_commit_tree(&repo, &repo_path, h, cache, true, &subs)?;
                 res.rev_count = rc;
                 (tree, hash)
             }
@@ -770,21 +876,21 @@ fn export_to_cache(
     files: &[String],
     cache: &FetcherCache,
     subs: &Subs,
-) -> Result<(PathBuf, crate::hash::Hash), FetchError> {
+) -> Result<(SourceTree, crate::hash::Hash), FetchError> {
     let tmp = cache.temp_dir()?;
     let dest = tmp.path().join("tree");
     export_workdir(workdir, files, &dest)?;
     mount_submodules(subs, &dest)?;
     let hash = nar_hash_of(&dest)?;
     let tree = cache.insert_tree(&dest, &hash)?;
-    Ok((tree, hash))
+    Ok((SourceTree::Path(tree), hash))
 }
 
 /// The submodule trees to place into a tree being exported: (path in the parent, fetched tree).
 enum Subs {
     None,
-    Commit(Vec<(String, PathBuf)>),
-    Workdir(Vec<(String, PathBuf)>),
+    Commit(Vec<(String, SourceTree)>),
+    Workdir(Vec<(String, SourceTree)>),
 }
 
 /// One entry of `.gitmodules`.
@@ -947,7 +1053,7 @@ fn fetch_submodule(
     settings: &FetchSettings,
     cache: &FetcherCache,
     warnings: &mut Vec<String>,
-) -> Result<(PathBuf, Input), FetchError> {
+) -> Result<(SourceTree, Input), FetchError> {
     let input = Input::from_attrs(&attrs)?;
     let InputKind::Git(g) = &input.kind else {
         return Err(FetchError::invalid(format!(
@@ -978,7 +1084,7 @@ fn commit_submodules(
     settings: &FetchSettings,
     cache: &FetcherCache,
     warnings: &mut Vec<String>,
-) -> Result<Vec<(String, PathBuf)>, FetchError> {
+) -> Result<Vec<(String, SourceTree)>, FetchError> {
     let tree = flatten_commit(repo, rev)?;
     let mut mounts = Vec::new();
     for sm in read_gitmodules(repo_path, GitmodulesSource::Commit(rev))? {
@@ -1015,7 +1121,7 @@ fn workdir_submodules(
     settings: &FetchSettings,
     cache: &FetcherCache,
     warnings: &mut Vec<String>,
-) -> Result<(Vec<(String, PathBuf)>, bool), FetchError> {
+) -> Result<(Vec<(String, SourceTree)>, bool), FetchError> {
     let workdir = repo
         .workdir()
         .map(Path::to_path_buf)
@@ -1062,7 +1168,7 @@ fn workdir_submodules(
 
 /// Copies the submodule trees into an exported tree at their paths.
 fn mount_submodules(subs: &Subs, dest: &Path) -> Result<(), FetchError> {
-    let mounts: &[(String, PathBuf)] = match subs {
+    let mounts: &[(String, SourceTree)] = match subs {
         Subs::None => return Ok(()),
         Subs::Commit(m) | Subs::Workdir(m) => m,
     };
@@ -1073,7 +1179,10 @@ fn mount_submodules(subs: &Subs, dest: &Path) -> Result<(), FetchError> {
                 .map_err(|e| FetchError::io(format!("replacing '{}'", target.display()), e))?;
         }
         ensure_parent(&target)?;
-        copy_tree(tree, &target)?;
+        match tree {
+            SourceTree::Path(p) => copy_tree(p, &target)?,
+            SourceTree::GitCommit { .. } => tree.export_to(&target)?,
+        }
     }
     Ok(())
 }
