@@ -165,7 +165,8 @@ fn git_fetches_match_nix() {
         "untracked file must not be visible"
     );
     assert_eq!(
-        std::fs::read_to_string(on_disk(&d, &cache.path().join("x")).join("README")).expect("README"),
+        std::fs::read_to_string(on_disk(&d, &cache.path().join("x")).join("README"))
+            .expect("README"),
         "modified\n"
     );
 
@@ -254,7 +255,11 @@ fn path_and_file_tarball_match_nix() {
     .expect("tarball");
     check("tarball", &t, &g["tarball"]);
     // The single top-level directory is stripped.
-    assert!(on_disk(&t, &cache.path().join("x")).join("one.txt").exists());
+    assert!(
+        on_disk(&t, &cache.path().join("x"))
+            .join("one.txt")
+            .exists()
+    );
 
     // A pinned narHash that does not match is an error showing both hashes.
     let wrong = "sha256-AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=";

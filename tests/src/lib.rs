@@ -363,3 +363,26 @@ pub fn git(dir: &Path, args: &[&str]) {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+/// `sandbox-paths` for `/bin/sh` and the shared libraries it loads (found with `ldd`), so that a
+/// builder `/bin/sh` runs inside the sandbox of this (non-Nix) host.
+pub fn shell_sandbox_paths() -> String {
+    let mut out = std::collections::BTreeSet::new();
+    let real = std::fs::canonicalize("/bin/sh").expect("/bin/sh exists");
+    out.insert(format!("/bin/sh={}", real.display()));
+    let ldd = Command::new("ldd")
+        .arg("/bin/sh")
+        .output()
+        .expect("ldd runs");
+    for line in String::from_utf8_lossy(&ldd.stdout).lines() {
+        let lib = match line.split_once("=>") {
+            Some((_, rest)) => rest.split_whitespace().next(),
+            None => line.split_whitespace().next(),
+        };
+        if let Some(lib) = lib.filter(|l| l.starts_with('/')) {
+            let real = std::fs::canonicalize(lib).expect("library exists");
+            out.insert(format!("{lib}={}", real.display()));
+        }
+    }
+    out.into_iter().collect::<Vec<_>>().join(" ")
+}

@@ -3,33 +3,10 @@
 //! `--dry-run`, result links registered as indirect GC roots, `--keep-going`, `-j` and `-L`.
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
-use flaked_tests::{Daemon, DaemonOpts, Scratch, texts};
+use flaked_tests::{Daemon, DaemonOpts, Scratch, shell_sandbox_paths, texts};
 
 const GRAPH: &str = include_str!("builds/graph.nix");
-
-/// `sandbox-paths` for `/bin/sh` and the shared libraries it loads (found with `ldd`).
-fn shell_sandbox_paths() -> String {
-    let mut out = std::collections::BTreeSet::new();
-    let real = std::fs::canonicalize("/bin/sh").expect("/bin/sh exists");
-    out.insert(format!("/bin/sh={}", real.display()));
-    let ldd = Command::new("ldd")
-        .arg("/bin/sh")
-        .output()
-        .expect("ldd runs");
-    for line in String::from_utf8_lossy(&ldd.stdout).lines() {
-        let lib = match line.split_once("=>") {
-            Some((_, rest)) => rest.split_whitespace().next(),
-            None => line.split_whitespace().next(),
-        };
-        if let Some(lib) = lib.filter(|l| l.starts_with('/')) {
-            let real = std::fs::canonicalize(lib).expect("library exists");
-            out.insert(format!("{lib}={}", real.display()));
-        }
-    }
-    out.into_iter().collect::<Vec<_>>().join(" ")
-}
 
 /// A scratch directory with `graph.nix` in `work/`, and a daemon that can build it.
 struct Env {

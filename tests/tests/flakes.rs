@@ -8,10 +8,9 @@
 //! tests (evaluator/tests/flakes.rs).
 
 use std::path::Path;
-use std::process::Command;
 
 use flaked_proto::v1 as pb;
-use flaked_tests::{Daemon, DaemonOpts, Scratch, git, runtime, texts, write};
+use flaked_tests::{Daemon, DaemonOpts, Scratch, git, runtime, shell_sandbox_paths, texts, write};
 
 /// `flakectl ARGS…` in `dir`; (stdout, stderr, success).
 fn run(s: &Scratch, dir: &Path, args: &[&str]) -> (String, String, bool) {
@@ -163,7 +162,10 @@ fn locked_git_input_is_served_from_the_store_once_its_repository_is_gone() {
     let s = Scratch::new();
     let _d = Daemon::start(&s, DaemonOpts::default());
     let dep = s.path().join("dep");
-    write(&dep.join("flake.nix"), "{ outputs = { self }: { v = 40; }; }\n");
+    write(
+        &dep.join("flake.nix"),
+        "{ outputs = { self }: { v = 40; }; }\n",
+    );
     git(&dep, &["init", "-q"]);
     git(&dep, &["add", "flake.nix"]);
     git(&dep, &["commit", "-q", "-m", "dep"]);
@@ -314,29 +316,6 @@ fn search_matches_the_reference() {
             );
         }
     }
-}
-
-/// `sandbox-paths` for `/bin/sh` and the shared libraries it loads (found with `ldd`), so that a
-/// builder `/bin/sh` runs inside the sandbox of this (non-Nix) host.
-fn shell_sandbox_paths() -> String {
-    let mut out = std::collections::BTreeSet::new();
-    let real = std::fs::canonicalize("/bin/sh").expect("/bin/sh exists");
-    out.insert(format!("/bin/sh={}", real.display()));
-    let ldd = Command::new("ldd")
-        .arg("/bin/sh")
-        .output()
-        .expect("ldd runs");
-    for line in String::from_utf8_lossy(&ldd.stdout).lines() {
-        let lib = match line.split_once("=>") {
-            Some((_, rest)) => rest.split_whitespace().next(),
-            None => line.split_whitespace().next(),
-        };
-        if let Some(lib) = lib.filter(|l| l.starts_with('/')) {
-            let real = std::fs::canonicalize(lib).expect("library exists");
-            out.insert(format!("{lib}={}", real.display()));
-        }
-    }
-    out.into_iter().collect::<Vec<_>>().join(" ")
 }
 
 #[test]
