@@ -318,6 +318,25 @@ fn take_log(ev: &mut Evaluator, printed: &AtomicBool) -> Vec<String> {
     log
 }
 
+/// A request's result with what its evaluation printed: `Ok((value, log))`, or the error's
+/// diagnostic carrying the log.
+#[allow(clippy::result_large_err)]
+fn with_log<T>(
+    ev: &mut Evaluator,
+    printed: &AtomicBool,
+    r: Result<T, EvalError>,
+) -> Result<(T, Vec<String>), Diagnostic> {
+    let log = take_log(ev, printed);
+    match r {
+        Ok(v) => Ok((v, log)),
+        Err(e) => {
+            let mut d = diagnostic_of(&e);
+            d.log = log;
+            Err(d)
+        }
+    }
+}
+
 type Job = Box<dyn FnOnce(&mut WarmState) + Send>;
 
 /// A locked and called flake kept alive on its own evaluator thread (see module docs).
@@ -575,21 +594,8 @@ impl WarmFlake {
             if let Some(saved) = saved {
                 ev.config.interrupt = saved;
             }
-            let log = take_log(ev, printed);
-            match r {
-                Ok(stdout) => Ok((
-                    EvalOutput {
-                        stdout,
-                        stderr: log,
-                    },
-                    notes,
-                )),
-                Err(e) => {
-                    let mut d = diagnostic_of(&e);
-                    d.log = log;
-                    Err(d)
-                }
-            }
+            let (stdout, stderr) = with_log(ev, printed, r)?;
+            Ok((EvalOutput { stdout, stderr }, notes))
         })?
     }
 
@@ -643,12 +649,8 @@ impl WarmFlake {
                 }
                 Ok(outputs.into_iter().collect())
             })();
-            let log = take_log(ev, printed);
-            r.map_err(|e| {
-                let mut d = diagnostic_of(&e);
-                d.log = log;
-                d
-            })
+            // What `build` prints comes with its build request, not here.
+            with_log(ev, printed, r).map(|(outputs, _)| outputs)
         })?
     }
 
@@ -716,15 +718,7 @@ impl WarmFlake {
                 &fragment,
                 &settings.system,
             );
-            let log = take_log(ev, printed);
-            match r {
-                Ok(index) => Ok((index, log)),
-                Err(e) => {
-                    let mut d = diagnostic_of(&e);
-                    d.log = log;
-                    Err(d)
-                }
-            }
+            with_log(ev, printed, r)
         })?
     }
 
@@ -744,21 +738,12 @@ impl WarmFlake {
                 legacy: false,
             };
             let r = commands::show(ev, &opened.locked, &opened.outputs, &opts, true);
-            let mut log = take_log(ev, printed);
-            match r {
-                Ok((stdout, warnings)) => {
-                    log.extend(warnings);
-                    Ok(EvalOutput {
-                        stdout: stdout.into_bytes(),
-                        stderr: log,
-                    })
-                }
-                Err(e) => {
-                    let mut d = diagnostic_of(&e);
-                    d.log = log;
-                    Err(d)
-                }
-            }
+            let ((stdout, warnings), mut stderr) = with_log(ev, printed, r)?;
+            stderr.extend(warnings);
+            Ok(EvalOutput {
+                stdout: stdout.into_bytes(),
+                stderr,
+            })
         })?
     }
 
