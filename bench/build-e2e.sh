@@ -42,27 +42,11 @@ daemon=$!
 for _ in $(seq 200); do [ -S "$sock" ] && break; sleep 0.05; done
 
 # The graph, with a fresh nonce each time it is written.
-cat > "$tmp/gen.sh" <<'SH'
-#!/usr/bin/env bash
-nonce="$(date +%s%N)-$RANDOM"
-cat > "$1/graph.nix" <<NIX
-let
-  layer = l: builtins.genList (i: derivation {
-    name = "bg-\${toString l}-\${toString i}"; system = "x86_64-linux"; builder = "/bin/sh";
-    args = [ "-c" "echo \${toString l} \${toString i} > \$out" ];
-    nonce = "$nonce";
-    deps = if l == 0 then [ ] else let p = layers.\${toString (l - 1)}; in
-      [ (builtins.elemAt p i) (builtins.elemAt p (if i == 19 then 0 else i + 1)) ];
-  }) 20;
-  layers = builtins.listToAttrs (builtins.genList (l: { name = toString l; value = layer l; }) 10);
-in layers."9"
-NIX
-SH
-chmod +x "$tmp/gen.sh"
+gen=$PWD/bench/lib/gen-graph.sh
 cd "$tmp"
 
 # Check: same output paths; the reference accepts our store.
-"$tmp/gen.sh" "$tmp"
+"$gen" "$tmp"
 "$ORACLE" build -f graph.nix --no-link --print-out-paths -j2 --option sandbox false --option cores 1 \
   2>"$tmp/nix.err" | sort > "$tmp/nix.out" || { cat "$tmp/nix.err" >&2; exit 1; }
 "$BIN/flakectl" --socket "$sock" --no-auto-start build -f graph.nix --no-link --print-out-paths -j2 \
@@ -77,7 +61,7 @@ grep -c "^building '" "$tmp/ours.err" | grep -qx 200 || { echo "expected 200 'bu
 diff <(sed -n '1,201p' "$tmp/nix.err") <(sed -n '1,201p' "$tmp/ours.err") >/dev/null \
   || echo "note: the 'will be built' lists differ (see $tmp/nix.err, $tmp/ours.err)" >&2
 
-hyperfine -N --style basic --runs "$RUNS" --prepare "$tmp/gen.sh $tmp" --export-json "$tmp/times.json" \
+hyperfine -N --style basic --runs "$RUNS" --prepare "$gen $tmp" --export-json "$tmp/times.json" \
   -n nix "$ORACLE build -f graph.nix --no-link -j2 --option sandbox false --option cores 1" \
   -n flakectl "$BIN/flakectl --socket $sock --no-auto-start build -f graph.nix --no-link -j2" \
   >"$tmp/hyperfine.txt"

@@ -26,18 +26,7 @@ sp=(--sandbox-path "/bin/sh=$(readlink -f /bin/sh)")
 for lib in $(ldd /bin/sh | grep -o '/[^ ]*'); do sp+=(--sandbox-path "$lib=$(readlink -f "$lib")"); done
 for run in $(seq "$RUNS"); do
   nonce="$(date +%s%N)-$run"
-  cat > "$work/graph.nix" <<NIX
-let
-  layer = l: builtins.genList (i: derivation {
-    name = "bg-\${toString l}-\${toString i}"; system = "x86_64-linux"; builder = "/bin/sh";
-    args = [ "-c" "echo \${toString l} \${toString i} > \$out" ];
-    nonce = "$nonce";
-    deps = if l == 0 then [ ] else let p = layers.\${toString (l - 1)}; in
-      [ (builtins.elemAt p i) (builtins.elemAt p (if i == 19 then 0 else i + 1)) ];
-  }) 20;
-  layers = builtins.listToAttrs (builtins.genList (l: { name = toString l; value = layer l; }) 10);
-in layers."9"
-NIX
+  "$here/bench/lib/gen-graph.sh" "$work" "$nonce"
   cd "$work"
   t0=$(date +%s%N)
   "$ORACLE" build -f graph.nix --no-link -j2 --option sandbox false --option cores 1 2>/dev/null

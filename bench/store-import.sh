@@ -12,16 +12,8 @@ set -euo pipefail
 
 RUNS=${1:-5}
 NIX=${NIX:-/work/shared/oracle/nix}
-REPO=$(cd "$(dirname "$0")/.." && pwd)
-export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$REPO/target-store}
-PROFILE=${PROFILE:-release}
-if [ "$PROFILE" = release ]; then
-  cargo build -q --manifest-path "$REPO/Cargo.toml" --release -p flaked-store --bin flaked-store-tool
-  TOOL=$CARGO_TARGET_DIR/release/flaked-store-tool
-else
-  cargo build -q --manifest-path "$REPO/Cargo.toml" -p flaked-store --bin flaked-store-tool --config 'profile.dev.package.flaked-store.opt-level=3'
-  TOOL=$CARGO_TARGET_DIR/debug/flaked-store-tool
-fi
+# shellcheck source=lib/store-tool.sh
+. "$(dirname "$0")/lib/store-tool.sh"
 
 B=${BENCH_DIR:-/tmp/store-bench}
 mkdir -p "$B"
