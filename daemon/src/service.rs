@@ -550,9 +550,10 @@ impl FlakedService {
         })
     }
 
-    /// Runs `job` on the blocking pool: at most `eval_workers` at once, bounded by the request
-    /// timeout (after which `interrupt` is set), a panic answered as INTERNAL. `interrupt` is also
-    /// set when the caller goes away before the job finished.
+    /// Runs `job` on one of the evaluator's large-stack threads (the facade's blocking calls inside
+    /// it run right there: one thread hand-off each way): at most `eval_workers` at once, bounded
+    /// by the request timeout (after which `interrupt` is set), a panic answered as INTERNAL.
+    /// `interrupt` is also set when the caller goes away before the job finished.
     async fn run_blocking<T, F>(&self, interrupt: Arc<AtomicBool>, job: F) -> Result<T, Status>
     where
         T: Send + 'static,
@@ -566,12 +567,24 @@ impl FlakedService {
             .await
             .map_err(|_| Status::unavailable("flaked is shutting down"))?;
         let mut guard = InterruptOnDrop(Some(interrupt.clone()));
-        let job = tokio::task::spawn_blocking(move || {
-            let _permit = permit;
-            std::panic::catch_unwind(AssertUnwindSafe(job))
-        });
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        eval::spawn_on_eval_thread(
+            move || {
+                let _permit = permit;
+                job()
+            },
+            move |r| {
+                let _ = tx.send(r);
+            },
+        )
+        .map_err(|e| {
+            tracing::error!(error = %e, "cannot run an evaluation job");
+            Status::internal(format!(
+                "flaked cannot run this request ({e}); the daemon is still running"
+            ))
+        })?;
         let timeout = state.config.request_timeout;
-        let outcome = tokio::time::timeout(timeout, job).await;
+        let outcome = tokio::time::timeout(timeout, rx).await;
         guard.0 = None;
         match outcome {
             Err(_) => {
@@ -585,14 +598,13 @@ impl FlakedService {
                     human(timeout)
                 )))
             }
-            Ok(Err(join)) => {
-                tracing::error!(error = %join, "evaluation job failed");
-                Err(Status::internal(format!(
-                    "flaked failed while evaluating this request ({join}); the daemon is still running"
-                )))
+            Ok(Err(_)) => {
+                tracing::error!("evaluation job ended without an answer");
+                Err(Status::internal(
+                    "flaked failed while evaluating this request (the job ended without an answer); the daemon is still running",
+                ))
             }
-            Ok(Ok(Err(panic))) => {
-                let msg = panic_message(panic.as_ref());
+            Ok(Ok(Err(msg))) => {
                 tracing::error!(panic = %msg, "evaluation panicked; answered INTERNAL");
                 Err(Status::internal(format!(
                     "flaked hit an internal error (a bug) while evaluating this request: {msg}; the daemon is still running"
@@ -603,7 +615,7 @@ impl FlakedService {
     }
 }
 
-/// The body of an evaluation job (on a blocking thread).
+/// The body of an evaluation job (on an evaluator thread).
 // The result type is the evaluator facade's, whose shape is fixed.
 #[allow(clippy::result_large_err)]
 fn run_job(

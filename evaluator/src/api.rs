@@ -483,6 +483,19 @@ where
     })
 }
 
+/// Runs `job` on one of the evaluator's large-stack threads without blocking the caller; `done`
+/// receives its result, or the message of its panic, on that thread. The facade's blocking
+/// functions called inside `job` run right there instead of handing over to another thread, so an
+/// async caller pays one thread hand-off each way. `Err` (and neither closure runs) when no thread
+/// could be started.
+pub fn spawn_on_eval_thread<R, F, D>(job: F, done: D) -> Result<(), String>
+where
+    F: FnOnce() -> R + Send + 'static,
+    D: FnOnce(Result<R, String>) + Send + 'static,
+{
+    crate::eval_pool::spawn(job, done)
+}
+
 /// The evaluator configuration of a request's settings.
 pub(crate) fn config_of(s: &EvalSettings) -> Config {
     Config {

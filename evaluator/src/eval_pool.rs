@@ -4,12 +4,14 @@
 //! Creating one per request (mapping and unmapping its stack, waking it, joining it) costs a
 //! daemon more than evaluating a small expression, so finished threads wait here for the next job.
 //!
-//! Invariants: a thread runs one job at a time and nothing of a job outlives it (the job drops
+//! Invariants: a thread runs one job at a time (a [`run`] inside a job runs inline, on the same
+//! thread) and nothing of a job outlives it (the job drops
 //! its evaluator, then the thread forgets its sources and flake context); a thread that served
 //! [`JOBS_PER_THREAD`] jobs, saw a job panic, or sat idle for [`IDLE_EXIT`] exits, so what a
 //! thread keeps between jobs (interned names, compiled regular expressions, touched stack pages)
 //! stays bounded; at most [`MAX_IDLE`] threads wait at once.
 
+use std::cell::Cell;
 use std::panic::AssertUnwindSafe;
 use std::sync::Mutex;
 use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender};
@@ -26,6 +28,13 @@ const IDLE_EXIT: Duration = Duration::from_secs(30);
 
 /// A job; it answers whether it panicked.
 type Job = Box<dyn FnOnce() -> bool + Send>;
+
+thread_local! {
+    /// Whether this thread is running a job of the pool (then [`run`] runs inline).
+    static IN_JOB: Cell<bool> = const { Cell::new(false) };
+    /// Whether a [`run`] nested in the current job panicked (the thread then retires).
+    static NESTED_PANIC: Cell<bool> = const { Cell::new(false) };
+}
 
 /// An idle thread: its id and where to send its next job.
 struct Idle {
@@ -49,17 +58,40 @@ fn pool() -> std::sync::MutexGuard<'static, Pool> {
 }
 
 /// Runs `f` on an evaluation thread and returns what it returned. A panic in `f` is returned as
-/// `Err` with its message.
+/// `Err` with its message. Called from a job of this pool, `f` runs right there (the thread
+/// already has the large stack), so a job may use the blocking facade without a second hand-off.
 pub(crate) fn run<R, F>(f: F) -> Result<R, String>
 where
     F: FnOnce() -> R + Send + 'static,
     R: Send + 'static,
 {
-    let (reply_tx, reply_rx) = std::sync::mpsc::sync_channel::<Result<R, String>>(1);
-    let mut job: Job = Box::new(move || {
+    if IN_JOB.get() {
         let r = std::panic::catch_unwind(AssertUnwindSafe(f)).map_err(|p| panic_message(&*p));
-        let panicked = r.is_err();
+        if r.is_err() {
+            NESTED_PANIC.set(true);
+        }
+        return r;
+    }
+    let (reply_tx, reply_rx) = std::sync::mpsc::sync_channel::<Result<R, String>>(1);
+    spawn(f, move |r| {
         let _ = reply_tx.send(r);
+    })?;
+    receive(reply_rx)
+}
+
+/// Runs `f` on an evaluation thread without waiting for it; `done` gets what `f` returned (or its
+/// panic's message) on that thread. `Err` when no thread could be started (then neither runs).
+pub(crate) fn spawn<R, F, D>(f: F, done: D) -> Result<(), String>
+where
+    F: FnOnce() -> R + Send + 'static,
+    D: FnOnce(Result<R, String>) + Send + 'static,
+{
+    let mut job: Job = Box::new(move || {
+        IN_JOB.set(true);
+        let r = std::panic::catch_unwind(AssertUnwindSafe(f)).map_err(|p| panic_message(&*p));
+        IN_JOB.set(false);
+        let panicked = r.is_err() || NESTED_PANIC.replace(false);
+        done(r);
         panicked
     });
     // Hand the job to an idle thread; one that went away gives the job back (send fails).
@@ -67,7 +99,7 @@ where
         let idle = pool().idle.pop();
         let Some(idle) = idle else { break };
         match idle.jobs.send(job) {
-            Ok(()) => return receive(reply_rx),
+            Ok(()) => return Ok(()),
             Err(returned) => job = returned.0,
         }
     }
@@ -81,8 +113,8 @@ where
         .name("flaked-eval".to_string())
         .stack_size(EVAL_STACK)
         .spawn(move || worker(id, tx, rx, job))
-        .map_err(|e| format!("cannot start the evaluator thread: {e}"))?;
-    receive(reply_rx)
+        .map(|_| ())
+        .map_err(|e| format!("cannot start the evaluator thread: {e}"))
 }
 
 fn receive<R>(reply: std::sync::mpsc::Receiver<Result<R, String>>) -> Result<R, String> {
@@ -164,6 +196,31 @@ mod tests {
         let r: Result<(), String> = run(|| panic!("boom in a job"));
         assert_eq!(r, Err("boom in a job".to_string()));
         assert_eq!(run(|| "still here"), Ok("still here"));
+    }
+
+    #[test]
+    fn spawned_jobs_answer_through_their_callback_and_nest_inline() {
+        let (tx, rx) = std::sync::mpsc::channel();
+        spawn(
+            || {
+                let outer = std::thread::current().id();
+                // A nested run stays on the job's own thread.
+                let inner = run(|| std::thread::current().id()).expect("runs");
+                (outer == inner, run(|| -> u8 { panic!("nested boom") }))
+            },
+            move |r| tx.send(r).expect("the test waits"),
+        )
+        .expect("spawns");
+        let (same_thread, nested) = rx.recv().expect("answers").expect("no panic");
+        assert!(same_thread);
+        assert_eq!(nested, Err("nested boom".to_string()));
+        let (tx, rx) = std::sync::mpsc::channel();
+        spawn(
+            || -> u8 { panic!("spawned boom") },
+            move |r| tx.send(r).expect("the test waits"),
+        )
+        .expect("spawns");
+        assert_eq!(rx.recv().expect("answers"), Err("spawned boom".to_string()));
     }
 
     #[test]
