@@ -12,6 +12,7 @@ use std::rc::Rc;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
+use crate::builtins::IntOp;
 use crate::error::{ErrorKind, EvalError, Result, best_matches};
 use crate::ir::{AttrKind, AttrName, AttrsExpr, BinOp, Expr, LambdaDef};
 use crate::lower::{self, LowerCtx};
@@ -290,8 +291,16 @@ impl Evaluator {
 
     #[inline]
     fn check_interrupt(&mut self) -> Result<()> {
-        self.tick = self.tick.wrapping_add(1);
-        if self.tick & 0x3ff == 0
+        self.check_interrupt_after(1)
+    }
+
+    /// Counts `calls` calls and polls the interrupt flag whenever the count crosses a multiple
+    /// of 1024.
+    #[inline]
+    fn check_interrupt_after(&mut self, calls: u32) -> Result<()> {
+        let old = self.tick;
+        self.tick = old.wrapping_add(calls);
+        if (old ^ self.tick) & !0x3ff != 0
             && let Some(flag) = &self.config.interrupt
             && flag.load(Ordering::Relaxed)
         {
@@ -305,7 +314,7 @@ impl Evaluator {
 
     /// Forces a value to weak head normal form. `pos` is where the value is needed (used for
     /// infinite recursion errors).
-    #[inline]
+    #[inline(always)]
     pub fn force(&mut self, v: &Value, pos: Pos) -> Result<Value> {
         match v {
             Value::Thunk(t) => self.force_thunk(t, pos),
@@ -313,11 +322,24 @@ impl Evaluator {
         }
     }
 
+    #[inline]
     pub fn force_thunk(&mut self, t: &Rc<Thunk>, pos: Pos) -> Result<Value> {
         if let Some(v) = t.value() {
             return Ok(v);
         }
+        self.force_thunk_slow(t, pos)
+    }
+
+    /// [`Evaluator::force_thunk`] of a thunk that is not evaluated yet (out of line, so the
+    /// common evaluated case stays small enough to inline).
+    #[inline(never)]
+    fn force_thunk_slow(&mut self, t: &Rc<Thunk>, pos: Pos) -> Result<Value> {
         match t.phase() {
+            ThunkPhase::Done => {
+                if let Some(v) = t.value() {
+                    return Ok(v);
+                }
+            }
             ThunkPhase::Blackhole => {
                 return Err(EvalError::new(
                     ErrorKind::InfiniteRecursion,
@@ -330,7 +352,7 @@ impl Evaluator {
                     "internal error: value used after its evaluation ended",
                 ));
             }
-            ThunkPhase::Unevaluated | ThunkPhase::Done => {}
+            ThunkPhase::Unevaluated => {}
         }
         let prev = t.replace(ThunkState::Blackhole);
         if self.native_depth >= MAX_NATIVE_DEPTH {
@@ -640,6 +662,12 @@ impl Evaluator {
         // Fast paths for the common shapes: one lambda application, one saturated builtin call.
         let r = match f {
             Value::Lambda(c) if args.len() == 1 => self.call_lambda(c, &args[0], pos),
+            // `f a b` of `x: y: …` (e.g. `foldl'`'s operator): bind `a` and enter the inner
+            // lambda directly, as `call_inner` would, without its generic loop.
+            Value::Lambda(c) if args.len() == 2 && c.def.formals.is_none() => match &*c.def.body {
+                Expr::Lambda(inner) => self.call_curried2(c, inner, args, pos),
+                _ => self.call_inner(f, args, pos),
+            },
             Value::PrimOp(op) if args.len() == op.arity => self.call_primop(op, args, pos),
             _ => self.call_inner(f, args, pos),
         };
@@ -785,6 +813,20 @@ impl Evaluator {
         Ok(cur)
     }
 
+    /// `c a b` where `c` is `x: y: …` (`inner` is `y: …`).
+    fn call_curried2(
+        &mut self,
+        c: &Closure,
+        inner: &LambdaDef,
+        args: &[Value],
+        pos: Pos,
+    ) -> Result<Value> {
+        // Two applications, counted as `call_inner` counts them.
+        self.check_interrupt_after(2)?;
+        let env = Env::new_one(Some(c.env.clone()), args[0].clone());
+        self.call_def(inner, &env, &args[1], pos)
+    }
+
     fn lambda_name(def: &LambdaDef) -> String {
         match def.name {
             Some(n) => n.as_string(),
@@ -896,6 +938,17 @@ impl Evaluator {
         e
     }
 
+    /// The integer `e` evaluates to, if that is known without evaluating anything: an integer
+    /// literal, or a variable holding an integer (directly or in an evaluated thunk).
+    #[inline]
+    fn peek_int(e: &Expr, env: &Rc<Env>) -> Option<i64> {
+        match e {
+            Expr::Const(Value::Int(i)) => Some(*i),
+            Expr::Var { depth, slot, .. } => Self::env_at(env, *depth).peek_int(*slot as usize),
+            _ => None,
+        }
+    }
+
     /// A lazy value for `e` in `env`: no thunk for constants and already-bound variables (as
     /// Nix's `maybeThunk`; lambdas do get a thunk, which is visible when unforced values print).
     pub fn lazy(&self, e: &Rc<Expr>, env: &Rc<Env>) -> Value {
@@ -915,19 +968,33 @@ impl Evaluator {
     }
 
     /// Evaluates `e` in `env` to weak head normal form.
+    ///
+    /// Constants and variables whose value is known (a plain value or an evaluated thunk)
+    /// are answered here, small enough to be inlined into callers; everything else goes to
+    /// [`Evaluator::eval_compound`]. Always inlined (it is a few instructions): as a call of its
+    /// own it was an extra frame on every compound expression.
+    #[inline(always)]
     pub fn eval(&mut self, e: &Rc<Expr>, env: &Rc<Env>) -> Result<Value> {
         match &**e {
             Expr::Const(v) | Expr::Global(v, _) => Ok(v.clone()),
             Expr::Var { depth, slot, pos } => {
-                // Borrow the slot instead of cloning it: a thunk costs one reference count, a
-                // plain value one clone.
+                // One clone: of the value, or of an evaluated thunk's value.
                 let target = Self::env_at(env, *depth);
-                match target.try_get(*slot as usize) {
-                    Some(Value::Thunk(t)) => self.force_thunk(&t, *pos),
+                match target.get_resolved(*slot as usize) {
+                    Some(Value::Thunk(t)) => self.force_thunk_slow(&t, *pos),
                     Some(v) => Ok(v),
                     None => Ok(Value::Null),
                 }
             }
+            _ => self.eval_compound(e, env),
+        }
+    }
+
+    /// [`Evaluator::eval`] of everything but constants and variables.
+    #[inline(never)]
+    fn eval_compound(&mut self, e: &Rc<Expr>, env: &Rc<Env>) -> Result<Value> {
+        match &**e {
+            Expr::Const(_) | Expr::Global(..) | Expr::Var { .. } => self.eval(e, env),
             Expr::WithVar { name, withs, pos } => self.eval_with_var(*name, withs, env, *pos),
             Expr::Attrs(a) => self.eval_attrs(a, env),
             Expr::List(items) => {
@@ -945,6 +1012,19 @@ impl Evaluator {
                 if let Expr::Global(Value::PrimOp(op), _) = &**f
                     && op.arity == args.len()
                 {
+                    // `a + b`, `a - b`, `a * b`, `a < b` on operands that already are
+                    // integers (literals, or variables holding an integer or an evaluated
+                    // thunk of one): the builtin's result without calling it. Peeking forces
+                    // nothing, so anything else takes the ordinary call below.
+                    if op.int_op != IntOp::None
+                        && self.call_depth < MAX_CALL_DEPTH
+                        && let [a, b] = &args[..]
+                        && let Some(x) = Self::peek_int(a, env)
+                        && let Some(y) = Self::peek_int(b, env)
+                        && let Some(v) = op.int_op.apply(x, y)
+                    {
+                        return Ok(v);
+                    }
                     return self.call_global_primop(op, args, env, *pos);
                 }
                 let fv = self.eval(f, env)?;
@@ -1051,7 +1131,20 @@ impl Evaluator {
                 parts,
                 pos,
                 force_string,
-            } => self.eval_concat(parts, *pos, *force_string, env),
+            } => {
+                // `a + b` on operands that already are integers (see `peek_int`): the sum,
+                // without the general concatenation; overflow takes the general path for its
+                // error.
+                if !*force_string
+                    && let [(_, a), (_, b)] = &parts[..]
+                    && let Some(x) = Self::peek_int(a, env)
+                    && let Some(y) = Self::peek_int(b, env)
+                    && let Some(sum) = x.checked_add(y)
+                {
+                    return Ok(Value::Int(sum));
+                }
+                self.eval_concat(parts, *pos, *force_string, env)
+            }
             Expr::PathConcat { parts, pos } => self.eval_path_concat(parts, *pos, env),
             Expr::CurPos(pos) => Ok(self.pos_value(*pos)),
         }
@@ -1550,6 +1643,18 @@ impl Evaluator {
                         .at(*ipos));
                     }
                 },
+                // A string part: what `coerce_to_string` does for one (its context, its
+                // bytes), without the intermediate copy.
+                T::Str | T::Path if matches!(v, Value::String(_)) => {
+                    if let Value::String(s) = &v {
+                        if let Some(c) = &s.context {
+                            context
+                                .get_or_insert_with(Context::new)
+                                .extend(c.iter().cloned());
+                        }
+                        out.extend_from_slice(&s.bytes);
+                    }
+                }
                 T::Str | T::Path => {
                     let s = self.coerce_to_string(
                         &v,

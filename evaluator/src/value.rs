@@ -241,6 +241,17 @@ impl Thunk {
             }
         }
     }
+    /// The integer value, if the thunk is evaluated to an integer (nothing is forced).
+    #[inline]
+    pub fn peek_int(&self) -> Option<i64> {
+        // SAFETY: see the type's docs; only a `Copy` integer is read.
+        unsafe {
+            match &*self.state.get() {
+                ThunkState::Done(Value::Int(i)) => Some(*i),
+                _ => None,
+            }
+        }
+    }
     /// What the thunk is doing, without its contents.
     #[inline]
     pub fn phase(&self) -> ThunkPhase {
@@ -329,6 +340,36 @@ impl Env {
         // SAFETY: see the type's docs; the shared reference ends before this returns and
         // `Value::clone` only bumps a reference count.
         unsafe { (&*self.slots.get()).get(slot).cloned() }
+    }
+    /// The value in `slot`, with an evaluated thunk replaced by its value (an unevaluated
+    /// one is returned as it is), if the slot is filled.
+    #[inline]
+    pub fn get_resolved(&self, slot: usize) -> Option<Value> {
+        // SAFETY: see the type's docs; the shared reference ends before this returns and
+        // `Value::clone` only bumps a reference count.
+        unsafe {
+            match (&*self.slots.get()).get(slot) {
+                Some(Value::Thunk(t)) => Some(match t.value() {
+                    Some(v) => v,
+                    None => Value::Thunk(t.clone()),
+                }),
+                other => other.cloned(),
+            }
+        }
+    }
+    /// The integer in `slot`, directly or in an evaluated thunk (nothing is forced or
+    /// cloned).
+    #[inline]
+    pub fn peek_int(&self, slot: usize) -> Option<i64> {
+        // SAFETY: see the type's docs; the shared reference ends before this returns and
+        // nothing is cloned or dropped.
+        unsafe {
+            match (&*self.slots.get()).get(slot) {
+                Some(Value::Int(i)) => Some(*i),
+                Some(Value::Thunk(t)) => t.peek_int(),
+                _ => None,
+            }
+        }
     }
     /// Number of filled slots.
     #[inline]

@@ -10,9 +10,81 @@ use std::io::Write;
 use flaked_eval::api::{EvalRequest, EvalSettings, EvalSource, OutputFormat, evaluate_and_exit};
 
 /// The evaluator allocates many small short-lived objects (thunks, frames, attribute vectors);
-/// mimalloc serves and frees them markedly faster than the system allocator.
+/// mimalloc serves and frees them markedly faster than the system allocator. With
+/// `FEVAL_SYSTEM_ALLOC` set in the environment, the system allocator (malloc) serves instead,
+/// so that valgrind's dhat/massif can see and attribute every allocation.
 #[global_allocator]
-static GLOBAL: flaked_eval::alloc::MiMalloc = flaked_eval::alloc::MiMalloc;
+static GLOBAL: Alloc = Alloc;
+
+struct Alloc;
+
+/// 0: not decided yet, 1: mimalloc, 2: the system allocator. Decided by the process's first
+/// allocation (on the main thread, before any other thread exists) and never changed, so every
+/// block is freed by the allocator that made it.
+static MODE: std::sync::atomic::AtomicU8 = std::sync::atomic::AtomicU8::new(0);
+
+#[inline]
+fn system_alloc() -> bool {
+    use std::sync::atomic::Ordering::Relaxed;
+    match MODE.load(Relaxed) {
+        1 => false,
+        2 => true,
+        _ => {
+            // SAFETY: getenv with a NUL-terminated name; it allocates nothing.
+            let sys = unsafe { !libc::getenv(c"FEVAL_SYSTEM_ALLOC".as_ptr()).is_null() };
+            MODE.store(if sys { 2 } else { 1 }, Relaxed);
+            sys
+        }
+    }
+}
+
+// SAFETY: forwards to one of two allocators, always the same one for the process (MODE).
+unsafe impl std::alloc::GlobalAlloc for Alloc {
+    #[inline]
+    unsafe fn alloc(&self, l: std::alloc::Layout) -> *mut u8 {
+        // SAFETY: forwarded as is.
+        unsafe {
+            if system_alloc() {
+                std::alloc::System.alloc(l)
+            } else {
+                flaked_eval::alloc::MiMalloc.alloc(l)
+            }
+        }
+    }
+    #[inline]
+    unsafe fn alloc_zeroed(&self, l: std::alloc::Layout) -> *mut u8 {
+        // SAFETY: forwarded as is.
+        unsafe {
+            if system_alloc() {
+                std::alloc::System.alloc_zeroed(l)
+            } else {
+                flaked_eval::alloc::MiMalloc.alloc_zeroed(l)
+            }
+        }
+    }
+    #[inline]
+    unsafe fn dealloc(&self, p: *mut u8, l: std::alloc::Layout) {
+        // SAFETY: forwarded to the allocator that made the block.
+        unsafe {
+            if system_alloc() {
+                std::alloc::System.dealloc(p, l)
+            } else {
+                flaked_eval::alloc::MiMalloc.dealloc(p, l)
+            }
+        }
+    }
+    #[inline]
+    unsafe fn realloc(&self, p: *mut u8, l: std::alloc::Layout, n: usize) -> *mut u8 {
+        // SAFETY: forwarded to the allocator that made the block.
+        unsafe {
+            if system_alloc() {
+                std::alloc::System.realloc(p, l, n)
+            } else {
+                flaked_eval::alloc::MiMalloc.realloc(p, l, n)
+            }
+        }
+    }
+}
 
 fn main() {
     let mut source = None;

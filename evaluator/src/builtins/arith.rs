@@ -2,18 +2,18 @@
 //!
 //! Invariant: integer arithmetic is checked; overflow is Nix's "integer overflow in …" error.
 
-use crate::builtins::Registry;
+use crate::builtins::{IntOp, Registry};
 use crate::error::{EvalError, Result};
 use crate::eval::Evaluator;
 use crate::source::Pos;
 use crate::value::Value;
 
 pub(crate) fn register(r: &mut Registry) {
-    r.primop("__add", 2, prim_add);
-    r.primop("__sub", 2, prim_sub);
-    r.primop("__mul", 2, prim_mul);
+    r.primop_int("__add", 2, prim_add, IntOp::Add);
+    r.primop_int("__sub", 2, prim_sub, IntOp::Sub);
+    r.primop_int("__mul", 2, prim_mul, IntOp::Mul);
     r.primop("__div", 2, prim_div);
-    r.primop("__lessThan", 2, prim_less_than);
+    r.primop_int("__lessThan", 2, prim_less_than, IntOp::LessThan);
     r.primop("__bitAnd", 2, |ev, pos, a| {
         bit(ev, pos, a, &BIT_AND, |x, y| x & y)
     });

@@ -74,6 +74,37 @@ pub struct PrimOp {
     pub func: BuiltinFn,
     /// Whether the "while calling the 'NAME' builtin" frame is added on errors.
     pub add_trace: bool,
+    /// For the integer operators the parser desugars to (`__add`, `__sub`, `__mul`,
+    /// `__lessThan`): what the evaluator may compute inline when both operands are already
+    /// integers (see `Evaluator::eval`); `IntOp::None` for every other builtin.
+    pub int_op: IntOp,
+}
+
+/// An integer operation a builtin computes when both its arguments are integers, which the
+/// evaluator may perform without calling the builtin (same result; overflow still goes
+/// through the builtin, for its error).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum IntOp {
+    None,
+    Add,
+    Sub,
+    Mul,
+    LessThan,
+}
+
+impl IntOp {
+    /// The result for integer operands, `None` if the builtin must run (not an integer
+    /// operation, or overflow).
+    #[inline]
+    pub fn apply(self, x: i64, y: i64) -> Option<Value> {
+        match self {
+            IntOp::None => None,
+            IntOp::Add => x.checked_add(y).map(Value::Int),
+            IntOp::Sub => x.checked_sub(y).map(Value::Int),
+            IntOp::Mul => x.checked_mul(y).map(Value::Int),
+            IntOp::LessThan => Some(Value::Bool(x < y)),
+        }
+    }
 }
 
 impl std::fmt::Debug for PrimOp {
@@ -95,12 +126,18 @@ pub struct Registry {
 impl Registry {
     /// Registers a primop (see module docs for the naming rule).
     pub fn primop(&mut self, name: &'static str, arity: usize, func: BuiltinFn) {
+        self.primop_int(name, arity, func, IntOp::None);
+    }
+    /// Registers a binary integer operator builtin: `func` must compute exactly `int_op` when
+    /// both arguments are integers (the evaluator may skip the call then).
+    pub fn primop_int(&mut self, name: &'static str, arity: usize, func: BuiltinFn, int_op: IntOp) {
         let short = name.strip_prefix("__").unwrap_or(name);
         let op = Rc::new(PrimOp {
             name: short,
             arity,
             func,
             add_trace: true,
+            int_op,
         });
         self.entries.push((name, Value::PrimOp(op)));
     }
@@ -112,6 +149,7 @@ impl Registry {
             arity,
             func,
             add_trace: false,
+            int_op: IntOp::None,
         });
         self.entries.push((name, Value::PrimOp(op)));
     }
