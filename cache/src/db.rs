@@ -288,6 +288,14 @@ impl Drop for Backend {
         {
             tracing::error!(path = %self.path.display(), "eval cache writer thread panicked");
         }
+        // Release the writer lock explicitly: closing our descriptor is not enough while a
+        // process forked meanwhile (a build, a spawned child before its exec) still holds a
+        // copy of it, and the next open of this database would come up read-only.
+        if let Some(f) = self._lock.as_ref()
+            && let Err(e) = f.unlock()
+        {
+            tracing::warn!(path = %self.path.display(), error = %e, "unlocking the eval cache lock file");
+        }
     }
 }
 
