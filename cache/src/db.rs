@@ -279,23 +279,34 @@ struct Backend {
     _lock: Option<File>,
 }
 
-impl Drop for Backend {
-    fn drop(&mut self) {
-        let sender = lock(&self.sender).take();
-        drop(sender);
+impl Backend {
+    /// Ends the writer thread (closing its channel lets it commit what it has) and waits for it.
+    fn stop_writer(&self) {
+        drop(lock(&self.sender).take());
         if let Some(handle) = lock(&self.writer).take()
             && handle.join().is_err()
         {
             tracing::error!(path = %self.path.display(), "eval cache writer thread panicked");
         }
-        // Release the writer lock explicitly: closing our descriptor is not enough while a
-        // process forked meanwhile (a build, a spawned child before its exec) still holds a
-        // copy of it, and the next open of this database would come up read-only.
+    }
+
+    /// Releases the writer lock explicitly: flock locks belong to the open file description,
+    /// so closing our descriptor is not enough while someone else still holds a copy of it —
+    /// another thread holding this backend, or a process forked meanwhile (a build, a spawned
+    /// child before its exec) — and the next open of this database would come up read-only.
+    fn release_lock(&self) {
         if let Some(f) = self._lock.as_ref()
             && let Err(e) = f.unlock()
         {
             tracing::warn!(path = %self.path.display(), error = %e, "unlocking the eval cache lock file");
         }
+    }
+}
+
+impl Drop for Backend {
+    fn drop(&mut self) {
+        self.stop_writer();
+        self.release_lock();
     }
 }
 
@@ -882,12 +893,7 @@ impl EvalCache {
             return; // someone else already rebuilt it
         }
         // Stop the old writer (it only drops writes now) so its lock is free.
-        drop(lock(&broken.sender).take());
-        if let Some(handle) = lock(&broken.writer).take()
-            && handle.join().is_err()
-        {
-            tracing::error!(path = %self.shared.path.display(), "eval cache writer thread panicked");
-        }
+        broken.stop_writer();
         let had_lock = broken._lock.is_some();
         let generation = self.shared.next_generation.fetch_add(1, Ordering::Relaxed);
         tracing::error!(path = %self.shared.path.display(), "eval cache database is corrupt; rebuilding");
@@ -895,14 +901,8 @@ impl EvalCache {
             set_aside(&self.shared.path);
         }
         bump(&self.shared.counters.rebuilds, 1);
-        // flock locks belong to the open file description: other threads may
-        // still hold the old backend (and its lock file), so release the lock
-        // explicitly for the new backend to take it.
-        if let Some(f) = broken._lock.as_ref()
-            && let Err(e) = f.unlock()
-        {
-            tracing::warn!(error = %e, "unlocking the old eval cache lock file");
-        }
+        // Other threads may still hold the old backend: release its lock for the new one.
+        broken.release_lock();
         match open_backend(
             &self.shared.path,
             generation,
