@@ -14,7 +14,7 @@ use flaked_store::fetchers::attrs::{Attr, Attrs};
 use flaked_store::fetchers::lockfile::{Edge, parse_input_path, print_input_path};
 use flaked_store::fetchers::{
     FetchSettings, Fetched, FlakeRef, Input, InputKind, InputPath, LockFile, LockedNode, NodeId,
-    ParseOptions, Registries, SourceTree, fetch_flake_ref,
+    ParseOptions, Registries, SourceTree, fetch_flake_ref, tree_store_path,
 };
 use flaked_store::hash::HashAlgo;
 use flaked_store::store_path::FileIngestionMethod;
@@ -465,24 +465,20 @@ fn fetch_ref(
         && let Ok(Some(nar_hash)) = resolved.input.nar_hash_parsed()
     {
         let store = store_path::open_store(&ev.config.store_dir)?;
-        let fetched = Fetched {
-            input: resolved.input.clone(),
-            tree: SourceTree::Path(PathBuf::new()),
-            nar_hash,
-            warnings: Vec::new(),
-        };
-        let path = fetched.store_path(store.store_dir())?;
+        let path = tree_store_path(store.store_dir(), &nar_hash, &resolved.input)?;
         if store
             .is_valid_path(&path)
             .map_err(|e| FlakeError::Other(e.to_string()))?
         {
             return Ok(flaked_store::fetchers::FetchedFlake {
+                fetched: Fetched {
+                    input: resolved.input.clone(),
+                    tree: SourceTree::Path(store.real_path(&path)),
+                    nar_hash,
+                    warnings: Vec::new(),
+                },
                 locked: resolved.clone(),
                 resolved,
-                fetched: Fetched {
-                    tree: SourceTree::Path(store.real_path(&path)),
-                    ..fetched
-                },
             });
         }
     }

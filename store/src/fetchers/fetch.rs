@@ -106,22 +106,30 @@ impl SourceTree {
 }
 
 impl Fetched {
-    /// The store path the tree has once added to the store (Nix's
-    /// `Input::computeStorePath`: fixed-output, recursive SHA-256, named `source` unless the
-    /// input has a `name`).
+    /// The store path the tree has once added to the store (see [`tree_store_path`]).
     pub fn store_path(
         &self,
         store_dir: &crate::store_path::StoreDir,
     ) -> Result<crate::store_path::StorePath, FetchError> {
-        store_dir
-            .make_fixed_output_path(
-                crate::store_path::FileIngestionMethod::Recursive,
-                &self.nar_hash,
-                &self.input.name(),
-                &Default::default(),
-            )
-            .map_err(|e| FetchError::invalid(e.to_string()))
+        tree_store_path(store_dir, &self.nar_hash, &self.input)
     }
+}
+
+/// The store path of a fetched tree with this NAR hash (Nix's `Input::computeStorePath`:
+/// fixed-output, recursive SHA-256, named `source` unless the input has a `name`).
+pub fn tree_store_path(
+    store_dir: &crate::store_path::StoreDir,
+    nar_hash: &Hash,
+    input: &Input,
+) -> Result<crate::store_path::StorePath, FetchError> {
+    store_dir
+        .make_fixed_output_path(
+            crate::store_path::FileIngestionMethod::Recursive,
+            nar_hash,
+            &input.name(),
+            &Default::default(),
+        )
+        .map_err(|e| FetchError::invalid(e.to_string()))
 }
 
 /// A flake reference resolved through the registries and fetched.

@@ -20,7 +20,9 @@ pub mod tarball;
 pub mod url;
 
 pub use attrs::{Attr, Attrs};
-pub use fetch::{FetchSettings, Fetched, FetchedFlake, SourceTree, fetch, fetch_flake_ref};
+pub use fetch::{
+    FetchSettings, Fetched, FetchedFlake, SourceTree, fetch, fetch_flake_ref, tree_store_path,
+};
 pub use flakeref::{FlakeRef, ParseOptions};
 pub use input::{Forge, Input, InputKind, InputSettings};
 pub use lockfile::{InputPath, LockFile, LockedNode, Node, NodeId};
