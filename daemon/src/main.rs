@@ -75,6 +75,15 @@ struct Args {
 }
 
 fn main() -> ExitCode {
+    // No transparent huge pages for this process: mimalloc asks for them on its arenas, and
+    // with them a page the evaluator frees keeps 2 MiB resident instead of 4 KiB, which makes
+    // the daemon's resident memory far larger than what it holds (a cold search of a
+    // 20,000-package flake peaked at 97 MiB with them, 71 MiB without). The setting is
+    // inherited by builders; it only changes how their memory is paged.
+    // SAFETY: prctl with integer arguments only.
+    unsafe {
+        libc::prctl(libc::PR_SET_THP_DISABLE, 1, 0, 0, 0);
+    }
     let args = Args::parse();
     // Before any thread exists: take the socket the service manager passed, if any.
     let activated = listener::from_activation();

@@ -80,7 +80,10 @@ pub struct Evaluator {
     /// Results of `import` per resolved path.
     pub import_cache: HashMap<PathBuf, Value>,
     /// Lowered sources by content hash (and base dir).
-    lowered: HashMap<(u64, String), Rc<Expr>>,
+    pub(crate) lowered: HashMap<(u64, String), Rc<Expr>>,
+    /// While a checkpoint is open (see `rollback.rs`): every thunk evaluated since, with the
+    /// state it had before, so that the evaluation can be rolled back.
+    pub(crate) undo: Option<Vec<(Rc<Thunk>, ThunkState)>>,
     /// Lines for stderr (traces, warnings), in order.
     pub stderr: Vec<String>,
     /// Paths copied to the store during this evaluation: source path → store path.
@@ -148,6 +151,7 @@ impl Evaluator {
             tick: 0,
             import_cache: HashMap::new(),
             lowered: HashMap::new(),
+            undo: None,
             stderr: Vec::new(),
             src_to_store: HashMap::new(),
             abort_on_warn: false,
@@ -372,6 +376,9 @@ impl Evaluator {
         match res {
             Ok(v) => {
                 t.set_done(v.clone());
+                if let Some(undo) = &mut self.undo {
+                    undo.push((t.clone(), prev));
+                }
                 Ok(v)
             }
             Err(e) => {

@@ -431,6 +431,49 @@ fn force_text(ev: &mut Evaluator, v: &Value, what: &str) -> Result<String, EvalE
 }
 
 impl Walker {
+    /// Visits the members of a root package set (evaluated before) under checkpoints: the
+    /// evaluation is rolled back whenever [`THUNKS_PER_ROLLBACK`] thunks were evaluated since the
+    /// last checkpoint, and at the end. So the package values the index is made from are freed
+    /// as the search goes (a search needs each once), the warm flake keeps what it held before,
+    /// and the peak memory of a search is that of a slice of the set, not of all of it. Only
+    /// the members of a set older than the checkpoint are visited between two rollbacks: a
+    /// rollback empties the frames made since, which values made since may still refer to.
+    fn visit_rolled_back(
+        &mut self,
+        ev: &mut Evaluator,
+        children: Vec<(String, Value)>,
+        path: &mut Vec<String>,
+    ) -> Result<(), EvalError> {
+        let Some(mut cp) = ev.checkpoint() else {
+            // Already under a checkpoint (not on the search's paths): visit plainly.
+            for (name, child) in children {
+                path.push(name);
+                let r = self.visit(ev, &child, path, false);
+                path.pop();
+                r?;
+            }
+            return Ok(());
+        };
+        for (name, child) in children {
+            path.push(name);
+            let r = self.visit(ev, &child, path, false);
+            path.pop();
+            if let Err(e) = r {
+                // The error is shown after this returns: keep the sources it points into.
+                ev.rollback(cp, true);
+                return Err(e);
+            }
+            if ev.evaluated_since_checkpoint() >= THUNKS_PER_ROLLBACK {
+                ev.rollback(cp, false);
+                cp = ev
+                    .checkpoint()
+                    .expect("the only checkpoint was just rolled back");
+            }
+        }
+        ev.rollback(cp, false);
+        Ok(())
+    }
+
     fn visit(
         &mut self,
         ev: &mut Evaluator,
@@ -556,10 +599,37 @@ pub fn build_index(
         entries: Vec::new(),
     };
     for (mut path, v) in found {
-        w.visit(ev, &v, &mut path, true)?;
+        let forced = ev
+            .force(&v, Pos::NONE)
+            .and_then(|v| Ok((ev.is_derivation(&v)?, v)));
+        let (is_drv, v) = match forced {
+            Ok(x) => x,
+            // As in `visit`: below `legacyPackages`, an attribute that fails is skipped.
+            Err(e)
+                if path.first().is_some_and(|p| p == "legacyPackages")
+                    && e.kind() != ErrorKind::Interrupted =>
+            {
+                continue;
+            }
+            Err(e) => return Err(e),
+        };
+        if is_drv {
+            w.visit(ev, &v, &mut path, true)?;
+        } else if let Value::Attrs(attrs) = &v {
+            let children: Vec<(String, Value)> = attrs
+                .sorted_by_name()
+                .into_iter()
+                .map(|a| (a.name.as_string(), a.value.clone()))
+                .collect();
+            w.visit_rolled_back(ev, children, &mut path)?;
+        }
     }
     Ok(SearchIndex::new(w.entries))
 }
+
+/// How many thunks a search evaluates before it rolls the evaluation back (see
+/// [`Walker::visit_rolled_back`]): about 4 MiB of package values in a nixpkgs-shaped set.
+const THUNKS_PER_ROLLBACK: usize = 20_000;
 
 /// Searches the flake `outputs` (already called) from the roots of `FLAKE#fragment`.
 pub fn search(
@@ -576,6 +646,7 @@ pub fn search(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::value::ThunkPhase;
 
     #[test]
     fn hilite_merges_like_nix() {
@@ -702,5 +773,84 @@ mod tests {
             hit.rendered,
             "* \x1b[0;1mp.\x1b[32;1mcow\x1b[0;1msay\x1b[0m (3.7)\n  A talking \x1b[32;1mcow\x1b[0m\n"
         );
+    }
+
+    /// A search frees the package values it evaluated (cycles included) and leaves the package
+    /// set usable: every package evaluates again afterwards.
+    #[test]
+    fn search_rolls_package_values_back() {
+        let h = std::thread::spawn(|| {
+            let config = crate::eval::Config {
+                pure: true,
+                cwd: "/".into(),
+                env: Default::default(),
+                nix_path: Vec::new(),
+                system: "x86_64-linux".into(),
+                store_dir: "/nix/store".into(),
+                interrupt: None,
+            };
+            let mut ev = Evaluator::new(config);
+            let src = br#"
+              let
+                mk = i: let d = { type = "derivation"; name = "p${toString i}-1.${toString i}";
+                                  meta.description = "package ${toString i}"; me = d;
+                                  big = builtins.genList (x: x * i) 50; }; in d;
+                pkgs = builtins.listToAttrs (builtins.genList
+                  (i: { name = "p${toString i}"; value = mk i; }) 3000);
+              in { legacyPackages.x86_64-linux = pkgs // { broken = throw "skipped"; }; }
+            "#;
+            let e = ev
+                .parse(crate::source::Origin::String, src, "/")
+                .expect("parses");
+            let outputs = ev.eval_root(&e).expect("evaluates");
+            let outputs = ev.force(&outputs, Pos::NONE).expect("forces");
+            // Evaluated thunks and filled frames alive (a rolled-back thunk stays registered
+            // while it lives, unevaluated).
+            let held = || {
+                let (thunks, envs) = crate::value::region::snapshot();
+                thunks
+                    .iter()
+                    .filter_map(std::rc::Weak::upgrade)
+                    .filter(|t| t.phase() == ThunkPhase::Done)
+                    .count()
+                    + envs
+                        .iter()
+                        .filter_map(std::rc::Weak::upgrade)
+                        .filter(|e| !e.is_empty())
+                        .count()
+            };
+            let before = held();
+            let index = build_index(&mut ev, &outputs, "x", "", "x86_64-linux").expect("index");
+            assert_eq!(index.entries().len(), 3000);
+            let e = &index.entries()[1];
+            assert_eq!(
+                (e.attr_path.as_str(), e.pname.as_str(), e.version.as_str()),
+                ("legacyPackages.x86_64-linux.p1", "p1", "1.1")
+            );
+            assert_eq!(e.description, "package 1");
+            let after = held();
+            // Without the rollbacks every package would keep its frame and thunks alive.
+            assert!(after < before + 100, "live cells {before} -> {after}");
+            // The package set still evaluates, and a second search gives the same index.
+            let again = build_index(&mut ev, &outputs, "x", "", "x86_64-linux").expect("again");
+            assert_eq!(again, index);
+            let mut v = outputs.clone();
+            for name in [
+                "legacyPackages",
+                "x86_64-linux",
+                "p5",
+                "meta",
+                "description",
+            ] {
+                v = get_attr(&mut ev, &v, name)
+                    .expect("evaluates")
+                    .expect("exists");
+            }
+            assert_eq!(
+                force_text(&mut ev, &v, "description").expect("a string"),
+                "package 5"
+            );
+        });
+        h.join().expect("test thread");
     }
 }

@@ -52,7 +52,8 @@ pub struct Source {
 }
 
 thread_local! {
-    static SOURCES: RefCell<Vec<Rc<Source>>> = const { RefCell::new(Vec::new()) };
+    /// Registered sources by file number - 1; `None` once forgotten ([`forget_since`]).
+    static SOURCES: RefCell<Vec<Option<Rc<Source>>>> = const { RefCell::new(Vec::new()) };
 }
 
 /// Converts raw bytes to the text rnix parses (see module docs).
@@ -137,7 +138,7 @@ pub fn register(origin: Origin, raw: &[u8]) -> (u32, Rc<str>) {
     });
     let idx = SOURCES.with(|s| {
         let mut s = s.borrow_mut();
-        s.push(src);
+        s.push(Some(src));
         s.len() as u32
     });
     (idx, text)
@@ -148,7 +149,28 @@ pub fn source(file: u32) -> Option<Rc<Source>> {
     if file == 0 {
         return None;
     }
-    SOURCES.with(|s| s.borrow().get(file as usize - 1).cloned())
+    SOURCES.with(|s| s.borrow().get(file as usize - 1).cloned().flatten())
+}
+
+/// How many sources this thread has registered so far: a mark for [`forget_since`].
+pub fn mark() -> usize {
+    SOURCES.with(|s| s.borrow().len())
+}
+
+/// Frees the texts of the sources registered after `mark`, for an evaluation rolled back to
+/// that point (nothing refers to them any more). Their numbers are not reused: a position that
+/// still named one would print without a file instead of naming another file.
+pub fn forget_since(mark: usize) {
+    let forgotten: Vec<Rc<Source>> = SOURCES.with(|s| {
+        let mut s = s.borrow_mut();
+        s.iter_mut().skip(mark).filter_map(Option::take).collect()
+    });
+    drop(forgotten);
+}
+
+/// Bytes of source text this thread holds.
+pub fn text_bytes() -> usize {
+    SOURCES.with(|s| s.borrow().iter().flatten().map(|src| src.text.len()).sum())
 }
 
 /// Forgets all sources of this thread (end of an evaluation).

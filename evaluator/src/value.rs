@@ -538,6 +538,8 @@ pub mod region {
         thunks_compacted: usize,
         envs: Vec<Weak<Env>>,
         envs_compacted: usize,
+        /// While a checkpoint is open: the environments registered since.
+        envs_since_checkpoint: Option<Vec<Weak<Env>>>,
     }
 
     thread_local! {
@@ -559,11 +561,29 @@ pub mod region {
         REGION.with(|r| {
             let mut r = r.borrow_mut();
             r.envs.push(Rc::downgrade(e));
+            if let Some(since) = &mut r.envs_since_checkpoint {
+                since.push(Rc::downgrade(e));
+            }
             if r.envs.len() >= 2 * r.envs_compacted.max(4096) {
                 r.envs.retain(|w| w.strong_count() > 0);
                 r.envs_compacted = r.envs.len();
             }
         });
+    }
+
+    /// Starts recording the environments registered from now on (see [`take_recorded_envs`]).
+    pub fn record_envs() {
+        REGION.with(|r| r.borrow_mut().envs_since_checkpoint = Some(Vec::new()));
+    }
+
+    /// Stops recording and returns the environments registered since [`record_envs`].
+    pub fn take_recorded_envs() -> Vec<Weak<Env>> {
+        REGION.with(|r| {
+            r.borrow_mut()
+                .envs_since_checkpoint
+                .take()
+                .unwrap_or_default()
+        })
     }
 
     /// Clears every registered cell of this thread, breaking all cycles.

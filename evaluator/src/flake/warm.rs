@@ -752,17 +752,8 @@ impl WarmFlake {
     /// size with their payload) plus the source texts kept for positions. Cheap: no cell is
     /// visited.
     pub fn approx_memory(&self) -> usize {
-        self.request(|_| {
-            let cells = region::registered_cells();
-            let mut text = 0usize;
-            let mut i = 1u32;
-            while let Some(s) = source::source(i) {
-                text += s.text.len();
-                i += 1;
-            }
-            cells * 128 + text
-        })
-        .unwrap_or(0)
+        self.request(|_| region::registered_cells() * 128 + source::text_bytes())
+            .unwrap_or(0)
     }
 
     /// Ends the thread and frees the evaluation, returning how many of its mutable cells were
