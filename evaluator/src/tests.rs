@@ -187,7 +187,7 @@ fn cyclic_memory_is_released() {
 #[test]
 fn object_sizes() {
     use std::mem::size_of;
-    assert_eq!(size_of::<crate::value::Value>(), 24);
+    assert_eq!(size_of::<crate::value::Value>(), 16);
     assert!(
         size_of::<crate::value::Thunk>() <= 48,
         "thunk: {}",
