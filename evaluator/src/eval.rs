@@ -20,7 +20,8 @@ use crate::print;
 use crate::source::{self, Origin, Pos};
 use crate::symbol::Symbol;
 use crate::value::{
-    Attr, Attrs, Closure, Context, Env, NixString, PrimOpApp, Thunk, ThunkPhase, ThunkState, Value,
+    Attr, Attrs, Closure, Context, Env, List, NixString, PrimOpApp, Thunk, ThunkPhase, ThunkState,
+    Value,
 };
 
 /// Nix 2.26's default `max-call-depth`.
@@ -502,7 +503,7 @@ impl Evaluator {
     }
 
     /// Forces to a list. As in Nix, `ctx` is attached only to the type error.
-    pub fn force_list(&mut self, v: &Value, pos: Pos, ctx: &str) -> Result<Rc<[Value]>> {
+    pub fn force_list(&mut self, v: &Value, pos: Pos, ctx: &str) -> Result<List> {
         match self.force(v, pos)? {
             Value::List(l) => Ok(l),
             other => Err(self.type_err("a list", &other).with_trace(pos, ctx)),
@@ -962,7 +963,7 @@ impl Evaluator {
         match &**e {
             Expr::Const(v) | Expr::Global(v, _) => v.clone(),
             // Nix's ExprList::maybeThunk: an empty list literal is the shared empty list.
-            Expr::List(items) if items.is_empty() => Value::List(Rc::from([])),
+            Expr::List(items) if items.is_empty() => Value::List(List::empty()),
             Expr::Var { depth, slot, .. } => {
                 let target = Self::env_at(env, *depth);
                 if let Some(v) = target.try_get(*slot as usize) {
@@ -1582,7 +1583,7 @@ impl Evaluator {
         for l in forced {
             out.extend(l.iter().cloned());
         }
-        Ok(Value::List(Rc::from(out)))
+        Ok(Value::List(List::from(out)))
     }
 
     fn eval_concat(
@@ -1687,7 +1688,7 @@ impl Evaluator {
                     .at(pos));
                 }
                 let s = String::from_utf8_lossy(&out).into_owned();
-                Value::Path(Rc::from(lower::canon_path(&s).as_str()))
+                Value::Path(Rc::new(lower::canon_path(&s)))
             }
             T::Str => Value::string_ctx(out, context.unwrap_or_default()),
         })
@@ -1720,7 +1721,7 @@ impl Evaluator {
             .at(pos));
         }
         let s = String::from_utf8_lossy(&out).into_owned();
-        Ok(Value::Path(Rc::from(lower::canon_path(&s).as_str())))
+        Ok(Value::Path(Rc::new(lower::canon_path(&s))))
     }
 
     // -----------------------------------------------------------------------------------------
@@ -1752,7 +1753,7 @@ impl Evaluator {
                 if x.len() != y.len() {
                     return Ok(false);
                 }
-                if Rc::ptr_eq(x, y) {
+                if List::ptr_eq(x, y) {
                     return Ok(true);
                 }
                 for (i, j) in x.iter().zip(y.iter()) {

@@ -13,6 +13,7 @@ pub mod flake;
 pub mod ir;
 pub mod lower;
 pub mod print;
+pub mod rcslice;
 pub mod rollback;
 pub mod search;
 pub mod show;

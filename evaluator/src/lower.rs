@@ -110,9 +110,9 @@ pub fn parse_and_lower(ctx: &LowerCtx<'_>, text: &str) -> Result<Rc<Expr>> {
     if let Some(err) = parse.errors().first() {
         return Err(parse_error(ctx.file, text, &parse.syntax(), err));
     }
-    if let Some(err) = broken_path(ctx.file, &parse.syntax()) {
-        return Err(err);
-    }
+    // A broken path (see [`broken_path`]) is looked for by `lower_path` on every path it
+    // lowers; when lowering fails before it reached them all, the whole tree is searched, so
+    // the parse error still wins over any binding-time error, as in Nix.
     let root = parse.tree();
     let Some(expr) = root.expr() else {
         return Err(
@@ -131,11 +131,12 @@ pub fn parse_and_lower(ctx: &LowerCtx<'_>, text: &str) -> Result<Rc<Expr>> {
     if !ctx.outer_names.is_empty() {
         l.scopes.push(Scope::names(ctx.outer_names.clone()));
     }
-    let e = l.lower(&expr)?;
-    match l.undefined.into_inner() {
-        Some(err) => Err(err),
-        None => Ok(e),
-    }
+    let lowered = l.lower(&expr);
+    let result = match (lowered, l.undefined.into_inner()) {
+        (Ok(e), None) => return Ok(e),
+        (Err(err), _) | (Ok(_), Some(err)) => err,
+    };
+    Err(broken_path(ctx.file, &parse.syntax()).unwrap_or(result))
 }
 
 /// rnix accepts a path followed by whitespace and `${…}` (`./a ${x}`) as one interpolated path
@@ -1583,6 +1584,27 @@ impl<'a> Lowerer<'a> {
     }
 
     fn lower_path(&mut self, e: &ast::Expr, pos: Pos) -> Result<Expr> {
+        let path_token = |k: SyntaxKind| {
+            matches!(
+                k,
+                SyntaxKind::TOKEN_PATH_ABS
+                    | SyntaxKind::TOKEN_PATH_REL
+                    | SyntaxKind::TOKEN_PATH_HOME
+            )
+        };
+        if e.syntax()
+            .children_with_tokens()
+            .any(|c| c.as_token().is_some_and(|t| !path_token(t.kind())))
+        {
+            let root = e
+                .syntax()
+                .ancestors()
+                .last()
+                .expect("a node has a root ancestor");
+            if let Some(err) = broken_path(self.ctx.file, &root) {
+                return Err(err);
+            }
+        }
         let parts = match e {
             ast::Expr::PathAbs(p) => p.parts(),
             ast::Expr::PathRel(p) => p.parts(),
@@ -1629,12 +1651,12 @@ impl<'a> Lowerer<'a> {
             && let Expr::Const(Value::String(s)) = &*out[0].1
         {
             let p = canon_path(&s.as_str_lossy());
-            return Ok(Expr::Const(Value::Path(Rc::from(p.as_str()))));
+            return Ok(Expr::Const(Value::path(&p)));
         }
         // The first part becomes a path value; the rest are appended as strings.
         if let Expr::Const(Value::String(s)) = &*out[0].1 {
             let p = s.as_str_lossy().into_owned();
-            out[0].1 = Rc::new(Expr::Const(Value::Path(Rc::from(p.as_str()))));
+            out[0].1 = Rc::new(Expr::Const(Value::path(&p)));
         }
         Ok(Expr::PathConcat {
             parts: out.into_boxed_slice(),

@@ -47,8 +47,9 @@ pub struct Source {
     pub text: Rc<str>,
     /// Mapped offsets of every mapped (non-UTF-8) byte, ascending.
     mapped: Vec<u32>,
-    /// Byte offsets (in `text`) where each line starts.
-    line_starts: Vec<u32>,
+    /// Byte offsets (in `text`) where each line starts: computed the first time a position in
+    /// this source is resolved (most sources never print one).
+    line_starts: std::cell::OnceCell<Vec<u32>>,
 }
 
 thread_local! {
@@ -113,28 +114,12 @@ pub fn unmap_bytes(s: &str) -> Vec<u8> {
 /// Registers a source and returns its file index.
 pub fn register(origin: Origin, raw: &[u8]) -> (u32, Rc<str>) {
     let (text, mapped) = map_bytes(raw);
-    let bytes = text.as_bytes();
-    let mut line_starts = vec![0u32];
-    let mut i = 0;
-    while i < bytes.len() {
-        match bytes[i] {
-            b'\r' => {
-                if i + 1 < bytes.len() && bytes[i + 1] == b'\n' {
-                    i += 1;
-                }
-                line_starts.push(i as u32 + 1);
-            }
-            b'\n' => line_starts.push(i as u32 + 1),
-            _ => {}
-        }
-        i += 1;
-    }
     let text: Rc<str> = Rc::from(text);
     let src = Rc::new(Source {
         origin,
         text: text.clone(),
         mapped,
-        line_starts,
+        line_starts: std::cell::OnceCell::new(),
     });
     let idx = SOURCES.with(|s| {
         let mut s = s.borrow_mut();
@@ -142,6 +127,31 @@ pub fn register(origin: Origin, raw: &[u8]) -> (u32, Rc<str>) {
         s.len() as u32
     });
     (idx, text)
+}
+
+impl Source {
+    /// Byte offsets where each line starts (`\n`, `\r\n` and a lone `\r` end a line).
+    fn line_starts(&self) -> &[u32] {
+        self.line_starts.get_or_init(|| {
+            let bytes = self.text.as_bytes();
+            let mut line_starts = vec![0u32];
+            let mut i = 0;
+            while i < bytes.len() {
+                match bytes[i] {
+                    b'\r' => {
+                        if i + 1 < bytes.len() && bytes[i + 1] == b'\n' {
+                            i += 1;
+                        }
+                        line_starts.push(i as u32 + 1);
+                    }
+                    b'\n' => line_starts.push(i as u32 + 1),
+                    _ => {}
+                }
+                i += 1;
+            }
+            line_starts
+        })
+    }
 }
 
 /// Looks up a registered source.
@@ -190,11 +200,11 @@ pub struct Resolved {
 impl Source {
     /// Line (1-based) and column (1-based, in original bytes) of a mapped offset.
     pub fn line_col(&self, offset: u32) -> (u32, u32) {
-        let line_idx = match self.line_starts.binary_search(&offset) {
+        let line_idx = match self.line_starts().binary_search(&offset) {
             Ok(i) => i,
             Err(i) => i - 1,
         };
-        let start = self.line_starts[line_idx];
+        let start = self.line_starts()[line_idx];
         let col = offset - start + 1;
         // Each mapped byte occupies 4 bytes of mapped text but 1 of the original.
         let lo = self.mapped.partition_point(|&m| m < start);
@@ -209,7 +219,7 @@ impl Source {
             return None;
         }
         let i = line.checked_sub(1)? as usize;
-        let start = *self.line_starts.get(i)? as usize;
+        let start = *self.line_starts().get(i)? as usize;
         let bytes = self.text.as_bytes();
         let mut end = start;
         while end < bytes.len() && bytes[end] != b'\n' && bytes[end] != b'\r' {

@@ -180,14 +180,70 @@ fn cyclic_memory_is_released() {
     h.join().expect("test thread");
 }
 
+/// The builtins set is prepared once per thread and reused: evaluations on one thread with
+/// different settings still see their own `currentSystem`, `storeDir`, `nixPath` and
+/// `getEnv`, and what one evaluation forces (`derivation`, `builtins.builtins`) or tears down
+/// is not seen by the next.
+#[test]
+fn builtins_reused_per_thread_follow_each_evaluation() {
+    use crate::eval::{Config, Evaluator};
+    use crate::source::Origin;
+    let h = std::thread::spawn(|| {
+        let run = |pure: bool, system: &str, var: &str, text: &str| -> String {
+            let config = Config {
+                pure,
+                cwd: "/".into(),
+                env: [("FOO".to_string(), var.to_string())].into_iter().collect(),
+                nix_path: vec![format!("p={var}")],
+                system: system.into(),
+                store_dir: "/nix/store".into(),
+                interrupt: None,
+            };
+            let mut ev = Evaluator::new(config);
+            let e = ev
+                .parse(Origin::String, text.as_bytes(), "/")
+                .expect("parses");
+            let v = ev.eval_root(&e).expect("evaluates");
+            let v = ev.force_deep(&v, crate::source::Pos::NONE).expect("forces");
+            let out = crate::print::print_value(&mut ev, &v).expect("prints");
+            String::from_utf8(out).expect("utf-8")
+        };
+        let probe = "[ builtins.currentSystem (builtins.getEnv \"FOO\") (builtins.head builtins.nixPath).path builtins.builtins.builtins.storeDir (derivation { name = \"a\"; builder = \"b\"; system = \"c\"; }).type ]";
+        for _ in 0..2 {
+            assert_eq!(
+                run(false, "x86_64-linux", "one", probe),
+                "[ \"x86_64-linux\" \"one\" \"one\" \"/nix/store\" \"derivation\" ]"
+            );
+            assert_eq!(
+                run(false, "aarch64-darwin", "two", probe),
+                "[ \"aarch64-darwin\" \"two\" \"two\" \"/nix/store\" \"derivation\" ]"
+            );
+        }
+        assert_eq!(
+            run(
+                true,
+                "x86_64-linux",
+                "one",
+                "[ (builtins.getEnv \"FOO\") (builtins ? currentSystem) ]"
+            ),
+            "[ \"\" false ]"
+        );
+        assert_eq!(
+            run(false, "x86_64-linux", "one", "builtins ? currentSystem"),
+            "true"
+        );
+    });
+    h.join().expect("test thread");
+}
+
 /// The sizes the memory budget rests on (docs/evaluator.md, "Values and memory"): a value is
-/// three words (lists and paths are fat `Rc`s), a thunk's state six (a 64-byte allocation with
-/// its reference counts, no borrow flag), a frame with up to two inline slots eight, an IR node
-/// six (the assertion text is boxed).
+/// two words (lists are thin `RcSlice`s, paths `Rc<String>`), a thunk's state at most six (no
+/// borrow flag), a frame with up to two inline slots eight, an IR node six (the assertion text
+/// is boxed).
 #[test]
 fn object_sizes() {
     use std::mem::size_of;
-    assert_eq!(size_of::<crate::value::Value>(), 24);
+    assert_eq!(size_of::<crate::value::Value>(), 16);
     assert!(
         size_of::<crate::value::Thunk>() <= 48,
         "thunk: {}",

@@ -1,7 +1,7 @@
 //! Runtime values, thunks, environments and the per-evaluation memory region.
 //!
-//! Values are small (three words: lists and paths are fat `Rc`s) and cheap to clone: scalars
-//! inline, everything else behind an `Rc`.
+//! Values are small (two words: a tag and a scalar or one thin pointer) and cheap to clone:
+//! scalars inline, everything else behind an `Rc` (lists behind a thin [`List`]).
 //! Reference cycles can only arise by mutating a cell after creation (a thunk being overwritten
 //! with a result that can refer to other cells, or an environment slot being filled for
 //! `let`/`rec`/formals), so every such cell is registered in the thread's [`region`] when it is
@@ -17,6 +17,9 @@ use crate::error::EvalError;
 use crate::ir::{Expr, LambdaDef};
 use crate::source::Pos;
 use crate::symbol::Symbol;
+
+/// A list's elements: a thin reference-counted slice.
+pub type List = crate::rcslice::RcSlice<Value>;
 
 /// A string's context: store paths it refers to, encoded as Nix does
 /// (`/nix/store/…` opaque, `=/nix/store/….drv` deep, `!out!/nix/store/….drv` built output).
@@ -412,9 +415,10 @@ pub enum Value {
     Int(i64),
     Float(f64),
     String(Rc<NixString>),
-    Path(Rc<str>),
+    /// A path (thin: `Rc<String>`, paths are rare and keep `Value` two words).
+    Path(Rc<String>),
     Attrs(Rc<Attrs>),
-    List(Rc<[Value]>),
+    List(List),
     Lambda(Rc<Closure>),
     PrimOp(Rc<PrimOp>),
     PrimOpApp(Rc<PrimOpApp>),
@@ -434,7 +438,7 @@ impl Clone for Value {
             Value::String(s) => Value::String(Rc::clone(s)),
             Value::Path(p) => Value::Path(Rc::clone(p)),
             Value::Attrs(a) => Value::Attrs(Rc::clone(a)),
-            Value::List(l) => Value::List(Rc::clone(l)),
+            Value::List(l) => Value::List(l.clone()),
             Value::Lambda(c) => Value::Lambda(Rc::clone(c)),
             Value::PrimOp(p) => Value::PrimOp(Rc::clone(p)),
             Value::PrimOpApp(p) => Value::PrimOpApp(Rc::clone(p)),
@@ -457,7 +461,10 @@ impl Value {
         Value::Attrs(Rc::new(a))
     }
     pub fn list(v: Vec<Value>) -> Value {
-        Value::List(Rc::from(v))
+        Value::List(List::from(v))
+    }
+    pub fn path(p: &str) -> Value {
+        Value::Path(Rc::new(p.to_string()))
     }
     pub fn empty_attrs() -> Value {
         Value::Attrs(Rc::new(Attrs::default()))

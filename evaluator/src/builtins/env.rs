@@ -23,11 +23,7 @@ pub(crate) fn register(r: &mut Registry) {
     r.constant("__storeDir", Value::str(&r.store_dir.clone()));
     if !r.pure {
         r.constant("__currentSystem", Value::str(&r.system.clone()));
-        let now = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_secs() as i64)
-            .unwrap_or(0);
-        r.constant("__currentTime", Value::Int(now));
+        r.constant("__currentTime", Value::Int(r.time));
     }
     let mut entries = Vec::new();
     for e in r.nix_path.clone() {

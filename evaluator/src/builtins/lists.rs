@@ -2,8 +2,6 @@
 //!
 //! Invariant: results are lazy exactly where Nix's are (`map`/`genList` elements are thunks).
 
-use std::rc::Rc;
-
 use crate::builtins::Registry;
 use crate::error::{EvalError, Result};
 use crate::eval::Evaluator;
@@ -53,7 +51,7 @@ fn prim_tail(ev: &mut Evaluator, pos: Pos, args: &[Value]) -> Result<Value> {
     if l.is_empty() {
         return Err(EvalError::eval("'builtins.tail' called on an empty list").at(pos));
     }
-    Ok(Value::List(Rc::from(&l[1..])))
+    Ok(Value::List(crate::value::List::from(&l[1..])))
 }
 
 fn prim_elem_at(ev: &mut Evaluator, pos: Pos, args: &[Value]) -> Result<Value> {

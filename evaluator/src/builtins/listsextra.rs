@@ -7,8 +7,6 @@
 //! failing comparator is an error, never a panic; `genericClosure` keeps its seen keys in a sorted
 //! vector searched by `CompareValues`, so it needs O(n log n) comparisons, not O(n²).
 
-use std::rc::Rc;
-
 use crate::builtins::Registry;
 use crate::builtins::attrs::get_attr_or_err;
 use crate::error::Result;
@@ -449,5 +447,5 @@ fn prim_generic_closure(ev: &mut Evaluator, _pos: Pos, args: &[Value]) -> Result
             work.push_back(x.clone());
         }
     }
-    Ok(Value::List(Rc::from(res)))
+    Ok(Value::List(crate::value::List::from(res)))
 }

@@ -34,13 +34,15 @@
 //! propagate contexts (`ev.coerce_to_string(.., &mut ctx)` collects them) and build results
 //! with `Value::string_ctx(bytes, ctx)`.
 
+use std::cell::RefCell;
+use std::collections::HashMap;
 use std::rc::Rc;
 
 use crate::error::Result;
 use crate::eval::Evaluator;
 use crate::source::Pos;
 use crate::symbol::Symbol;
-use crate::value::{Attr, Attrs, Thunk, ThunkState, Value};
+use crate::value::{Attr, Attrs, NativeThunk, Thunk, ThunkState, Value};
 
 mod arith;
 pub mod attrs;
@@ -121,6 +123,8 @@ pub struct Registry {
     pub system: String,
     pub store_dir: String,
     pub nix_path: Vec<String>,
+    /// `builtins.currentTime` (impure mode only).
+    pub time: i64,
 }
 
 impl Registry {
@@ -159,14 +163,97 @@ impl Registry {
     }
 }
 
-/// Builds the base environment and the `builtins` set of `ev`.
+/// What the `builtins` set depends on besides the code: the settings the registry reads, and
+/// the current time (seconds) in impure mode (`builtins.currentTime`).
+#[derive(Clone, PartialEq, Eq)]
+struct PreparedKey {
+    pure: bool,
+    system: String,
+    store_dir: String,
+    nix_path: Vec<String>,
+    time: Option<i64>,
+}
+
+/// A `builtins` set built once per thread and key, reused by every evaluator of that thread
+/// with the same key.
+///
+/// Only immutable values are shared (primops, strings, numbers, lists and sets of those): the
+/// entries that are thunks (`derivation`, and `builtins.builtins`, the set itself) get fresh
+/// thunks per evaluation, so nothing an evaluation forces or tears down is seen by another.
+struct Prepared {
+    key: PreparedKey,
+    /// The set's entries, sorted by symbol; the thunk entries are placeholders (`null`).
+    attrs: Vec<Attr>,
+    /// The base environment; the thunk entries are placeholders (`null`).
+    globals: HashMap<Symbol, Value>,
+    /// Per-evaluation entries: index in `attrs`, global name, and how to make its value
+    /// (`None`: the `builtins` set itself).
+    fresh: Vec<(usize, Symbol, Option<NativeThunk>)>,
+}
+
+thread_local! {
+    static PREPARED: RefCell<Option<Rc<Prepared>>> = const { RefCell::new(None) };
+}
+
+/// The current time as `builtins.currentTime` shows it.
+pub(crate) fn current_time() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0)
+}
+
+/// Builds the base environment and the `builtins` set of `ev`, from this thread's prepared set
+/// when its settings match (see [`Prepared`]).
 pub fn install(ev: &mut Evaluator) {
-    let mut r = Registry {
-        entries: Vec::new(),
+    let key = PreparedKey {
         pure: ev.config.pure,
         system: ev.config.system.clone(),
         store_dir: ev.config.store_dir.clone(),
         nix_path: ev.config.nix_path.clone(),
+        time: (!ev.config.pure).then(current_time),
+    };
+    let prepared = PREPARED.with(|p| {
+        let mut p = p.borrow_mut();
+        match &*p {
+            Some(prep) if prep.key == key => prep.clone(),
+            _ => {
+                let prep = Rc::new(prepare(key));
+                *p = Some(prep.clone());
+                prep
+            }
+        }
+    });
+    let mut attrs = prepared.attrs.clone();
+    let mut globals = prepared.globals.clone();
+    // `builtins.builtins` refers to the set itself: a thunk filled in after construction.
+    let self_ref = Thunk::new(ThunkState::Blackhole);
+    for (i, global, make) in &prepared.fresh {
+        let v = match make {
+            Some(f) => Value::Thunk(Thunk::new(ThunkState::Native(f.clone()))),
+            None => Value::Thunk(self_ref.clone()),
+        };
+        attrs[*i].value = v.clone();
+        if make.is_some() {
+            globals.insert(*global, v);
+        }
+    }
+    let set = Value::attrs(Attrs { entries: attrs });
+    self_ref.set_done(set.clone());
+    globals.insert(Symbol::intern("builtins"), set.clone());
+    ev.globals = globals;
+    ev.builtins = set;
+}
+
+/// Registers every builtin for `key`'s settings.
+fn prepare(key: PreparedKey) -> Prepared {
+    let mut r = Registry {
+        entries: Vec::new(),
+        pure: key.pure,
+        system: key.system.clone(),
+        store_dir: key.store_dir.clone(),
+        nix_path: key.nix_path.clone(),
+        time: key.time.unwrap_or(0),
     };
     arith::register(&mut r);
     attrs::register(&mut r);
@@ -189,27 +276,53 @@ pub fn install(ev: &mut Evaluator) {
     derivation::register(&mut r);
     flakes::register(&mut r);
 
-    // `builtins.builtins` refers to the set itself: a thunk filled in after construction.
-    let self_ref = Thunk::new(ThunkState::Blackhole);
     let mut attrs = Vec::with_capacity(r.entries.len() + 1);
-    for (name, v) in &r.entries {
-        let short = name.strip_prefix("__").unwrap_or(name);
+    let mut globals = HashMap::with_capacity(r.entries.len() + 1);
+    let mut thunks = Vec::new();
+    for (name, v) in r.entries {
+        let short = Symbol::intern(name.strip_prefix("__").unwrap_or(name));
+        let global = Symbol::intern(name);
+        let v = match v {
+            Value::Thunk(t) => match t.replace(ThunkState::Cleared) {
+                ThunkState::Native(f) => {
+                    thunks.push((short, global, Some(f)));
+                    Value::Null
+                }
+                _ => unreachable!("builtins registers only native thunks"),
+            },
+            v => v,
+        };
         attrs.push(Attr {
-            name: Symbol::intern(short),
+            name: short,
             value: v.clone(),
             pos: Pos::NONE,
         });
-        ev.globals.insert(Symbol::intern(name), v.clone());
+        globals.insert(global, v);
     }
+    let builtins = Symbol::intern("builtins");
+    thunks.push((builtins, builtins, None));
     attrs.push(Attr {
-        name: Symbol::intern("builtins"),
-        value: Value::Thunk(self_ref.clone()),
+        name: builtins,
+        value: Value::Null,
         pos: Pos::NONE,
     });
-    let set = Value::attrs(Attrs::from_unsorted(attrs));
-    self_ref.set_done(set.clone());
-    ev.globals.insert(Symbol::intern("builtins"), set.clone());
-    ev.builtins = set;
+    let set = Attrs::from_unsorted(attrs);
+    let fresh = thunks
+        .into_iter()
+        .map(|(short, global, make)| {
+            let i = set
+                .entries
+                .binary_search_by_key(&short, |a| a.name)
+                .expect("every registered name is in the set");
+            (i, global, make)
+        })
+        .collect();
+    Prepared {
+        key,
+        attrs: set.entries,
+        globals,
+        fresh,
+    }
 }
 
 /// Ordinal words used in Nix's argument messages.

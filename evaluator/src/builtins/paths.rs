@@ -195,9 +195,9 @@ fn prim_find_file(ev: &mut Evaluator, pos: Pos, args: &[Value]) -> Result<Value>
             format!("{}/{}", path.trim_end_matches('/'), rest)
         };
         if crate::store_path::real_path(&ev.config.store_dir, &full).exists() {
-            return Ok(Value::Path(std::rc::Rc::from(
-                crate::lower::canon_path(&full).as_str(),
-            )));
+            return Ok(Value::Path(std::rc::Rc::new(crate::lower::canon_path(
+                &full,
+            ))));
         }
     }
     // Nix raises a catchable ThrownError here.

@@ -190,7 +190,7 @@ fn prim_dir_of(ev: &mut Evaluator, pos: Pos, args: &[Value]) -> Result<Value> {
             Some(0) | None => "/",
             Some(i) => &p[..i],
         };
-        return Ok(Value::Path(Rc::from(parent)));
+        return Ok(Value::Path(Rc::new(parent.to_string())));
     }
     let mut ctx = Context::new();
     let s = ev.coerce_to_string(

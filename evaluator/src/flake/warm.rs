@@ -145,7 +145,7 @@ pub fn render_leaf(leaf: &CacheLeaf, output: OutputFormat) -> Option<Vec<u8>> {
         CacheLeaf::Int(i) => Value::Int(*i),
         CacheLeaf::Float(f) => Value::Float(*f),
         CacheLeaf::Path(p) if matches!(output, OutputFormat::Nix) => {
-            Value::Path(Rc::from(p.as_str()))
+            Value::Path(Rc::new(p.clone()))
         }
         CacheLeaf::ListOfStrings(items) => {
             Value::list(items.iter().map(|s| Value::str(s)).collect())
