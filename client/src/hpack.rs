@@ -528,7 +528,7 @@ mod tests {
                         let len = (r % 40) as usize;
                         let plain: Vec<u8> =
                             (0..len).map(|i| b'a' + ((r >> i) % 26) as u8).collect();
-                        if r % 2 == 0 {
+                        if r.is_multiple_of(2) {
                             let coded = encode_huffman(&plain);
                             int(block, 0x80, 7, coded.len());
                             block.extend_from_slice(&coded);
