@@ -11,13 +11,17 @@
 //! /proc/self/maps for the main thread's stack guard, an alternate signal stack and SIGSEGV/SIGBUS
 //! handlers), doing only what flakectl needs of it: SIGPIPE ignored, stdout flushed at exit, a panic
 //! reported with status 101. The arguments still come from std (glibc passes them to its init array).
-//! The common `eval` command line is parsed without clap (see `fastargs`).
+//! The common `eval` command line is parsed without clap (see `fastargs`), and an `eval` is first
+//! sent without the async runtime (see `fastcall`): tokio and tonic start only when that fast path
+//! gives up (no daemon answers, or anything unusual), and then handle the request as before.
 
 #![cfg_attr(not(test), no_main)]
 
 mod autostart;
 mod build;
 mod fastargs;
+mod fastcall;
+mod hpack;
 mod search;
 
 use std::io::Write;
@@ -230,18 +234,7 @@ fn real_main() -> ExitCode {
             };
         }
     };
-    let runtime = match tokio::runtime::Builder::new_current_thread()
-        .enable_io()
-        .enable_time()
-        .build()
-    {
-        Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("error: cannot start the async runtime: {e}");
-            return ExitCode::from(1);
-        }
-    };
-    match runtime.block_on(run(cli)) {
+    match run(cli) {
         Ok(code) => code,
         Err(e) => {
             let mut err = std::io::stderr().lock();
@@ -252,6 +245,16 @@ fn real_main() -> ExitCode {
             ExitCode::from(1)
         }
     }
+}
+
+/// Runs `fut` on a single-threaded tokio runtime.
+fn block_on<T>(fut: impl std::future::Future<Output = Result<T, CliError>>) -> Result<T, CliError> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_io()
+        .enable_time()
+        .build()
+        .map_err(|e| CliError::msg(format!("cannot start the async runtime: {e}")))?
+        .block_on(fut)
 }
 
 fn context(opts: &EvalOpts) -> Result<pb::ClientContext, CliError> {
@@ -295,7 +298,7 @@ fn print_stderr_lines(lines: &[String]) {
     }
 }
 
-async fn run(cli: Cli) -> Result<ExitCode, CliError> {
+fn run(cli: Cli) -> Result<ExitCode, CliError> {
     let no_auto_start = cli.no_auto_start
         || std::env::var_os("FLAKECTL_NO_AUTO_START").is_some_and(|v| !v.is_empty() && v != "0");
     let target = autostart::Target {
@@ -340,8 +343,31 @@ async fn run(cli: Cli) -> Result<ExitCode, CliError> {
                 attr_path,
                 output: output as i32,
             };
-            let mut client = autostart::connect(&target).await?;
-            let reply = client.eval(req).await?.into_inner();
+            let reply = if fast_path_enabled() {
+                match fastcall::eval(
+                    &target.socket,
+                    &req,
+                    flaked_proto::socket::MAX_RESPONSE_BYTES,
+                ) {
+                    Ok(fastcall::Answer::Reply(reply)) => Some(reply),
+                    Ok(fastcall::Answer::Status(status)) => return Err(status.into()),
+                    Err(fastcall::Fallback(why)) => {
+                        if std::env::var_os("FLAKECTL_DEBUG_FAST_PATH").is_some() {
+                            eprintln!("flakectl: fast path not taken: {why}");
+                        }
+                        None
+                    }
+                }
+            } else {
+                None
+            };
+            let reply = match reply {
+                Some(reply) => reply,
+                None => block_on(async {
+                    let mut client = autostart::connect(&target).await?;
+                    Ok(client.eval(req).await?.into_inner())
+                })?,
+            };
             print_stderr_lines(&reply.stderr);
             match reply.result {
                 Some(pb::eval_response::Result::Stdout(out)) => {
@@ -352,11 +378,17 @@ async fn run(cli: Cli) -> Result<ExitCode, CliError> {
                 None => Err(CliError::msg("flaked sent an empty evaluation reply")),
             }
         }
-        Command::Build(args) => build::run(args, &target).await,
-        Command::Search(args) => search::run(args, &target).await,
-        Command::Flake { command } => flake(command, &target).await,
-        Command::Daemon { command } => daemon(command, &target).await,
+        Command::Build(args) => block_on(build::run(args, &target)),
+        Command::Search(args) => block_on(search::run(args, &target)),
+        Command::Flake { command } => block_on(flake(command, &target)),
+        Command::Daemon { command } => block_on(daemon(command, &target)),
     }
+}
+
+/// Whether `eval` tries the synchronous client first (`FLAKECTL_NO_FAST_PATH=1` sends every request
+/// through tonic, for comparison and tests).
+fn fast_path_enabled() -> bool {
+    std::env::var_os("FLAKECTL_NO_FAST_PATH").is_none_or(|v| v.is_empty() || v == "0")
 }
 
 async fn flake(command: FlakeCommand, target: &autostart::Target) -> Result<ExitCode, CliError> {

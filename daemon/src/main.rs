@@ -155,7 +155,19 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let result = runtime.block_on(server::serve(config, listener, TestHooks::from_env(&env)));
+    // The serve loop runs as a task on a worker thread rather than on this thread: a connection is
+    // then accepted by the worker whose I/O driver saw it, and its task starts on that worker (no
+    // wake-up of this thread and hand-off back to a worker for every connection).
+    let serve = server::serve(config, listener, TestHooks::from_env(&env));
+    let result = runtime.block_on(async move {
+        match tokio::spawn(serve).await {
+            Ok(result) => result,
+            Err(e) => match e.try_into_panic() {
+                Ok(panic) => std::panic::resume_unwind(panic),
+                Err(e) => Err(server::ServeError::Io(std::io::Error::other(e))),
+            },
+        }
+    });
     // Evaluations that ignored their interrupt flag must not keep the process alive.
     runtime.shutdown_timeout(Duration::from_millis(200));
     match result {
