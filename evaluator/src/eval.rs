@@ -42,6 +42,22 @@ pub struct Config {
     pub interrupt: Option<Arc<AtomicBool>>,
 }
 
+#[cfg(test)]
+impl Config {
+    /// A pure evaluation for `x86_64-linux` in `/` (for unit tests).
+    pub(crate) fn pure_for_tests() -> Config {
+        Config {
+            pure: true,
+            cwd: "/".into(),
+            env: Default::default(),
+            nix_path: Vec::new(),
+            system: "x86_64-linux".into(),
+            store_dir: "/nix/store".into(),
+            interrupt: None,
+        }
+    }
+}
+
 /// One automatic argument of `nix eval` / `nix-instantiate`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum AutoArg {
@@ -1989,15 +2005,7 @@ mod tests {
     use super::*;
 
     fn evaluator() -> Evaluator {
-        Evaluator::new(Config {
-            pure: true,
-            cwd: "/".into(),
-            env: Default::default(),
-            nix_path: Vec::new(),
-            system: "x86_64-linux".into(),
-            store_dir: "/nix/store".into(),
-            interrupt: None,
-        })
+        Evaluator::new(Config::pure_for_tests())
     }
 
     fn value(ev: &mut Evaluator, text: &str) -> Value {

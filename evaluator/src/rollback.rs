@@ -95,15 +95,7 @@ mod tests {
     fn rollback_frees_cycles_and_keeps_older_values_usable() {
         // Its own thread: the region is per thread.
         let h = std::thread::spawn(|| {
-            let config = Config {
-                pure: true,
-                cwd: "/".into(),
-                env: Default::default(),
-                nix_path: Vec::new(),
-                system: "x86_64-linux".into(),
-                store_dir: "/nix/store".into(),
-                interrupt: None,
-            };
+            let config = Config::pure_for_tests();
             let mut ev = Evaluator::new(config);
             let e = ev
                 .parse(

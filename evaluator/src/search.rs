@@ -780,15 +780,7 @@ mod tests {
     #[test]
     fn search_rolls_package_values_back() {
         let h = std::thread::spawn(|| {
-            let config = crate::eval::Config {
-                pure: true,
-                cwd: "/".into(),
-                env: Default::default(),
-                nix_path: Vec::new(),
-                system: "x86_64-linux".into(),
-                store_dir: "/nix/store".into(),
-                interrupt: None,
-            };
+            let config = crate::eval::Config::pure_for_tests();
             let mut ev = Evaluator::new(config);
             let src = br#"
               let

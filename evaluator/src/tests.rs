@@ -141,15 +141,7 @@ fn cyclic_memory_is_released() {
     use crate::source::Origin;
     use crate::value::region;
     let h = std::thread::spawn(|| {
-        let config = Config {
-            pure: true,
-            cwd: "/".into(),
-            env: Default::default(),
-            nix_path: Vec::new(),
-            system: "x86_64-linux".into(),
-            store_dir: "/nix/store".into(),
-            interrupt: None,
-        };
+        let config = Config::pure_for_tests();
         let mut ev = Evaluator::new(config);
         let e = ev
             .parse(
