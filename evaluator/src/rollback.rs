@@ -93,18 +93,8 @@ mod tests {
 
     #[test]
     fn rollback_frees_cycles_and_keeps_older_values_usable() {
-        // Its own thread: the region is per thread.
-        let h = std::thread::spawn(|| {
-            let config = Config::pure_for_tests();
-            let mut ev = Evaluator::new(config);
-            let e = ev
-                .parse(
-                    Origin::String,
-                    b"let shared = { n = 40; }; in { a = let x = { y = x; v = shared.n + 2; }; in x; b = shared.n; }",
-                    "/",
-                )
-                .expect("parses");
-            let set = ev.eval_root(&e).expect("evaluates");
+        let src = b"let shared = { n = 40; }; in { a = let x = { y = x; v = shared.n + 2; }; in x; b = shared.n; }";
+        crate::tests::with_fresh_evaluator(src, |mut ev, set| {
             let set = ev.force(&set, Pos::NONE).expect("forces");
             let Value::Attrs(attrs) = &set else {
                 panic!("a set")
@@ -131,6 +121,5 @@ mod tests {
             let b = attrs.get(Symbol::intern("b")).expect("b").value.clone();
             assert_eq!(printed(&mut ev, &b), "40");
         });
-        h.join().expect("test thread");
     }
 }

@@ -33,7 +33,7 @@ use crate::eval::Evaluator;
 use crate::flake::commands::{installable_attr_paths, show_attr_paths};
 use crate::source::Pos;
 use crate::symbol::Symbol;
-use crate::value::Value;
+use crate::value::{Attrs, Value};
 
 const BOLD: &str = "\x1b[0;1m";
 const GREEN: &str = "\x1b[32;1m";
@@ -545,12 +545,7 @@ impl Walker {
         let Value::Attrs(attrs) = &v else {
             return Ok(());
         };
-        let children: Vec<(String, Value)> = attrs
-            .sorted_by_name()
-            .into_iter()
-            .map(|a| (a.name.as_string(), a.value.clone()))
-            .collect();
-        for (name, child) in children {
+        for (name, child) in sorted_children(attrs) {
             path.push(name);
             let r = self.visit(ev, &child, path, false);
             path.pop();
@@ -558,6 +553,16 @@ impl Walker {
         }
         Ok(())
     }
+}
+
+/// The members of a set in the order `nix search` visits them (by name), with their names as
+/// text: collected first, since visiting them evaluates (and may roll back) the set's thunks.
+fn sorted_children(attrs: &Attrs) -> Vec<(String, Value)> {
+    attrs
+        .sorted_by_name()
+        .into_iter()
+        .map(|a| (a.name.as_string(), a.value.clone()))
+        .collect()
 }
 
 /// The [`SearchIndex`] of `FLAKE#fragment` (the flake's `outputs`, already called): every
@@ -616,12 +621,7 @@ pub fn build_index(
         if is_drv {
             w.visit(ev, &v, &mut path, true)?;
         } else if let Value::Attrs(attrs) = &v {
-            let children: Vec<(String, Value)> = attrs
-                .sorted_by_name()
-                .into_iter()
-                .map(|a| (a.name.as_string(), a.value.clone()))
-                .collect();
-            w.visit_rolled_back(ev, children, &mut path)?;
+            w.visit_rolled_back(ev, sorted_children(attrs), &mut path)?;
         }
     }
     Ok(SearchIndex::new(w.entries))
@@ -779,10 +779,7 @@ mod tests {
     /// set usable: every package evaluates again afterwards.
     #[test]
     fn search_rolls_package_values_back() {
-        let h = std::thread::spawn(|| {
-            let config = crate::eval::Config::pure_for_tests();
-            let mut ev = Evaluator::new(config);
-            let src = br#"
+        let src = br#"
               let
                 mk = i: let d = { type = "derivation"; name = "p${toString i}-1.${toString i}";
                                   meta.description = "package ${toString i}"; me = d;
@@ -791,10 +788,7 @@ mod tests {
                   (i: { name = "p${toString i}"; value = mk i; }) 3000);
               in { legacyPackages.x86_64-linux = pkgs // { broken = throw "skipped"; }; }
             "#;
-            let e = ev
-                .parse(crate::source::Origin::String, src, "/")
-                .expect("parses");
-            let outputs = ev.eval_root(&e).expect("evaluates");
+        crate::tests::with_fresh_evaluator(src, |mut ev, outputs| {
             let outputs = ev.force(&outputs, Pos::NONE).expect("forces");
             // Evaluated thunks and filled frames alive (a rolled-back thunk stays registered
             // while it lives, unevaluated).
@@ -843,6 +837,5 @@ mod tests {
                 "package 5"
             );
         });
-        h.join().expect("test thread");
     }
 }

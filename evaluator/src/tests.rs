@@ -30,6 +30,26 @@ fn err(expr: &str) -> String {
     }
 }
 
+/// Runs `check` on its own thread (the region of mutable cells is per thread, so what a test
+/// counts there is its own) with a fresh pure evaluator and the value of `src`, an expression
+/// evaluated at the root with `/` as its base directory. `check` owns the evaluator, so it can
+/// end the evaluation by dropping it.
+pub(crate) fn with_fresh_evaluator(
+    src: &'static [u8],
+    check: impl FnOnce(crate::eval::Evaluator, crate::value::Value) + Send + 'static,
+) {
+    let h = std::thread::spawn(move || {
+        let mut ev = crate::eval::Evaluator::new(crate::eval::Config::pure_for_tests());
+        let e = ev
+            .parse(crate::source::Origin::String, src, "/")
+            .expect("parses");
+        let v = ev.eval_root(&e).expect("evaluates");
+        drop(e);
+        check(ev, v);
+    });
+    h.join().expect("test thread");
+}
+
 #[test]
 fn laziness() {
     assert_eq!(ev("let x = throw \"no\"; in 1"), "1");
@@ -137,20 +157,9 @@ fn integer_overflow_is_an_error() {
 /// is released when the evaluation ends.
 #[test]
 fn cyclic_memory_is_released() {
-    use crate::eval::{Config, Evaluator};
-    use crate::source::Origin;
     use crate::value::region;
-    let h = std::thread::spawn(|| {
-        let config = Config::pure_for_tests();
-        let mut ev = Evaluator::new(config);
-        let e = ev
-            .parse(
-                Origin::String,
-                b"let fix = f: let x = f x; in x; r = fix (self: { a = 1; b = self.a + 1; me = self; }); s = rec { x = s; y = [ y ]; }; in [ r.b r.me.me.b s.x.x.y ]",
-                "/",
-            )
-            .expect("parses");
-        let v = ev.eval_root(&e).expect("evaluates");
+    let src = b"let fix = f: let x = f x; in x; r = fix (self: { a = 1; b = self.a + 1; me = self; }); s = rec { x = s; y = [ y ]; }; in [ r.b r.me.me.b s.x.x.y ]";
+    with_fresh_evaluator(src, |mut ev, v| {
         let forced = ev.force_deep(&v, crate::source::Pos::NONE).expect("forces");
         assert_eq!(
             crate::print::print_value(&mut ev, &forced).expect("prints"),
@@ -160,7 +169,6 @@ fn cyclic_memory_is_released() {
         let (thunks, envs) = region::snapshot();
         assert!(!thunks.is_empty() && !envs.is_empty());
         drop(v);
-        drop(e);
         drop(ev);
         let alive = thunks.iter().filter(|w| w.strong_count() > 0).count()
             + envs.iter().filter(|w| w.strong_count() > 0).count();
@@ -169,7 +177,6 @@ fn cyclic_memory_is_released() {
             "cells kept alive by cycles after the evaluation ended"
         );
     });
-    h.join().expect("test thread");
 }
 
 /// The builtins set is prepared once per thread and reused: evaluations on one thread with
