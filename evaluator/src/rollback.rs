@@ -80,8 +80,8 @@ impl Evaluator {
 
 #[cfg(test)]
 mod tests {
-    use crate::eval::{Config, Evaluator};
-    use crate::source::{Origin, Pos};
+    use crate::eval::Evaluator;
+    use crate::source::Pos;
     use crate::symbol::Symbol;
     use crate::value::{Value, region};
 
