@@ -51,6 +51,9 @@ pub struct BuildArgs {
     /// Keep building what does not depend on a failed build.
     #[arg(long)]
     keep_going: bool,
+    /// Print what was built (or, with --dry-run, would be) as JSON on standard output.
+    #[arg(long)]
+    json: bool,
     #[command(flatten)]
     opts: EvalOpts,
 }
@@ -162,6 +165,7 @@ pub async fn run(args: BuildArgs, target: &autostart::Target) -> Result<ExitCode
         print_build_logs,
         max_jobs,
         keep_going,
+        json,
         opts,
     } = args;
     if file.is_none() && expr.is_none() && installables.is_empty() {
@@ -212,6 +216,9 @@ pub async fn run(args: BuildArgs, target: &autostart::Target) -> Result<ExitCode
     };
     status.clear();
     let r = result?;
+    if json {
+        write_stdout(format!("{}\n", results_json(&r.paths)).as_bytes())?;
+    }
     if dry_run {
         return Ok(ExitCode::SUCCESS);
     }
@@ -227,6 +234,33 @@ pub async fn run(args: BuildArgs, target: &autostart::Target) -> Result<ExitCode
         write_stdout(text.as_bytes())?;
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// `nix build --json`: per installable, its derivation and outputs, and when this command built
+/// it, the build's start and stop times (keys sorted, as Nix's JSON objects are).
+fn results_json(paths: &[pb::BuiltPath]) -> serde_json::Value {
+    paths
+        .iter()
+        .map(|p| {
+            let mut o = serde_json::Map::new();
+            o.insert("drvPath".into(), p.drv_path.clone().into());
+            o.insert(
+                "outputs".into(),
+                p.outputs
+                    .iter()
+                    .map(|(n, path)| (n.clone(), serde_json::Value::from(path.clone())))
+                    .collect::<serde_json::Map<_, _>>()
+                    .into(),
+            );
+            if p.start_time != 0 {
+                o.insert("startTime".into(), p.start_time.into());
+            }
+            if p.stop_time != 0 {
+                o.insert("stopTime".into(), p.stop_time.into());
+            }
+            serde_json::Value::Object(o)
+        })
+        .collect()
 }
 
 /// Creates the result symlinks the daemon named (and registered as GC roots), replacing

@@ -139,85 +139,6 @@ fn split_outputs(installable: &str) -> (&str, Option<BTreeSet<String>>) {
     }
 }
 
-/// Marks errors raised by the selection code below (they are reported without its trace).
-const SENTINEL: &str = "__flaked_build__: ";
-
-/// Nix string literal for `s`.
-fn nix_string(s: &str) -> String {
-    let mut out = String::from("\"");
-    let mut chars = s.chars().peekable();
-    while let Some(c) = chars.next() {
-        match c {
-            '"' => out.push_str("\\\""),
-            '\\' => out.push_str("\\\\"),
-            '\n' => out.push_str("\\n"),
-            '\r' => out.push_str("\\r"),
-            '\t' => out.push_str("\\t"),
-            '$' if chars.peek() == Some(&'{') => out.push_str("\\$"),
-            c => out.push(c),
-        }
-    }
-    out.push('"');
-    out
-}
-
-/// The derivations of `nix build -f FILE ATTR…` / `--expr E ATTR…`, found as Nix's
-/// `InstallableAttrPath` does: select along the attribute path (auto-calling functions), then
-/// `getDerivations` (a derivation; the derivations among a set's attributes, recursing into
-/// sets with `recurseForDerivations`; every element of a list), outputs from `outputSpecified`,
-/// `meta.outputsToInstall`, else all of them. Written as one Nix expression over the source so
-/// one evaluation answers every installable; its JSON is a list per installable.
-fn selection_expr(root: &str, attr_paths: &[String]) -> String {
-    let mut out = String::from(
-        r#"let
-  S = "__flaked_build__: ";
-  ac = v: if builtins.isFunction v then v { } else v;
-  show = v: let t = builtins.typeOf v; in { int = "an integer"; bool = "a Boolean"; string = "a string"; path = "a path"; null = "null"; set = "a set"; list = "a list"; lambda = "a function"; float = "a float"; }.${t} or t;
-  sel = p: n: v0: let v = ac v0; in
-    if builtins.match "[0-9]+" n != null then
-      (if builtins.isList v then
-        (let i = builtins.fromJSON n; in if i < builtins.length v then builtins.elemAt v i
-         else throw "${S}list index ${n} in selection path '${p}' is out of range")
-       else throw "${S}the expression selected by the selection path '${p}' should be a list but is ${show v}")
-    else if builtins.isAttrs v then
-      (if v ? ${n} then v.${n} else throw "${S}attribute '${n}' in selection path '${p}' not found")
-    else throw "${S}the expression selected by the selection path '${p}' should be a set but is ${show v}";
-  isD = v: builtins.isAttrs v && (v.type or null) == "derivation";
-  outs = d: if d.outputSpecified or false then [ d.outputName ]
-    else if d ? meta && d.meta ? outputsToInstall then d.meta.outputsToInstall
-    else d.outputs or [ "out" ];
-  one = d: [ { drv = d.drvPath; outputs = outs d; } ];
-  ok = n: builtins.match "[A-Za-z_][-A-Za-z0-9_+]*" n != null;
-  go = v0: let v = ac v0; in
-    if isD v then one v
-    else if builtins.isAttrs v then builtins.concatMap (n: let x = v.${n}; in
-      if !(ok n) then [ ] else if isD x then one x
-      else if builtins.isAttrs x && (x.recurseForDerivations or false) then go x else [ ])
-      (builtins.attrNames v)
-    else if builtins.isList v then builtins.concatMap (x: if isD x then one x else go x) v
-    else throw "${S}expression does not evaluate to a derivation (or a set or list of those)";
-  root = "#,
-    );
-    out.push_str(root);
-    out.push_str(";\nin [\n");
-    for path in attr_paths {
-        let mut e = "root".to_string();
-        let p = nix_string(path);
-        for attr in eval::parse_attr_path(path) {
-            e = format!("(sel {p} {} {e})", nix_string(&attr));
-        }
-        out.push_str(&format!("  (go {e})\n"));
-    }
-    out.push_str("]\n");
-    out
-}
-
-#[derive(serde::Deserialize)]
-struct Found {
-    drv: String,
-    outputs: Vec<String>,
-}
-
 /// Resolves `--file`/`--expr` installables with one evaluation.
 #[allow(clippy::result_large_err)]
 fn resolve_source(
@@ -226,14 +147,10 @@ fn resolve_source(
     store_dir: &StoreDir,
     tx: &Sender<Result<pb::BuildEvent, Status>>,
 ) -> Result<Vec<Target>, eval::Diagnostic> {
-    let root = if !req.file.is_empty() {
-        let p = settings.cwd.join(&req.file);
-        let p = if p.is_dir() { p.join("default.nix") } else { p };
-        format!("import (/. + {})", nix_string(&p.to_string_lossy()))
+    let source = if !req.file.is_empty() {
+        eval::EvalSource::File(settings.cwd.join(&req.file))
     } else {
-        // Embedded in the selection code: positions of errors in it are shifted by the lines
-        // above it (an evaluator entry point for derivations of a source would avoid that).
-        format!("(\n{}\n)", req.expr)
+        eval::EvalSource::Expr(req.expr.clone())
     };
     let installables: Vec<String> = if req.installables.is_empty() {
         vec![String::new()]
@@ -242,40 +159,32 @@ fn resolve_source(
     };
     let split: Vec<(&str, Option<BTreeSet<String>>)> =
         installables.iter().map(|i| split_outputs(i)).collect();
-    let paths: Vec<String> = split.iter().map(|(a, _)| a.to_string()).collect();
+    let paths: Vec<(String, bool)> = split
+        .iter()
+        .map(|(a, explicit)| (a.to_string(), explicit.is_some()))
+        .collect();
     let mut settings = settings.clone();
     // `nix build -f`/`--expr` do not evaluate in pure mode (only flakes do).
     settings.pure = false;
-    let out = eval::evaluate(&eval::EvalRequest {
-        source: eval::EvalSource::Expr(selection_expr(&root, &paths)),
-        attr_path: None,
-        output: eval::OutputFormat::Json,
-        settings,
-    })
-    .map_err(|mut d| {
-        if let Some(i) = d.message.find(SENTINEL) {
-            let mut plain = diagnostic(d.message[i + SENTINEL.len()..].to_string());
-            plain.log = std::mem::take(&mut d.log);
-            plain
-        } else {
-            d
-        }
-    })?;
-    for line in out.stderr {
+    let (found, stderr) = eval::installable_derivations(
+        &eval::EvalRequest {
+            source,
+            attr_path: None,
+            output: eval::OutputFormat::Json,
+            settings,
+        },
+        &paths,
+    )?;
+    for line in stderr {
         say(tx, line);
     }
-    let found: Vec<Vec<Found>> = serde_json::from_slice(&out.stdout).map_err(|e| {
-        eval::Diagnostic::plain(format!(
-            "internal error: unexpected answer of the installable selection: {e}"
-        ))
-    })?;
     let mut targets = Vec::new();
     for ((installable, (_, explicit)), drvs) in installables.iter().zip(split).zip(found) {
         // Grouped by derivation (sorted), outputs merged, as Nix does.
         let mut by_drv: BTreeMap<StorePath, BTreeSet<String>> = BTreeMap::new();
         for f in drvs {
-            let drv = store_dir.parse(&f.drv).map_err(|e| {
-                eval::Diagnostic::plain(format!("'{}' is not a derivation path: {e}", f.drv))
+            let drv = store_dir.parse(&f.drv_path).map_err(|e| {
+                eval::Diagnostic::plain(format!("'{}' is not a derivation path: {e}", f.drv_path))
             })?;
             let outs = by_drv.entry(drv).or_default();
             match &explicit {
@@ -434,7 +343,13 @@ pub fn run(
     let will_build: Vec<String> = order.iter().map(|p| sd.print(p)).collect();
     if req.dry_run {
         return Ok(pb::BuildResult {
-            paths: Vec::new(),
+            paths: targets
+                .into_iter()
+                .map(|t| {
+                    let outputs = selected_outputs(&plan.outputs, &t);
+                    built_path(&sd, t, &outputs, BTreeMap::new(), None)
+                })
+                .collect(),
             will_build,
         });
     }
@@ -452,9 +367,12 @@ pub fn run(
         std::thread::Builder::new()
             .name("flaked-build-events".into())
             .spawn(move || {
+                // When each derivation's build started and ended (for `--json`).
+                let mut times: BTreeMap<StorePath, (u64, u64)> = BTreeMap::new();
                 for ev in erx {
                     let e = match ev {
                         BuildEvent::Started { drv } => {
+                            times.insert(drv.clone(), (unix_now(), 0));
                             pb::build_event::Event::Log(pb::BuildLogLine {
                                 drv_path: String::new(),
                                 line: format!("building '{}'...", sd.print(&drv)),
@@ -485,6 +403,12 @@ pub fn run(
                             downloads_done: 0,
                             downloads_expected: 0,
                         }),
+                        BuildEvent::Finished { drv, .. } => {
+                            if let Some(t) = times.get_mut(&drv) {
+                                t.1 = unix_now();
+                            }
+                            continue;
+                        }
                         _ => continue,
                     };
                     if tx.blocking_send(event(e)).is_err() {
@@ -492,6 +416,7 @@ pub fn run(
                         cancel.cancel();
                     }
                 }
+                times
             })
             .map_err(|e| eval::Diagnostic::plain(format!("cannot start a thread: {e}")))?
     };
@@ -500,7 +425,7 @@ pub fn run(
         max_jobs: Some(req.max_jobs as usize).filter(|n| *n > 0),
     };
     let report = pool.build_report(&derived, &opts, etx, cancel);
-    let _ = forward.join();
+    let times = forward.join().unwrap_or_default();
     let report = report.map_err(|e| diagnostic(e.to_string()))?;
     if report.cancelled {
         return Err(diagnostic("the build was cancelled".into()));
@@ -519,17 +444,7 @@ pub fn run(
     let built: Vec<(Target, BTreeMap<String, StorePath>)> = targets
         .into_iter()
         .map(|t| {
-            let outputs = report
-                .plan
-                .outputs
-                .get(&t.drv)
-                .map(|m| {
-                    m.iter()
-                        .filter(|(name, _)| t.outputs.is_empty() || t.outputs.contains(*name))
-                        .map(|(n, p)| (n.clone(), p.clone()))
-                        .collect()
-                })
-                .unwrap_or_default();
+            let outputs = selected_outputs(&report.plan.outputs, &t);
             (t, outputs)
         })
         .collect();
@@ -557,21 +472,61 @@ pub fn run(
         paths: built
             .into_iter()
             .zip(links)
-            .map(|((t, outputs), links)| pb::BuiltPath {
-                installable: t.installable,
-                drv_path: sd.print(&t.drv),
-                outputs: outputs
-                    .iter()
-                    .map(|(n, p)| (n.clone(), sd.print(p)))
-                    .collect(),
-                links: links
-                    .into_iter()
-                    .map(|(n, l)| (n, l.to_string_lossy().into_owned()))
-                    .collect(),
+            .map(|((t, outputs), links)| {
+                let time = times.get(&t.drv).copied();
+                built_path(&sd, t, &outputs, links, time)
             })
             .collect(),
         will_build,
     })
+}
+
+/// The outputs of `t`'s derivation that `t` asks for (all of them when it names none).
+fn selected_outputs(
+    outputs: &BTreeMap<StorePath, BTreeMap<String, StorePath>>,
+    t: &Target,
+) -> BTreeMap<String, StorePath> {
+    outputs
+        .get(&t.drv)
+        .map(|m| {
+            m.iter()
+                .filter(|(name, _)| t.outputs.is_empty() || t.outputs.contains(*name))
+                .map(|(n, p)| (n.clone(), p.clone()))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// One installable's answer; `time` is when its derivation was built by this request.
+fn built_path(
+    sd: &StoreDir,
+    t: Target,
+    outputs: &BTreeMap<String, StorePath>,
+    links: BTreeMap<String, PathBuf>,
+    time: Option<(u64, u64)>,
+) -> pb::BuiltPath {
+    let (start_time, stop_time) = time.unwrap_or_default();
+    pb::BuiltPath {
+        installable: t.installable,
+        drv_path: sd.print(&t.drv),
+        outputs: outputs
+            .iter()
+            .map(|(n, p)| (n.clone(), sd.print(p)))
+            .collect(),
+        links: links
+            .into_iter()
+            .map(|(n, l)| (n, l.to_string_lossy().into_owned()))
+            .collect(),
+        start_time,
+        stop_time,
+    }
+}
+
+/// Seconds since the Unix epoch, as Nix's build results record times.
+fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
 }
 
 /// A build error's message; with `-L` the log tail is left out (the lines were printed).
@@ -677,11 +632,6 @@ mod tests {
                 Some(BTreeSet::from(["out".to_string(), "dev".to_string()]))
             )
         );
-    }
-
-    #[test]
-    fn nix_strings_are_escaped() {
-        assert_eq!(nix_string("a\"b${c}\\$d"), r#""a\"b\${c}\\$d""#);
     }
 
     fn sp(s: &str) -> StorePath {

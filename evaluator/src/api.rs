@@ -125,6 +125,7 @@ pub use crate::flake::commands::{installable_attr_paths, parse_attr_path};
 pub use crate::flake::warm::{
     AttrInfo, CacheLeaf, CacheNote, FlakeFingerprint, WarmFlake, render_leaf,
 };
+pub use crate::installables::FoundDerivation;
 pub use crate::search::{
     SearchEntry, SearchHit, SearchIndex, SearchQuery, root_paths as search_roots,
 };
@@ -227,7 +228,7 @@ fn to_diagnostic(e: &EvalError) -> Diagnostic {
     }
 }
 
-fn auto_call(ev: &mut Evaluator, v: &Value) -> Result<Value, EvalError> {
+pub(crate) fn auto_call(ev: &mut Evaluator, v: &Value) -> Result<Value, EvalError> {
     let v = ev.force(v, Pos::NONE)?;
     if let Value::Attrs(a) = &v
         && let Some(f) = a.get(ev.syms.functor)
@@ -255,7 +256,7 @@ fn auto_call(ev: &mut Evaluator, v: &Value) -> Result<Value, EvalError> {
     Ok(v)
 }
 
-fn select_path(ev: &mut Evaluator, root: Value, path: &str) -> Result<Value, EvalError> {
+pub(crate) fn select_path(ev: &mut Evaluator, root: Value, path: &str) -> Result<Value, EvalError> {
     let mut v = root;
     for attr in parse_attr_path(path) {
         v = auto_call(ev, &v)?;
@@ -308,8 +309,51 @@ fn select_path(ev: &mut Evaluator, root: Value, path: &str) -> Result<Value, Eva
 }
 
 fn run_in(ev: &mut Evaluator, req: &EvalRequest) -> Result<Vec<u8>, EvalError> {
+    let root = source_value(ev, req)?;
+    let v = match &req.attr_path {
+        Some(p) if !p.is_empty() => select_path(ev, root, p)?,
+        _ => root,
+    };
+    print_output(ev, &v, req.output)
+}
+
+/// The derivations `nix build -f FILE ATTR…` / `--expr E ATTR…` builds: for each installable
+/// (an attribute path in the value of `req.source`, and whether it names its outputs, `a^out`),
+/// the derivations it stands for and the outputs to install by default (see
+/// [`crate::installables`]). Errors carry the positions and trace of the source alone, as Nix's
+/// do. `req.attr_path` and `req.output` are not used. Blocking, like [`evaluate`]; also answers
+/// the trace and warning lines printed on the way.
+#[allow(clippy::result_large_err)] // the facade's error type, as `evaluate`
+pub fn installable_derivations(
+    req: &EvalRequest,
+    installables: &[(String, bool)],
+) -> Result<(Vec<Vec<FoundDerivation>>, Vec<String>), Diagnostic> {
+    let req = req.clone();
+    let installables = installables.to_vec();
+    let settings = req.settings.clone();
+    let found = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let answer = found.clone();
+    let out = with_evaluator(&settings, move |ev| {
+        let root = source_value(ev, &req)?;
+        let mut all = Vec::with_capacity(installables.len());
+        for (path, explicit) in &installables {
+            all.push(crate::installables::derivations_at(
+                ev, &root, path, *explicit,
+            )?);
+        }
+        *answer
+            .lock()
+            .expect("not poisoned: only this evaluation writes it") = all;
+        Ok(Vec::new())
+    })?;
+    let found = std::mem::take(&mut *found.lock().expect("not poisoned: the evaluation ended"));
+    Ok((found, out.stderr))
+}
+
+/// The value of a request's source (before its attribute path is selected).
+fn source_value(ev: &mut Evaluator, req: &EvalRequest) -> Result<Value, EvalError> {
     let cwd = req.settings.cwd.display().to_string();
-    let root = match &req.source {
+    Ok(match &req.source {
         EvalSource::Installable(text) => {
             let fs = flake_settings(&req.settings, &LockOptions::default())?;
             let opened = crate::flake::warm::open_flake(ev, text, &fs)?;
@@ -341,12 +385,7 @@ fn run_in(ev: &mut Evaluator, req: &EvalRequest) -> Result<Vec<u8>, EvalError> {
             };
             crate::builtins::import::eval_file(ev, &abs)?
         }
-    };
-    let v = match &req.attr_path {
-        Some(p) if !p.is_empty() => select_path(ev, root, p)?,
-        _ => root,
-    };
-    print_output(ev, &v, req.output)
+    })
 }
 
 /// Prints a value as `nix eval` does in the given format.

@@ -10,6 +10,7 @@ pub mod error;
 pub mod eval;
 mod eval_pool;
 pub mod flake;
+pub mod installables;
 pub mod ir;
 pub mod lower;
 pub mod print;

@@ -187,12 +187,115 @@ fn expr_installables_and_selection_errors() {
         err.starts_with("error: attribute 'nope' in selection path 'nope' not found"),
         "{err}"
     );
+    // An error in the expression itself points into the user's text, as Nix's does.
+    let (_, err, code) = env.run(&[
+        "build",
+        "--expr",
+        "{ a = 1;\n  b = let x = 1; in x.y; }",
+        "b",
+        "--no-link",
+    ]);
+    assert_eq!(code, 1);
+    assert_eq!(err, golden("expr-error.stderr"));
     let (_, err, code) = env.run(&["build", "--expr", "42", "--no-link"]);
     assert_eq!(code, 1);
     assert_eq!(
         err,
         "error: expression does not evaluate to a derivation (or a set or list of those)\n"
     );
+}
+
+/// Which derivations and outputs an installable stands for, and the errors on the way, as Nix
+/// finds them (`InstallableAttrPath`: the selection path, `getDerivations`, the outputs to
+/// install): each case of `builds/selection-cases.txt` run as `build --expr EXPR ATTR…
+/// --dry-run --json` gives the reference's exit code, stdout and stderr.
+#[test]
+fn installable_selection_matches_nix() {
+    let env = Env::new();
+    let mut got = String::new();
+    for line in golden("selection-cases.txt").lines() {
+        if line.starts_with('#') {
+            continue;
+        }
+        let (expr, attrs) = line.split_once('\t').unwrap_or((line, ""));
+        let mut args = vec!["build", "--expr", expr];
+        args.extend(attrs.split_whitespace());
+        args.extend(["--dry-run", "--json"]);
+        let (out, err, code) = env.run(&args);
+        got.push_str(&format!("## {expr}\n# {attrs}\nrc={code}\n{out}{err}"));
+    }
+    let want = golden("selection.golden");
+    if got != want {
+        for (i, (g, w)) in got.lines().zip(want.lines()).enumerate() {
+            assert_eq!(g, w, "first difference at line {}", i + 1);
+        }
+        assert_eq!(got, want);
+    }
+}
+
+/// `--json` prints what Nix prints: per installable its derivation and outputs (sorted), and the
+/// build's start and stop times when this command built it.
+#[test]
+fn json_reports_derivations_outputs_and_build_times() {
+    let env = Env::new();
+    let args = [
+        "build",
+        "-f",
+        "graph.nix",
+        "multi",
+        "a",
+        "--json",
+        "--no-link",
+    ];
+    let (out, err, code) = env.run(&[&args[..], &["--dry-run"]].concat());
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(out, golden("dry-run.json"));
+    let (out, err, code) = env.run(&args);
+    assert_eq!(code, 0, "{err}");
+    let built: serde_json::Value = serde_json::from_str(&out).expect("JSON");
+    let dry: serde_json::Value = serde_json::from_str(&golden("dry-run.json")).expect("JSON");
+    let (built, dry) = (
+        built.as_array().expect("a list"),
+        dry.as_array().expect("a list"),
+    );
+    assert_eq!(built.len(), dry.len());
+    for (b, d) in built.iter().zip(dry) {
+        let b = b.as_object().expect("an object");
+        let keys: Vec<&str> = b.keys().map(String::as_str).collect();
+        assert_eq!(
+            keys,
+            ["drvPath", "outputs", "startTime", "stopTime"],
+            "{out}"
+        );
+        assert_eq!(
+            (&b["drvPath"], &b["outputs"]),
+            (&d["drvPath"], &d["outputs"])
+        );
+        let (start, stop) = (b["startTime"].as_u64(), b["stopTime"].as_u64());
+        assert!(
+            start.is_some_and(|s| s > 1_700_000_000) && stop >= start,
+            "{out}"
+        );
+    }
+    // Valid already: no times, so the same as the dry run's answer.
+    let (out, err, code) = env.run(&args);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(out, golden("dry-run.json"));
+    // `--print-out-paths` lists a derivation's outputs by name, as Nix does.
+    let (out, _, code) = env.run(&[
+        "build",
+        "-f",
+        "graph.nix",
+        "multi",
+        "--print-out-paths",
+        "--no-link",
+    ]);
+    assert_eq!(code, 0);
+    let want: Vec<&str> = ["dev", "out"]
+        .iter()
+        .map(|o| dry[0]["outputs"][o].as_str().expect("a path"))
+        .collect();
+    assert_eq!(out.lines().collect::<Vec<_>>(), want);
 }
 
 #[test]
