@@ -51,6 +51,9 @@ pub struct BuildArgs {
     /// Keep building what does not depend on a failed build.
     #[arg(long)]
     keep_going: bool,
+    /// Keep the build directory of a failed build.
+    #[arg(short = 'K', long)]
+    keep_failed: bool,
     /// Print what was built (or, with --dry-run, would be) as JSON on standard output.
     #[arg(long)]
     json: bool,
@@ -165,6 +168,7 @@ pub async fn run(args: BuildArgs, target: &autostart::Target) -> Result<ExitCode
         print_build_logs,
         max_jobs,
         keep_going,
+        keep_failed,
         json,
         opts,
     } = args;
@@ -183,6 +187,7 @@ pub async fn run(args: BuildArgs, target: &autostart::Target) -> Result<ExitCode
         keep_going,
         max_jobs: max_jobs.unwrap_or(0),
         print_build_logs,
+        keep_failed,
     };
     let mut client = autostart::connect(target).await?;
     let mut stream = client.build(req).await?.into_inner();

@@ -403,6 +403,12 @@ pub fn run(
                             downloads_done: 0,
                             downloads_expected: 0,
                         }),
+                        BuildEvent::Note { line, .. } => {
+                            pb::build_event::Event::Log(pb::BuildLogLine {
+                                drv_path: String::new(),
+                                line,
+                            })
+                        }
                         BuildEvent::Finished { drv, .. } => {
                             if let Some(t) = times.get_mut(&drv) {
                                 t.1 = unix_now();
@@ -423,6 +429,7 @@ pub fn run(
     let opts = BuildOptions {
         keep_going: req.keep_going,
         max_jobs: Some(req.max_jobs as usize).filter(|n| *n > 0),
+        keep_failed: req.keep_failed,
     };
     let report = pool.build_report(&derived, &opts, etx, cancel);
     let times = forward.join().unwrap_or_default();

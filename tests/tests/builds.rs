@@ -337,6 +337,36 @@ fn dry_run_prints_what_nix_would_build_and_builds_nothing() {
     assert_eq!((code, err.as_str()), (0, ""));
 }
 
+/// `--keep-failed` keeps a failed build's directory, readable, and says where, as Nix does
+/// (`note: keeping build directory '…'` before the error); nothing else changes.
+#[test]
+fn keep_failed_keeps_the_build_directory() {
+    let env = Env::new();
+    let args = ["build", "-f", "graph.nix", "bad1", "--no-link"];
+    let (_, plain, code) = env.run(&args);
+    assert_eq!(code, 1, "{plain}");
+    let (_, err, code) = env.run(&[&args[..], &["--keep-failed"]].concat());
+    assert_eq!(code, 1, "{err}");
+    let note = err
+        .lines()
+        .find(|l| l.starts_with("note: keeping build directory '"))
+        .unwrap_or_else(|| panic!("no note in {err}"));
+    let dir = PathBuf::from(
+        note.trim_start_matches("note: keeping build directory '")
+            .trim_end_matches('\''),
+    );
+    assert!(dir.is_dir(), "{}", dir.display());
+    let mode = std::os::unix::fs::PermissionsExt::mode(
+        &std::fs::metadata(&dir).expect("stat").permissions(),
+    );
+    assert_eq!(mode & 0o777, 0o755);
+    let without: Vec<&str> = err.lines().filter(|l| *l != note).collect();
+    assert_eq!(without.join("\n") + "\n", plain);
+    let error_at = err.find("error: builder for").expect("the error");
+    assert!(err.find(note).expect("the note") < error_at, "{err}");
+    // The directory is in the daemon's cache directory, inside the test's scratch directory.
+}
+
 #[test]
 fn messages_and_prefixed_logs_match_nix() {
     let env = Env::new();

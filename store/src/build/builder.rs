@@ -513,14 +513,16 @@ fn supervise(
 
 /// Build one derivation whose inputs are all valid and register its outputs.
 ///
-/// `log` receives every line the builder prints; `should_stop` is polled (every 100 ms)
-/// and cancels the build when it returns true. Returns output name → path.
+/// `log` receives every line the builder prints; `note` the daemon's own messages about the
+/// build (`note: keeping build directory '…'`, printed as Nix prints them); `should_stop` is
+/// polled (every 100 ms) and cancels the build when it returns true. Returns output name → path.
 pub fn build_derivation(
     store: &LocalStore,
     settings: &BuildSettings,
     drv_path: &StorePath,
     drv: &Derivation,
     log: &mut dyn FnMut(&str),
+    note: &mut dyn FnMut(String),
     should_stop: &dyn Fn() -> bool,
 ) -> Result<BTreeMap<String, StorePath>, BuildError> {
     let sd = store.store_dir();
@@ -696,11 +698,19 @@ pub fn build_derivation(
     let goal = goal_name(store, drv_path, drv);
     let mut tail = std::collections::VecDeque::new();
     let outcome = supervise(&child, settings, &goal, log, &mut tail, should_stop);
-    let fail = |e: BuildError, top_guard: &mut AutoDelete| {
+    let mut fail = |e: BuildError, top_guard: &mut AutoDelete| {
         if settings.keep_failed
-            && let Some(p) = top_guard.keep()
+            && let Some(top) = top_guard.keep()
         {
-            tracing::info!(dir = %p.display(), "keeping build directory of failed build");
+            // Readable by the user who asked for it, as Nix leaves it.
+            for d in [&top, &build_dir_host] {
+                let _ = fs::set_permissions(d, std::os::unix::fs::PermissionsExt::from_mode(0o755));
+            }
+            tracing::info!(dir = %build_dir_host.display(), "keeping build directory of failed build");
+            note(format!(
+                "note: keeping build directory '{}'",
+                build_dir_host.display()
+            ));
         }
         if !sandboxed {
             for p in wanted.values() {

@@ -42,6 +42,10 @@ pub struct BuildOptions {
     /// At most this many of the request's jobs run at once (the client's `-j N`); the pool's
     /// `max_jobs` bounds it too. `None` (or 0): only the pool's bound.
     pub max_jobs: Option<usize>,
+    /// Keep the build directory of a failed build (Nix's `--keep-failed`); the pool's
+    /// `keep_failed` setting applies too. A build shared by several requests keeps it when
+    /// any of them asks.
+    pub keep_failed: bool,
 }
 
 /// What a request needs built, before anything runs (`nix build --dry-run`).
@@ -115,6 +119,12 @@ pub enum BuildEvent {
         drv: StorePath,
         line: String,
     },
+    /// A message of the pool's own about a derivation's build, printed as is (e.g. `note:
+    /// keeping build directory '…'`).
+    Note {
+        drv: StorePath,
+        line: String,
+    },
     Finished {
         drv: StorePath,
         outputs: BTreeMap<String, StorePath>,
@@ -149,6 +159,8 @@ struct Request {
     events: Sender<BuildEvent>,
     /// The request's `-j` bound (0: none).
     max_jobs: usize,
+    /// The request's `--keep-failed`.
+    keep_failed: bool,
     /// Jobs of this request running now.
     running: AtomicUsize,
 }
@@ -358,6 +370,7 @@ impl BuildPool {
             finished: AtomicBool::new(false),
             events,
             max_jobs: opts.max_jobs.unwrap_or(0),
+            keep_failed: opts.keep_failed,
             running: AtomicUsize::new(0),
         });
         let mine: Vec<StorePath> = order.clone();
@@ -719,9 +732,35 @@ fn worker(inner: Arc<Inner>) {
                     },
                 )
             };
+            let mut note = |line: String| {
+                broadcast(
+                    &interest,
+                    BuildEvent::Note {
+                        drv: p.clone(),
+                        line,
+                    },
+                )
+            };
             let stop = || lock(&interest).iter().all(|r| r.gone());
+            let keep_failed = lock(&interest).iter().any(|r| r.keep_failed);
+            let settings = if keep_failed && !inner.settings.keep_failed {
+                std::borrow::Cow::Owned(BuildSettings {
+                    keep_failed: true,
+                    ..inner.settings.clone()
+                })
+            } else {
+                std::borrow::Cow::Borrowed(&inner.settings)
+            };
             std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                build_derivation(&inner.store, &inner.settings, &p, &drv, &mut log, &stop)
+                build_derivation(
+                    &inner.store,
+                    &settings,
+                    &p,
+                    &drv,
+                    &mut log,
+                    &mut note,
+                    &stop,
+                )
             }))
             .unwrap_or_else(|_| {
                 Err(BuildError::Rejected(format!(
