@@ -7,18 +7,32 @@
 #   modules  a module-system evaluation: evalModules with ~300 options of assorted types
 #            (ints, strings, lists, attrsOf, submodules, enums, mkIf/mkMerge/mkDefault), printed
 #            as JSON (strict).
-# Usage: bench/nixpkgs-lib.sh [NIXPKGS_PATH]   Env: FEVAL, NIX, RUNS (default 5)
+# Then the product path: a release `flaked` on a private socket answering `flakectl eval` (same
+# arguments as `nix eval`) run RUNS_DAEMON times (default 20) beside `nix eval`: hyperfine
+# medians and the ratio, and the daemon's memory per workload: its RSS before the runs and its
+# peak (VmHWM, reset before each workload through /proc/PID/clear_refs) after them, beside
+# Nix's peak RSS of one run. Outputs are compared before timing.
+# Usage: bench/nixpkgs-lib.sh [NIXPKGS_PATH]
+# Env: FEVAL, FLAKED, FLAKECTL, NIX, RUNS (default 5), RUNS_DAEMON (default 20),
+#      ONLY=feval|daemon (default both)
+# Build: cargo build --release -p flaked -p flakectl -p flaked-eval --bins
 set -euo pipefail
 here=$(cd "$(dirname "$0")/.." && pwd -P)
 NIXPKGS=$(cd "${1:-/work/team/nixpkgs.lib}" && pwd -P)
 NIX=${NIX:-/work/shared/oracle/nix}
-FEVAL=${FEVAL:-${CARGO_TARGET_DIR:-$here/target}/release/feval}
+BIN=${CARGO_TARGET_DIR:-$here/target}/release
+FEVAL=${FEVAL:-$BIN/feval}
+FLAKED=${FLAKED:-$BIN/flaked}
+FLAKECTL=${FLAKECTL:-$BIN/flakectl}
 RUNS=${RUNS:-5}
-[ -x "$FEVAL" ] || { echo "build first: cargo build --release -p flaked-eval --bins (or set FEVAL)" >&2; exit 2; }
+RUNS_DAEMON=${RUNS_DAEMON:-20}
+ONLY=${ONLY:-}
+[ -x "$FEVAL" ] || { echo "build first: cargo build --release -p flaked -p flakectl -p flaked-eval --bins (or set FEVAL)" >&2; exit 2; }
 command -v hyperfine >/dev/null || { echo "needs hyperfine (apt-get install -y hyperfine)" >&2; exit 2; }
 LIB=$NIXPKGS/lib
 tmp=$(mktemp -d /tmp/bench-nixpkgs-lib.XXXXXX)
-trap 'rm -rf "$tmp"' EXIT
+daemon=
+trap '[ -n "$daemon" ] && kill "$daemon" 2>/dev/null; [ -n "$daemon" ] && wait "$daemon" 2>/dev/null; rm -rf "$tmp"' EXIT
 
 cat >"$tmp/modules.nix" <<NIX
 let
@@ -85,6 +99,52 @@ for r in json.load(open(sys.argv[1]))["results"]:
 PY
 }
 
-bench misc --impure --file tests/misc.nix
-bench systems --impure --file tests/systems.nix
-bench modules --impure --json --file "$tmp/modules.nix"
+status() { awk -v k="$2:" '$1 == k {printf "%.1f", $2/1024}' "/proc/$1/status"; }
+
+bench_daemon() { # bench_daemon NAME NIX-EVAL-ARGS...
+    local name=$1; shift
+    local q_ref q_our
+    printf -v q_ref '%q ' "$NIX" eval "$@"
+    printf -v q_our '%q ' "$FLAKECTL" --socket "$sock" --no-auto-start eval "$@"
+    echo "== daemon $name"
+    if ! (cd "$LIB" && "$FLAKECTL" --socket "$sock" --no-auto-start eval "$@" >"$tmp/our.out" 2>"$tmp/err"); then
+        echo "  flakectl cannot evaluate it: $(head -c 300 "$tmp/err")"
+        return
+    fi
+    (cd "$LIB" && "$NIX" eval "$@" >"$tmp/ref.out" 2>/dev/null) || true
+    if cmp -s "$tmp/our.out" "$tmp/ref.out"; then echo "  outputs identical"; else echo "  OUTPUTS DIFFER"; fi
+    local before
+    before=$(status "$daemon" VmRSS)
+    echo 5 >"/proc/$daemon/clear_refs"
+    (cd "$LIB" && hyperfine -N --warmup 2 --runs "$RUNS_DAEMON" --export-json "$tmp/d-$name.json" \
+        -n "nix-2.26 $name" "$q_ref" -n "flakectl $name" "$q_our") | grep -vE '^\s*$' || true
+    echo "  flaked daemon: RSS before ${before} MiB, peak during the runs (VmHWM) $(status "$daemon" VmHWM) MiB, RSS after $(status "$daemon" VmRSS) MiB"
+    (cd "$LIB" && rss "  nix-2.26 $name (one run)" "$NIX" eval "$@")
+    python3 - "$tmp/d-$name.json" <<'PY'
+import json, sys
+rs = json.load(open(sys.argv[1]))["results"]
+m = {r["command"].split()[0]: r["median"] * 1000 for r in rs}
+ref, our = m["nix-2.26"], m["flakectl"]
+print(f"  medians: nix-2.26 {ref:.1f} ms, flakectl/flaked {our:.1f} ms, ratio flaked/nix {our / ref:.2f}x")
+PY
+}
+
+if [ "$ONLY" != daemon ]; then
+    bench misc --impure --file tests/misc.nix
+    bench systems --impure --file tests/systems.nix
+    bench modules --impure --json --file "$tmp/modules.nix"
+fi
+
+if [ "$ONLY" != feval ]; then
+    [ -x "$FLAKED" ] && [ -x "$FLAKECTL" ] || { echo "build first: cargo build --release -p flaked -p flakectl (or set FLAKED, FLAKECTL)" >&2; exit 2; }
+    sock=$tmp/sock
+    "$FLAKED" --socket "$sock" --config /dev/null --idle-exit 30m --store-root "$tmp/store-root" \
+        --cache-dir "$tmp/cache" 2>"$tmp/flaked.log" &
+    daemon=$!
+    for _ in $(seq 200); do [ -S "$sock" ] && break; sleep 0.05; done
+    [ -S "$sock" ] || { echo "flaked did not start: $(cat "$tmp/flaked.log")" >&2; exit 1; }
+    echo "flaked started: RSS $(status "$daemon" VmRSS) MiB"
+    bench_daemon misc --impure --file tests/misc.nix
+    bench_daemon systems --impure --file tests/systems.nix
+    bench_daemon modules --impure --json --file "$tmp/modules.nix"
+fi

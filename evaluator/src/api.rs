@@ -717,3 +717,21 @@ where
 
 /// Reserved stack of [`evaluate_and_exit`]'s thread (only touched pages are committed).
 const ONE_SHOT_STACK: usize = 1 << 30;
+
+/// [`evaluate`] on the calling thread (for tests of what a thread keeps between evaluations):
+/// a fresh evaluator, then the end-of-evaluation clean-up of a pooled thread.
+#[cfg(test)]
+#[allow(clippy::result_large_err)]
+pub(crate) fn evaluate_on_this_thread(req: &EvalRequest) -> Result<EvalOutput, Diagnostic> {
+    let mut ev = Evaluator::new(config_of(&req.settings));
+    let out = match run_in(&mut ev, req) {
+        Ok(stdout) => Ok(EvalOutput {
+            stdout,
+            stderr: std::mem::take(&mut ev.stderr),
+        }),
+        Err(e) => Err(to_diagnostic(&e)),
+    };
+    drop(ev);
+    crate::source::lowered::end_evaluation();
+    out
+}

@@ -17,7 +17,7 @@ use crate::error::{ErrorKind, EvalError, Result, best_matches};
 use crate::ir::{AttrKind, AttrName, AttrsExpr, BinOp, Expr, LambdaDef};
 use crate::lower::{self, LowerCtx};
 use crate::print;
-use crate::source::{self, Origin, Pos};
+use crate::source::{self, Origin, Pos, lowered};
 use crate::symbol::Symbol;
 use crate::value::{
     Attr, Attrs, Closure, Context, Env, List, NixString, PrimOpApp, Thunk, ThunkPhase, ThunkState,
@@ -89,15 +89,18 @@ pub struct Evaluator {
     pub syms: Syms,
     /// The base environment: names visible everywhere (`builtins`, `true`, `import`, `__foo`, …).
     pub globals: HashMap<Symbol, Value>,
+    /// The base environment by slot ([`crate::source::lowered::global_slot`]): what a lowered
+    /// `Expr::Global` names in this evaluation (`null` for slots of names it lacks).
+    pub(crate) global_values: Vec<Value>,
+    /// Id of this evaluation's set of base-environment names (part of a lowered tree's key).
+    global_layout: u32,
     /// The `builtins` attribute set.
     pub builtins: Value,
     call_depth: usize,
     native_depth: usize,
     tick: u32,
-    /// Results of `import` per resolved path.
-    pub import_cache: HashMap<PathBuf, Value>,
-    /// Lowered sources by content hash (and base dir).
-    pub(crate) lowered: HashMap<(u64, String), Rc<Expr>>,
+    /// Results of `import` per resolved path (logged while a checkpoint is open).
+    pub import_cache: crate::rollback::ImportCache,
     /// While a checkpoint is open (see `rollback.rs`): every thunk evaluated since, with the
     /// state it had before, so that the evaluation can be rolled back.
     pub(crate) undo: Option<Vec<(Rc<Thunk>, ThunkState)>>,
@@ -115,6 +118,7 @@ impl Drop for Evaluator {
         // Break every cycle created by this evaluation.
         self.import_cache.clear();
         self.globals.clear();
+        self.global_values.clear();
         self.builtins = Value::Null;
         crate::value::region::teardown();
     }
@@ -133,13 +137,6 @@ pub fn nix_config_setting(text: &str, name: &str) -> Option<String> {
         }
     }
     found
-}
-
-fn hash64(data: &[u8]) -> u64 {
-    use std::hash::{Hash, Hasher};
-    let mut h = std::collections::hash_map::DefaultHasher::new();
-    data.hash(&mut h);
-    h.finish()
 }
 
 impl Evaluator {
@@ -162,12 +159,13 @@ impl Evaluator {
             config,
             syms,
             globals: HashMap::new(),
+            global_values: Vec::new(),
+            global_layout: 0,
             builtins: Value::Null,
             call_depth: 0,
             native_depth: 0,
             tick: 0,
-            import_cache: HashMap::new(),
-            lowered: HashMap::new(),
+            import_cache: Default::default(),
             undo: None,
             stderr: Vec::new(),
             src_to_store: HashMap::new(),
@@ -180,30 +178,56 @@ impl Evaluator {
             .and_then(|c| nix_config_setting(c, "abort-on-warn"))
             .is_some_and(|v| v == "true");
         crate::builtins::install(&mut ev);
+        ev.index_globals();
         ev
+    }
+
+    /// Fills [`Evaluator::global_values`] and the layout id from [`Evaluator::globals`].
+    fn index_globals(&mut self) {
+        let mut names: Vec<Symbol> = self.globals.keys().copied().collect();
+        names.sort_unstable();
+        self.global_layout = lowered::layout_id(&names);
+        for (name, v) in &self.globals {
+            let slot = lowered::global_slot(*name) as usize;
+            if slot >= self.global_values.len() {
+                self.global_values.resize(slot + 1, Value::Null);
+            }
+            self.global_values[slot] = v.clone();
+        }
     }
 
     // -----------------------------------------------------------------------------------------
     // Parsing
 
     /// Parses and lowers source text; `origin` decides how positions print and `base_dir` how
-    /// relative paths resolve. Lowered trees are cached by content.
+    /// relative paths resolve. Lowered trees are kept in the thread's cache across evaluations
+    /// (see [`crate::source::lowered`]), found again only for the very same bytes and settings.
     pub fn parse(&mut self, origin: Origin, raw: &[u8], base_dir: &str) -> Result<Rc<Expr>> {
-        let key = (hash64(raw), format!("{:?}\0{}", origin, base_dir));
-        if let Some(e) = self.lowered.get(&key) {
-            return Ok(e.clone());
+        let key = lowered::Key {
+            origin,
+            base_dir: base_dir.to_string(),
+            pure: self.config.pure,
+            home: if self.config.pure {
+                None
+            } else {
+                self.config.env.get("HOME").cloned()
+            },
+            layout: self.global_layout,
+        };
+        if let Some(e) = lowered::lookup(&key, raw) {
+            return Ok(e);
         }
-        let (file, text) = source::register(origin, raw);
+        let (file, text) = source::register(key.origin.clone(), raw);
         let ctx = LowerCtx {
             file,
-            base_dir: base_dir.to_string(),
+            base_dir: key.base_dir.clone(),
             globals: &self.globals,
             outer_names: Vec::new(),
             home: self.config.env.get("HOME").cloned(),
             pure: self.config.pure,
         };
         let e = lower::parse_and_lower(&ctx, &text)?;
-        self.lowered.insert(key, e.clone());
+        lowered::insert(key, file, e.clone(), &self.config.store_dir);
         Ok(e)
     }
 
@@ -225,6 +249,14 @@ impl Evaluator {
             pure: self.config.pure,
         };
         lower::parse_and_lower(&ctx, &text)
+    }
+
+    /// The value of base-environment slot `slot` in this evaluation.
+    #[inline(always)]
+    fn global(&self, slot: u32) -> &Value {
+        // Cannot be out of range: a tree names only globals of its layout, whose slots were all
+        // assigned (and filled here) before it was lowered or found in the cache.
+        &self.global_values[slot as usize]
     }
 
     /// Evaluates a top-level expression (no enclosing frames).
@@ -977,7 +1009,8 @@ impl Evaluator {
     /// Nix's `maybeThunk`; lambdas do get a thunk, which is visible when unforced values print).
     pub fn lazy(&self, e: &Rc<Expr>, env: &Rc<Env>) -> Value {
         match &**e {
-            Expr::Const(v) | Expr::Global(v, _) => v.clone(),
+            Expr::Const(v) => v.clone(),
+            Expr::Global(slot, _) => self.global(*slot).clone(),
             // Nix's ExprList::maybeThunk: an empty list literal is the shared empty list.
             Expr::List(items) if items.is_empty() => Value::List(List::empty()),
             Expr::Var { depth, slot, .. } => {
@@ -1000,7 +1033,8 @@ impl Evaluator {
     #[inline(always)]
     pub fn eval(&mut self, e: &Rc<Expr>, env: &Rc<Env>) -> Result<Value> {
         match &**e {
-            Expr::Const(v) | Expr::Global(v, _) => Ok(v.clone()),
+            Expr::Const(v) => Ok(v.clone()),
+            Expr::Global(slot, _) => Ok(self.global(*slot).clone()),
             Expr::Var { depth, slot, pos } => {
                 // One clone: of the value, or of an evaluated thunk's value.
                 let target = Self::env_at(env, *depth);
@@ -1033,7 +1067,9 @@ impl Evaluator {
             }))),
             Expr::Call { f, args, pos } => {
                 self.check_interrupt()?;
-                if let Expr::Global(Value::PrimOp(op), _) = &**f
+                if let Expr::Global(slot, _) = &**f
+                    && let Value::PrimOp(op) = self.global(*slot)
+                    && let op = op.clone()
                     && op.arity == args.len()
                 {
                     // `a + b`, `a - b`, `a * b`, `a < b` on operands that already are
@@ -1049,7 +1085,7 @@ impl Evaluator {
                     {
                         return Ok(v);
                     }
-                    return self.call_global_primop(op, args, env, *pos);
+                    return self.call_global_primop(&op, args, env, *pos);
                 }
                 let fv = self.eval(f, env)?;
                 match &args[..] {

@@ -8,8 +8,8 @@
 //! thread) and nothing of a job outlives it (the job drops
 //! its evaluator, then the thread forgets its sources and flake context); a thread that served
 //! [`JOBS_PER_THREAD`] jobs, saw a job panic, or sat idle for [`IDLE_EXIT`] exits, so what a
-//! thread keeps between jobs (interned names, compiled regular expressions, touched stack pages)
-//! stays bounded; at most [`MAX_IDLE`] threads wait at once.
+//! thread keeps between jobs (interned names, compiled regular expressions, touched stack pages,
+//! lowered sources within their budget: `crate::source::lowered`) stays bounded; at most [`MAX_IDLE`] threads wait at once.
 
 use std::cell::Cell;
 use std::panic::AssertUnwindSafe;
@@ -163,9 +163,10 @@ fn worker(id: u64, me: Sender<Job>, jobs: Receiver<Job>, first: Job) {
     }
 }
 
-/// Forgets what the finished job left in this thread's evaluator state.
+/// Forgets what the finished job left in this thread's evaluator state (its lowered-source cache
+/// keeps only what no evaluation owns, within its budget).
 fn forget_thread_state() {
-    crate::source::clear();
+    crate::source::lowered::end_evaluation();
     crate::flake::set_context(None);
 }
 

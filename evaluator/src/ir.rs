@@ -1,7 +1,9 @@
 //! The lowered intermediate representation.
 //!
-//! The rnix syntax tree is lowered once per source into this tree. Invariants: every variable is
-//! resolved statically to (frame depth, slot) or to a constant from the base environment; only
+//! The rnix syntax tree is lowered once per source into this tree, which the thread then keeps
+//! across evaluations (`crate::source::lowered`). Invariants: a tree holds no value of an
+//! evaluation (constants are literals; base-environment names are slots); every variable is
+//! resolved statically to (frame depth, slot) or to a base-environment slot; only
 //! names with no lexical binding inside a `with` become dynamic [`Expr::WithVar`] lookups; operator
 //! sugar (`-`, `*`, `/`, `<`, …) is already desugared as Nix does.
 
@@ -16,8 +18,10 @@ use crate::value::Value;
 pub enum Expr {
     /// A literal or base-environment constant.
     Const(Value),
-    /// A name of the base environment (`true`, `builtins`, `map`, …), with its use site.
-    Global(Value, Pos),
+    /// A name of the base environment (`true`, `builtins`, `map`, …) by its thread-wide slot
+    /// (`crate::source::lowered::global_slot`), with its use site. A slot, not a value: each
+    /// evaluation has its own builtins, and lowered trees are shared between evaluations.
+    Global(u32, Pos),
     /// A lexically bound variable: `depth` frames up, slot `slot`.
     Var {
         depth: u32,

@@ -1033,8 +1033,9 @@ impl<'a> Lowerer<'a> {
                 }
             }
         }
-        if let Some(v) = self.ctx.globals.get(&name) {
-            return Ok(Rc::new(Expr::Global(v.clone(), pos)));
+        if self.ctx.globals.contains_key(&name) {
+            let slot = crate::source::lowered::global_slot(name);
+            return Ok(Rc::new(Expr::Global(slot, pos)));
         }
         if !withs.is_empty() {
             return Ok(Rc::new(Expr::WithVar {

@@ -11,28 +11,80 @@
 //! it had before, and the region records every environment that can close a cycle. Rolling back
 //! puts every logged thunk back to its earlier state (a memoised value is only a cache: forcing
 //! the thunk again computes the same value), empties the recorded environments, drops the
-//! imports and lowered sources cached since, and forgets the sources registered since.
+//! imports cached since (the import cache logs its insertions while a checkpoint is open, so
+//! opening one copies nothing), and forgets the sources registered since, except those the
+//! thread's lowered-source cache pins: lowered trees hold no evaluation's values, so they stay
+//! valid (and cached) across the rollback, and their positions keep resolving.
 //!
 //! Invariant: after a rollback, nothing created since the checkpoint is reachable from anything
 //! older. Objects made before the checkpoint are immutable except thunks (logged when evaluated)
-//! and the evaluator's import and lowering caches (restored); environments are only filled when
+//! and the evaluator's import cache (restored); environments are only filled when
 //! they are created. So every environment recorded since the checkpoint is reachable only from
 //! objects made since, and emptying it breaks the cycles among them without touching anything
 //! that outlives the rollback.
 
-use std::collections::HashSet;
-use std::path::PathBuf;
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
 
 use crate::eval::Evaluator;
 use crate::source;
-use crate::value::region;
+use crate::value::{Value, region};
 
 /// What a rollback goes back to ([`Evaluator::checkpoint`]).
 #[derive(Debug)]
 pub struct Checkpoint {
-    imports: HashSet<PathBuf>,
-    lowered: HashSet<(u64, String)>,
     sources: usize,
+}
+
+/// The results of `import` (and of `flake.nix` files) per resolved path. While a checkpoint is
+/// open, every insertion is logged with the entry it replaced, so a rollback undoes exactly
+/// those.
+#[derive(Default)]
+pub struct ImportCache {
+    map: HashMap<PathBuf, Value>,
+    /// Insertions since the open checkpoint (if any), with the value each replaced.
+    log: Option<Vec<(PathBuf, Option<Value>)>>,
+}
+
+impl ImportCache {
+    pub fn get(&self, path: &Path) -> Option<&Value> {
+        self.map.get(path)
+    }
+
+    pub fn insert(&mut self, path: PathBuf, v: Value) -> Option<Value> {
+        match &mut self.log {
+            Some(log) => {
+                let earlier = self.map.insert(path.clone(), v);
+                log.push((path, earlier.clone()));
+                earlier
+            }
+            None => self.map.insert(path, v),
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.map.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.map.is_empty()
+    }
+
+    /// Forgets every entry (end of the evaluation).
+    pub fn clear(&mut self) {
+        self.map.clear();
+        self.log = None;
+    }
+
+    /// Undoes the insertions logged since the checkpoint, newest first, and stops logging.
+    fn roll_back(&mut self) {
+        for (path, earlier) in self.log.take().unwrap_or_default().into_iter().rev() {
+            match earlier {
+                Some(v) => self.map.insert(path, v),
+                None => self.map.remove(&path),
+            };
+        }
+    }
 }
 
 impl Evaluator {
@@ -42,10 +94,9 @@ impl Evaluator {
             return None;
         }
         self.undo = Some(Vec::new());
+        self.import_cache.log = Some(Vec::new());
         region::record_envs();
         Some(Checkpoint {
-            imports: self.import_cache.keys().cloned().collect(),
-            lowered: self.lowered.keys().cloned().collect(),
             sources: source::mark(),
         })
     }
@@ -70,8 +121,7 @@ impl Evaluator {
             drop(env.take_slots());
         }
         drop(envs);
-        self.import_cache.retain(|k, _| cp.imports.contains(k));
-        self.lowered.retain(|k, _| cp.lowered.contains(k));
+        self.import_cache.roll_back();
         if !keep_sources {
             source::forget_since(cp.sources);
         }

@@ -1,10 +1,16 @@
 //! Source texts and positions.
 //!
-//! Every parsed text (file or `--expr` string) is registered once per evaluation in a thread-local
-//! table; a [`Pos`] is a (file index, byte offset) pair that is resolved to Nix's line/column only
-//! when an error or `__curPos` needs it. Invariant: a `Pos` always refers to a registered source, and
-//! line/column are computed exactly as Nix does (`\n`, `\r\n` and a lone `\r` each end a line;
-//! columns count bytes of the original text, 1-based).
+//! Every parsed text (file or `--expr` string) is registered in a thread-local table; a [`Pos`] is
+//! a (file index, byte offset) pair that is resolved to Nix's line/column only when an error or
+//! `__curPos` needs it. Invariant: a `Pos` always refers to a registered source, and line/column
+//! are computed exactly as Nix does (`\n`, `\r\n` and a lone `\r` each end a line; columns count
+//! bytes of the original text, 1-based).
+//!
+//! A source belongs to the evaluation that registered it and is forgotten when that evaluation
+//! ends ([`clear`]) or is rolled back past it ([`forget_since`]), unless it is *pinned*: the
+//! thread's cache of lowered sources ([`lowered`]) pins the sources its cached trees point into, so
+//! their positions keep resolving in later evaluations. File numbers are never reused, so a
+//! position naming a forgotten source prints without a file instead of naming another file.
 //!
 //! rnix only accepts `&str`, so a source that is not valid UTF-8 is mapped losslessly before
 //! parsing: each invalid byte `b` becomes the private-use character `U+10FF00 + b`, which
@@ -12,6 +18,8 @@
 
 use std::cell::RefCell;
 use std::rc::Rc;
+
+pub mod lowered;
 
 /// First code point of the range used to carry non-UTF-8 bytes through rnix.
 const BYTE_MAP_BASE: u32 = 0x10FF00;
@@ -31,7 +39,7 @@ impl Pos {
 }
 
 /// Where a source came from, as Nix prints it.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum Origin {
     /// `--expr` text: printed `«string»`.
     String,
@@ -52,9 +60,18 @@ pub struct Source {
     line_starts: std::cell::OnceCell<Vec<u32>>,
 }
 
+/// One registered file number.
+#[derive(Debug)]
+struct Slot {
+    /// `None` once forgotten.
+    src: Option<Rc<Source>>,
+    /// Kept across evaluations and rollbacks (the lowered-source cache points into it).
+    pinned: bool,
+}
+
 thread_local! {
-    /// Registered sources by file number - 1; `None` once forgotten ([`forget_since`]).
-    static SOURCES: RefCell<Vec<Option<Rc<Source>>>> = const { RefCell::new(Vec::new()) };
+    /// Registered sources by file number - 1.
+    static SOURCES: RefCell<Vec<Slot>> = const { RefCell::new(Vec::new()) };
 }
 
 /// Converts raw bytes to the text rnix parses (see module docs).
@@ -123,7 +140,10 @@ pub fn register(origin: Origin, raw: &[u8]) -> (u32, Rc<str>) {
     });
     let idx = SOURCES.with(|s| {
         let mut s = s.borrow_mut();
-        s.push(Some(src));
+        s.push(Slot {
+            src: Some(src),
+            pinned: false,
+        });
         s.len() as u32
     });
     (idx, text)
@@ -159,7 +179,24 @@ pub fn source(file: u32) -> Option<Rc<Source>> {
     if file == 0 {
         return None;
     }
-    SOURCES.with(|s| s.borrow().get(file as usize - 1).cloned().flatten())
+    SOURCES.with(|s| {
+        s.borrow()
+            .get(file as usize - 1)
+            .and_then(|slot| slot.src.clone())
+    })
+}
+
+/// Pins (`true`) or unpins a registered source: a pinned source outlives the evaluation that
+/// registered it; an unpinned one is forgotten with its evaluation again.
+pub(crate) fn set_pinned(file: u32, pinned: bool) {
+    if file == 0 {
+        return;
+    }
+    SOURCES.with(|s| {
+        if let Some(slot) = s.borrow_mut().get_mut(file as usize - 1) {
+            slot.pinned = pinned;
+        }
+    });
 }
 
 /// How many sources this thread has registered so far: a mark for [`forget_since`].
@@ -167,25 +204,40 @@ pub fn mark() -> usize {
     SOURCES.with(|s| s.borrow().len())
 }
 
-/// Frees the texts of the sources registered after `mark`, for an evaluation rolled back to
-/// that point (nothing refers to them any more). Their numbers are not reused: a position that
-/// still named one would print without a file instead of naming another file.
+/// Frees the texts of the unpinned sources registered after `mark`, for an evaluation rolled
+/// back to that point (nothing refers to them any more). Their numbers are not reused: a
+/// position that still named one would print without a file instead of naming another file.
 pub fn forget_since(mark: usize) {
+    forget_unpinned(mark);
+}
+
+fn forget_unpinned(from: usize) {
     let forgotten: Vec<Rc<Source>> = SOURCES.with(|s| {
         let mut s = s.borrow_mut();
-        s.iter_mut().skip(mark).filter_map(Option::take).collect()
+        s.iter_mut()
+            .skip(from)
+            .filter(|slot| !slot.pinned)
+            .filter_map(|slot| slot.src.take())
+            .collect()
     });
     drop(forgotten);
 }
 
 /// Bytes of source text this thread holds.
 pub fn text_bytes() -> usize {
-    SOURCES.with(|s| s.borrow().iter().flatten().map(|src| src.text.len()).sum())
+    SOURCES.with(|s| {
+        s.borrow()
+            .iter()
+            .filter_map(|slot| slot.src.as_ref())
+            .map(|src| src.text.len())
+            .sum()
+    })
 }
 
-/// Forgets all sources of this thread (end of an evaluation).
+/// Forgets the sources of the evaluation that ended: every source of this thread but those the
+/// lowered-source cache pins (see [`lowered::end_evaluation`], which also trims that cache).
 pub fn clear() {
-    SOURCES.with(|s| s.borrow_mut().clear());
+    forget_unpinned(0);
 }
 
 /// A resolved position.

@@ -276,3 +276,272 @@ fn instantiate_json() {
     let forced = "let s = { a = 1 + 1; }; in builtins.seq s.a s";
     assert_eq!(eval_fmt(forced, lazy).as_deref(), Ok("{\"a\":2}\n"));
 }
+
+/// The thread's cache of lowered sources (`source::lowered`): evaluations after the first find
+/// their files' trees again, and only ever for the same bytes and settings.
+mod lowered_cache {
+    use std::path::{Path, PathBuf};
+
+    use crate::api::{EvalRequest, EvalSettings, EvalSource, OutputFormat};
+    use crate::source::{self, lowered};
+
+    /// A fresh directory for one test.
+    fn scratch(name: &str) -> PathBuf {
+        let d = std::env::temp_dir().join(format!("flaked-lowered-{}-{name}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&d);
+        std::fs::create_dir_all(&d).expect("creates the scratch directory");
+        d
+    }
+
+    fn write(dir: &Path, name: &str, text: &str) -> PathBuf {
+        let p = dir.join(name);
+        std::fs::write(&p, text).expect("writes");
+        p
+    }
+
+    fn settings(pure: bool, system: &str, home: &str) -> EvalSettings {
+        EvalSettings {
+            pure,
+            system: system.to_string(),
+            env: [("HOME".to_string(), home.to_string())]
+                .into_iter()
+                .collect(),
+            ..EvalSettings::default()
+        }
+    }
+
+    /// `nix eval -f FILE` on this thread: the printed value or the rendered error.
+    fn eval_file(file: &Path, s: &EvalSettings) -> Result<String, String> {
+        let req = EvalRequest {
+            source: EvalSource::File(file.to_path_buf()),
+            attr_path: None,
+            output: OutputFormat::Nix,
+            settings: s.clone(),
+        };
+        match crate::api::evaluate_on_this_thread(&req) {
+            Ok(o) => Ok(String::from_utf8_lossy(&o.stdout).trim_end().to_string()),
+            Err(d) => Err(d.rendered),
+        }
+    }
+
+    /// Runs `f` on a thread of its own (a fresh cache) with enough stack.
+    fn on_thread(f: impl FnOnce() + Send + 'static) {
+        std::thread::Builder::new()
+            .stack_size(64 << 20)
+            .spawn(f)
+            .expect("spawns")
+            .join()
+            .expect("test thread");
+    }
+
+    #[test]
+    fn same_answer_cold_and_cached_and_edits_are_seen() {
+        let dir = scratch("edits");
+        let main = write(
+            &dir,
+            "main.nix",
+            "let b = import ./b.nix; in { x = b.v * 2; y = b; }",
+        );
+        let b = write(&dir, "b.nix", "{ v = 21; w = \"a\"; }");
+        on_thread(move || {
+            let s = settings(false, "x86_64-linux", "/home/a");
+            let cold = eval_file(&main, &s);
+            assert_eq!(
+                cold.as_deref(),
+                Ok("{ x = 42; y = { v = 21; w = \"a\"; }; }")
+            );
+            assert_eq!(lowered::stats().0, 2, "both files cached");
+            // Cached: the same answer, and no source read anew.
+            let mark = source::mark();
+            assert_eq!(eval_file(&main, &s), cold);
+            assert_eq!(
+                source::mark(),
+                mark,
+                "the second evaluation lowered nothing"
+            );
+            // An edit of the same size that keeps the modification time: the bytes decide.
+            let mtime = std::fs::metadata(&b)
+                .and_then(|m| m.modified())
+                .expect("mtime");
+            std::fs::write(&b, "{ v = 12; w = \"b\"; }").expect("edits");
+            std::fs::File::options()
+                .write(true)
+                .open(&b)
+                .and_then(|f| f.set_modified(mtime))
+                .expect("restores the mtime");
+            assert_eq!(
+                eval_file(&main, &s).as_deref(),
+                Ok("{ x = 24; y = { v = 12; w = \"b\"; }; }")
+            );
+            assert_eq!(source::mark(), mark + 1, "only the edited file was lowered");
+            assert_eq!(lowered::stats().0, 2, "the old tree of b.nix was replaced");
+        });
+    }
+
+    #[test]
+    fn errors_from_cached_trees_keep_their_positions() {
+        let dir = scratch("positions");
+        let main = write(&dir, "main.nix", "let f = import ./f.nix; in\n  f.y + 1\n");
+        let f = write(&dir, "f.nix", "{\n  x = 1;\n  y = throw \"boom\";\n}\n");
+        on_thread(move || {
+            let s = settings(false, "x86_64-linux", "/home/a");
+            let cold = eval_file(&main, &s).expect_err("throws");
+            // What Nix 2.26 prints (checked against the reference for these files).
+            let code = "            2|   x = 1;\n            3|   y = throw \"boom\";";
+            let want = format!(
+                "error:\n       … while evaluating the file '{}':\n\n       … while evaluating the attribute 'y'\n         at {f}:3:3:\n{code}\n             |   ^\n            4| }}\n\n       … while calling the 'throw' builtin\n         at {f}:3:7:\n{code}\n             |       ^\n            4| }}\n\n       error: boom\n",
+                main.display(),
+                f = f.display()
+            );
+            assert_eq!(cold, want);
+            // A few evaluations later, with the cache doing the work: the very same text.
+            for _ in 0..3 {
+                assert_eq!(eval_file(&main, &s).expect_err("throws"), cold);
+            }
+            // A syntax error is not cached, and is reported the same each time.
+            let bad = write(&dir, "bad.nix", "{ a = 1;\n  b = ; }\n");
+            let first = eval_file(&bad, &s).expect_err("syntax error");
+            assert!(
+                first.contains(&format!("at {}:2:7:", bad.display())),
+                "{first}"
+            );
+            assert_eq!(eval_file(&bad, &s).expect_err("syntax error"), first);
+        });
+    }
+
+    #[test]
+    fn settings_that_lowering_reads_are_not_shared() {
+        let dir = scratch("settings");
+        let home = write(&dir, "home.nix", "toString ~/x");
+        let sys = write(
+            &dir,
+            "sys.nix",
+            "{ s = builtins.currentSystem; d = (derivation { name = \"a\"; builder = \"b\"; system = \"c\"; }).type; }",
+        );
+        on_thread(move || {
+            let pure = eval_file(&home, &settings(true, "x86_64-linux", "/home/a"))
+                .expect_err("pure mode");
+            assert!(
+                pure.contains("the path '~/x' can not be resolved in pure mode"),
+                "{pure}"
+            );
+            let a = settings(false, "x86_64-linux", "/home/a");
+            let b = settings(false, "x86_64-linux", "/home/b");
+            assert_eq!(eval_file(&home, &a).as_deref(), Ok("\"/home/a/x\""));
+            assert_eq!(eval_file(&home, &b).as_deref(), Ok("\"/home/b/x\""));
+            assert_eq!(eval_file(&home, &a).as_deref(), Ok("\"/home/a/x\""));
+            let again = eval_file(&home, &settings(true, "x86_64-linux", "/home/a"));
+            assert_eq!(again, Err(pure));
+            // One cached tree, evaluated with each evaluation's own builtins.
+            let linux = Ok("{ d = \"derivation\"; s = \"x86_64-linux\"; }".to_string());
+            assert_eq!(eval_file(&sys, &a), linux);
+            let mark = source::mark();
+            assert_eq!(
+                eval_file(&sys, &settings(false, "aarch64-darwin", "/home/a")).as_deref(),
+                Ok("{ d = \"derivation\"; s = \"aarch64-darwin\"; }")
+            );
+            assert_eq!(source::mark(), mark, "the tree was reused");
+            assert_eq!(eval_file(&sys, &a), linux);
+            // Pure mode has other base-environment names (no `currentSystem`): its own tree.
+            let mark = source::mark();
+            let pure = eval_file(&sys, &settings(true, "x86_64-linux", "/home/a")).expect("prints");
+            assert!(pure.contains("attribute 'currentSystem' missing"), "{pure}");
+            // (sys.nix and `derivation`'s own Nix code, both lowered anew for pure mode)
+            assert_eq!(source::mark(), mark + 2, "lowered anew for pure mode");
+        });
+    }
+
+    #[test]
+    fn a_tiny_budget_evicts_and_deleted_files_are_dropped() {
+        let dir = scratch("budget");
+        let main = write(
+            &dir,
+            "main.nix",
+            "[ (import ./a.nix) (import ./b.nix) (import ./c.nix) ]",
+        );
+        for (n, v) in [("a.nix", 1), ("b.nix", 2), ("c.nix", 3)] {
+            write(
+                &dir,
+                n,
+                &format!("{{ v = {v}; pad = \"{}\"; }}", "x".repeat(100)),
+            );
+        }
+        let c = dir.join("c.nix");
+        on_thread(move || {
+            lowered::set_thread_budget(Some(300));
+            let s = settings(false, "x86_64-linux", "/home/a");
+            let want = eval_file(&main, &s).expect("evaluates");
+            assert!(want.starts_with("[ { pad = "), "{want}");
+            let (entries, bytes) = lowered::stats();
+            assert!(bytes <= 300, "{bytes} bytes cached");
+            assert!((1..4).contains(&entries), "{entries} entries");
+            // Evicted trees' sources are forgotten with the evaluation; the answer is the same.
+            assert!(source::text_bytes() <= 300);
+            assert_eq!(eval_file(&main, &s).as_deref(), Ok(want.as_str()));
+            // Without a budget everything stays; a deleted file's entry goes at the next sweep.
+            lowered::set_thread_budget(None);
+            assert_eq!(eval_file(&main, &s).as_deref(), Ok(want.as_str()));
+            assert_eq!(lowered::stats().0, 4);
+            std::fs::remove_file(&c).expect("deletes");
+            lowered::sweep_missing();
+            assert_eq!(lowered::stats().0, 3);
+            // A zero budget caches nothing.
+            lowered::set_thread_budget(Some(0));
+            source::lowered::end_evaluation();
+            assert_eq!(lowered::stats(), (0, 0));
+            assert_eq!(source::text_bytes(), 0, "nothing pinned any more");
+        });
+    }
+
+    #[test]
+    fn rollback_keeps_cached_trees_and_undoes_imports() {
+        use crate::eval::{Config, Evaluator};
+        use crate::source::Pos;
+        let dir = scratch("rollback");
+        let before = write(&dir, "before.nix", "{ v = 1; }");
+        let since = write(&dir, "since.nix", "{\n  v = 2;\n  e = assert false; 1;\n}");
+        on_thread(move || {
+            let mut ev = Evaluator::new(Config::pure_for_tests());
+            let load = |ev: &mut Evaluator, p: &Path| {
+                crate::builtins::import::eval_file(ev, p).expect("imports")
+            };
+            load(&mut ev, &before);
+            let cp = ev.checkpoint().expect("no checkpoint open");
+            let v = load(&mut ev, &since);
+            assert!(ev.import_cache.get(&since).is_some());
+            drop(v);
+            ev.rollback(cp, false);
+            assert!(
+                ev.import_cache.get(&since).is_none(),
+                "the import since is undone"
+            );
+            assert!(
+                ev.import_cache.get(&before).is_some(),
+                "the import before stays"
+            );
+            // The tree lowered since the checkpoint stays cached and its source registered:
+            // importing again lowers nothing, and its error still points into it.
+            let mark = source::mark();
+            let v = load(&mut ev, &since);
+            assert_eq!(source::mark(), mark);
+            let Some(crate::value::Value::Attrs(a)) = ev.force(&v, Pos::NONE).ok() else {
+                panic!("a set")
+            };
+            let e = a
+                .get(crate::symbol::Symbol::intern("e"))
+                .expect("e")
+                .value
+                .clone();
+            let err = ev.force(&e, Pos::NONE).expect_err("throws");
+            assert!(
+                source::pos_string(err.0.pos).ends_with("since.nix:3:7"),
+                "{}",
+                source::pos_string(err.0.pos)
+            );
+            drop((v, a, e, err));
+            drop(ev);
+            source::lowered::end_evaluation();
+            assert_eq!(lowered::stats().0, 2);
+        });
+    }
+}
