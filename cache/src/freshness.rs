@@ -13,12 +13,22 @@
 //! whole tree (directories included, as they are part of a NAR);
 //! [`FileSet::List`] takes an explicit list (git's tracked files, supplied by
 //! the caller), where a listed file that no longer exists counts as "deleted".
+//! [`FileSet::Git`] is a list of a Git work tree's tracked files together with what the Git
+//! index records of them: there a file's content hash is its Git blob id (SHA-1 of
+//! `blob <size>\0<bytes>`), so a file whose stat data still matches its index entry and is not
+//! racily clean takes the index's blob id without being read, the way `git status` trusts it.
 //!
 //! Invariant: the key changes whenever any covered byte, name, type or
 //! executable bit changes. Metadata-based reuse is only trusted when the file
 //! was last modified clearly before it was hashed ("racy" entries, modified
 //! within [`RACY_WINDOW_NS`] of their hashing, are always re-hashed, as git
-//! does for its index), so an edit within the same timestamp tick cannot hide.
+//! does for its index), so an edit within the same timestamp tick cannot hide. A Git index
+//! entry is only trusted when the file's size, mtime and ctime (to the nanosecond) and inode
+//! equal the recorded ones, its mtime is older than the index file's by more than
+//! [`RACY_WINDOW_NS`] and its ctime older at all (else it is racily clean: it may have changed
+//! within the tick the index was written in), and the entry is not smudged (recorded size 0
+//! with a non-empty blob); any other file is read and hashed. An edit changes the ctime, which
+//! no user can set back, so it cannot hide.
 
 use std::collections::HashMap;
 use std::fs;
@@ -33,7 +43,7 @@ use crate::error::CacheError;
 /// A file modified less than this long before it was hashed is re-hashed next time.
 pub const RACY_WINDOW_NS: i64 = 2_000_000_000;
 
-const MAGIC: &[u8; 8] = b"FLKDFRI1";
+const MAGIC: &[u8; 8] = b"FLKDFRI2";
 
 /// Which files a content key covers.
 #[derive(Clone, Debug)]
@@ -43,6 +53,52 @@ pub enum FileSet {
     /// Exactly these paths, relative to the root (e.g. git's tracked files).
     /// Order and duplicates do not matter.
     List(Vec<PathBuf>),
+    /// A Git work tree's tracked files, with what its index knows of each (see [`GitSeed`]);
+    /// content hashes are Git blob ids.
+    Git(GitFiles),
+}
+
+/// The tracked files of a Git work tree and the Git index's record of them.
+#[derive(Clone, Debug, Default)]
+pub struct GitFiles {
+    /// Tracked paths relative to the root, each with its index record when the caller has one
+    /// that may be trusted at all (stage 0, a regular file, not assume-valid, skip-worktree or
+    /// intent-to-add). Order and duplicates do not matter.
+    pub files: Vec<(PathBuf, Option<GitSeed>)>,
+    /// Modification time of the index file, in nanoseconds since the epoch, taken *before* its
+    /// entries were read; `None` disables the seeds.
+    pub index_mtime_ns: Option<i64>,
+}
+
+/// A Git index entry's stat data and blob id for one regular file (Git stores sizes, inode
+/// numbers and times as 32-bit values).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct GitSeed {
+    /// The blob id (SHA-1) of the content the entry records.
+    pub blob: [u8; 20],
+    /// Recorded size, truncated to 32 bits as Git does.
+    pub size: u32,
+    /// Recorded modification time (seconds, nanoseconds).
+    pub mtime: (u32, u32),
+    /// Recorded status-change time (seconds, nanoseconds).
+    pub ctime: (u32, u32),
+    /// Recorded inode number, truncated to 32 bits.
+    pub ino: u32,
+}
+
+/// The blob id of the empty file: the only content a recorded size of 0 may stand for
+/// without reading (Git "smudges" racily clean entries by recording size 0).
+const EMPTY_BLOB: [u8; 20] = [
+    0xe6, 0x9d, 0xe2, 0x9b, 0xb2, 0xd1, 0xd6, 0x43, 0x4b, 0x8b, 0x29, 0xae, 0x77, 0x5a, 0xd8, 0xc2,
+    0xe4, 0x8c, 0x53, 0x91,
+];
+
+/// How a file's content hash is computed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Algo {
+    Blake3 = 0,
+    /// Git blob id, zero-padded to 32 bytes.
+    GitBlob = 1,
 }
 
 /// A combined content key: 64 lowercase hex digits.
@@ -64,6 +120,8 @@ pub struct KeyStats {
     pub hashed_files: u64,
     /// Bytes read for hashing.
     pub hashed_bytes: u64,
+    /// Files whose hash was taken from the Git index without reading them.
+    pub seeded_files: u64,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -74,6 +132,7 @@ struct Entry {
     ino: u64,
     dev: u64,
     exec: bool,
+    algo: Algo,
     hashed_at_ns: i64,
     hash: [u8; 32],
 }
@@ -172,6 +231,11 @@ impl TreeIndex {
             });
         }
         let mut listed: Vec<(Vec<u8>, Option<fs::Metadata>)> = Vec::new();
+        let mut seeds: HashMap<Vec<u8>, GitSeed> = HashMap::new();
+        let (algo, index_mtime_ns) = match files {
+            FileSet::Git(g) => (Algo::GitBlob, g.index_mtime_ns),
+            _ => (Algo::Blake3, None),
+        };
         match files {
             FileSet::Walk => walk(root, &mut Vec::new(), &mut listed)?,
             FileSet::List(paths) => {
@@ -179,31 +243,29 @@ impl TreeIndex {
                 for p in paths {
                     rels.push(check_relative(p)?);
                 }
-                rels.sort();
-                rels.dedup();
-                for rel in rels {
-                    let full = root.join(std::ffi::OsStr::from_bytes(&rel));
-                    let meta = match fs::symlink_metadata(&full) {
-                        Ok(m) => Some(m),
-                        Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
-                        // A listed path running through something that is no longer a directory.
-                        Err(e) if e.kind() == std::io::ErrorKind::NotADirectory => None,
-                        Err(source) => {
-                            return Err(CacheError::Io {
-                                op: "stat",
-                                path: full,
-                                source,
-                            });
-                        }
-                    };
-                    listed.push((rel, meta));
+                stat_listed(root, rels, &mut listed)?;
+            }
+            FileSet::Git(g) => {
+                let mut rels = Vec::with_capacity(g.files.len());
+                for (p, seed) in &g.files {
+                    let rel = check_relative(p)?;
+                    if let Some(seed) = seed
+                        && index_mtime_ns.is_some()
+                    {
+                        seeds.insert(rel.clone(), seed.clone());
+                    }
+                    rels.push(rel);
                 }
+                stat_listed(root, rels, &mut listed)?;
             }
         }
 
         let mut stats = KeyStats::default();
         let mut key = blake3::Hasher::new();
-        key.update(b"flaked tree key v1\0");
+        key.update(match algo {
+            Algo::Blake3 => b"flaked tree key v1\0".as_slice(),
+            Algo::GitBlob => b"flaked tree key v1 git\0".as_slice(),
+        });
         let mut seen: HashMap<Vec<u8>, Entry> = HashMap::with_capacity(listed.len());
         for (rel, meta) in listed {
             stats.entries += 1;
@@ -225,7 +287,8 @@ impl TreeIndex {
                 }
                 Some(m) if m.is_file() => {
                     let exec = m.permissions().mode() & 0o100 != 0;
-                    let entry = self.file_entry(&rel, &full, &m, exec, &mut stats)?;
+                    let seed = seeds.get(&rel).zip(index_mtime_ns);
+                    let entry = self.file_entry(&rel, &full, &m, exec, algo, seed, &mut stats)?;
                     let hash = entry.hash;
                     keep = Some(entry);
                     (if exec { kind::EXEC } else { kind::FILE }, hash)
@@ -252,13 +315,18 @@ impl TreeIndex {
         Ok((ContentKey(key.finalize().to_hex().to_string()), stats))
     }
 
-    /// Reuses or recomputes the entry of one regular file.
+    /// Reuses or recomputes the entry of one regular file: from the index when its metadata is
+    /// unchanged and it is not racy, else from its Git index record (`seed`, with the index
+    /// file's mtime) when that may be trusted (see the module's invariant), else by reading it.
+    #[allow(clippy::too_many_arguments)]
     fn file_entry(
         &mut self,
         rel: &[u8],
         full: &dyn Fn() -> PathBuf,
         m: &fs::Metadata,
         exec: bool,
+        algo: Algo,
+        seed: Option<(&GitSeed, i64)>,
         stats: &mut KeyStats,
     ) -> Result<Entry, CacheError> {
         let current = |hash, hashed_at_ns| Entry {
@@ -268,6 +336,7 @@ impl TreeIndex {
             ino: m.ino(),
             dev: m.dev(),
             exec,
+            algo,
             hashed_at_ns,
             hash,
         };
@@ -277,6 +346,18 @@ impl TreeIndex {
                 return Ok(probe);
             }
         }
+        if algo == Algo::GitBlob
+            && let Some((seed, index_mtime_ns)) = seed
+            && seed_matches(seed, m, index_mtime_ns)
+        {
+            stats.seeded_files += 1;
+            self.changed = true;
+            let mut hash = [0u8; 32];
+            hash[..20].copy_from_slice(&seed.blob);
+            // Known as of the index's writing: reused from this index only when the file was
+            // last modified clearly before that (else the seed is checked again).
+            return Ok(current(hash, index_mtime_ns));
+        }
         let hashed_at = now_ns();
         let full = full();
         let mut file = fs::File::open(&full).map_err(|source| CacheError::Io {
@@ -284,7 +365,7 @@ impl TreeIndex {
             path: full.clone(),
             source,
         })?;
-        let mut hasher = blake3::Hasher::new();
+        let mut hasher = FileHasher::new(algo, m.size());
         let mut buf = vec![0u8; 64 * 1024];
         let mut total = 0u64;
         loop {
@@ -307,15 +388,13 @@ impl TreeIndex {
             path: full.clone(),
             source,
         })?;
-        // If the file changed while we read it, never trust this entry later.
+        // If the file changed while we read it, never trust this entry later. (A Git blob id
+        // hashes the size given up front: a size change is caught here too.)
         let stable = after.size() == m.size()
             && mtime_ns(&after) == mtime_ns(m)
             && ctime_ns(&after) == ctime_ns(m)
             && total == m.size();
-        Ok(current(
-            *hasher.finalize().as_bytes(),
-            if stable { hashed_at } else { 0 },
-        ))
+        Ok(current(hasher.finish(), if stable { hashed_at } else { 0 }))
     }
 
     /// Writes the index atomically (temporary file + rename) if it changed.
@@ -363,6 +442,91 @@ pub fn content_key(
     let result = index.content_key(root, files)?;
     index.save()?;
     Ok(result)
+}
+
+/// Whether a Git index record may stand for the file with metadata `m`: same size, mtime,
+/// ctime and inode as recorded, modified more than [`RACY_WINDOW_NS`] before the index file was
+/// written and changed before it (not racily clean), and not a smudged entry.
+fn seed_matches(seed: &GitSeed, m: &fs::Metadata, index_mtime_ns: i64) -> bool {
+    let time = |secs: i64, nsecs: i64| (u32::try_from(secs).ok(), u32::try_from(nsecs).ok());
+    let mtime = time(m.mtime(), m.mtime_nsec());
+    let ctime = time(m.ctime(), m.ctime_nsec());
+    u64::from(seed.size) == m.size()
+        && (seed.size != 0 || seed.blob == EMPTY_BLOB)
+        && mtime == (Some(seed.mtime.0), Some(seed.mtime.1))
+        && ctime == (Some(seed.ctime.0), Some(seed.ctime.1))
+        && seed.ino == m.ino() as u32
+        && mtime_ns(m).saturating_add(RACY_WINDOW_NS) < index_mtime_ns
+        && ctime_ns(m) < index_mtime_ns
+}
+
+/// A file's content hash as [`Algo`] defines it.
+enum FileHasher {
+    Blake3(Box<blake3::Hasher>),
+    GitBlob(sha1::Sha1),
+}
+
+impl FileHasher {
+    fn new(algo: Algo, size: u64) -> FileHasher {
+        match algo {
+            Algo::Blake3 => FileHasher::Blake3(Box::new(blake3::Hasher::new())),
+            Algo::GitBlob => {
+                use sha1::Digest;
+                let mut h = sha1::Sha1::new();
+                h.update(format!("blob {size}\0").as_bytes());
+                FileHasher::GitBlob(h)
+            }
+        }
+    }
+
+    fn update(&mut self, data: &[u8]) {
+        match self {
+            FileHasher::Blake3(h) => {
+                h.update(data);
+            }
+            FileHasher::GitBlob(h) => sha1::Digest::update(h, data),
+        }
+    }
+
+    fn finish(self) -> [u8; 32] {
+        match self {
+            FileHasher::Blake3(h) => *h.finalize().as_bytes(),
+            FileHasher::GitBlob(h) => {
+                let mut out = [0u8; 32];
+                out[..20].copy_from_slice(&sha1::Digest::finalize(h));
+                out
+            }
+        }
+    }
+}
+
+/// Stats each of `rels` (sorted and deduplicated first) below `root`; a missing one is `None`.
+fn stat_listed(
+    root: &Path,
+    mut rels: Vec<Vec<u8>>,
+    listed: &mut Vec<(Vec<u8>, Option<fs::Metadata>)>,
+) -> Result<(), CacheError> {
+    rels.sort();
+    rels.dedup();
+    listed.reserve(rels.len());
+    for rel in rels {
+        let full = root.join(std::ffi::OsStr::from_bytes(&rel));
+        let meta = match fs::symlink_metadata(&full) {
+            Ok(m) => Some(m),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+            // A listed path running through something that is no longer a directory.
+            Err(e) if e.kind() == std::io::ErrorKind::NotADirectory => None,
+            Err(source) => {
+                return Err(CacheError::Io {
+                    op: "stat",
+                    path: full,
+                    source,
+                });
+            }
+        };
+        listed.push((rel, meta));
+    }
+    Ok(())
 }
 
 /// Validates a caller-supplied relative path: no root, no `..`, not empty.
@@ -429,7 +593,7 @@ fn walk(
     Ok(())
 }
 
-const ENTRY_FIXED: usize = 8 + 8 + 8 + 8 + 8 + 1 + 8 + 32;
+const ENTRY_FIXED: usize = 8 + 8 + 8 + 8 + 8 + 1 + 1 + 8 + 32;
 
 fn encode_index(entries: &HashMap<Vec<u8>, Entry>) -> Vec<u8> {
     let mut out = Vec::with_capacity(16 + entries.len() * (ENTRY_FIXED + 40) + 32);
@@ -444,6 +608,7 @@ fn encode_index(entries: &HashMap<Vec<u8>, Entry>) -> Vec<u8> {
         out.extend_from_slice(&e.ino.to_le_bytes());
         out.extend_from_slice(&e.dev.to_le_bytes());
         out.push(u8::from(e.exec));
+        out.push(e.algo as u8);
         out.extend_from_slice(&e.hashed_at_ns.to_le_bytes());
         out.extend_from_slice(&e.hash);
     }
@@ -480,6 +645,11 @@ fn decode_index(bytes: &[u8]) -> Result<HashMap<Vec<u8>, Entry>, String> {
             ino: r.u64()?,
             dev: r.u64()?,
             exec: r.take(1)?[0] != 0,
+            algo: match r.take(1)?[0] {
+                0 => Algo::Blake3,
+                1 => Algo::GitBlob,
+                other => return Err(format!("unknown hash algorithm {other}")),
+            },
             hashed_at_ns: r.i64()?,
             hash: r
                 .take(32)?
@@ -543,6 +713,7 @@ mod tests {
                 ino: 4,
                 dev: 5,
                 exec: true,
+                algo: Algo::GitBlob,
                 hashed_at_ns: 6,
                 hash: [7; 32],
             },

@@ -27,7 +27,7 @@ pub mod schema;
 pub use db::{CacheOptions, CacheStats, Cursor, EvalCache, Lookup, db_path, default_cache_dir};
 pub use error::CacheError;
 pub use fingerprint::{Fingerprint, FingerprintId, SourceIdentity};
-pub use freshness::{ContentKey, FileSet, TreeIndex};
+pub use freshness::{ContentKey, FileSet, GitFiles, GitSeed, TreeIndex};
 pub use lru::{LruStats, WarmLru};
 pub use registry::CacheRegistry;
 pub use schema::{CachedValue, SCHEMA_VERSION};

@@ -26,8 +26,8 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::Duration;
 
 use flaked_cache::{
-    CacheOptions, CacheRegistry, CachedValue, Cursor, EvalCache, FileSet, Fingerprint, Lookup,
-    SourceIdentity, TreeIndex,
+    CacheOptions, CacheRegistry, CachedValue, Cursor, EvalCache, FileSet, Fingerprint, GitFiles,
+    GitSeed, Lookup, SourceIdentity, TreeIndex,
 };
 use flaked_eval::api as eval;
 use flaked_store::fetchers::{FlakeRef, InputKind};
@@ -328,9 +328,10 @@ impl DiskCache {
 
     /// The identity of `src`'s tree as it is now.
     fn identity(&self, src: &LocalSource) -> Result<Identity, String> {
+        let started = std::time::Instant::now();
         let (rev, files) = if src.git {
             let (rev, files) = git_tracked(&src.root)?;
-            (Some(rev), FileSet::List(files))
+            (Some(rev), FileSet::Git(files))
         } else {
             (None, FileSet::Walk)
         };
@@ -348,9 +349,17 @@ impl DiskCache {
         };
         let key = {
             let mut index = lock(&index);
-            let (key, _) = index
+            let (key, stats) = index
                 .content_key(&src.root, &files)
                 .map_err(|e| e.to_string())?;
+            tracing::debug!(
+                root = %src.root.display(),
+                entries = stats.entries,
+                hashed = stats.hashed_files,
+                seeded_from_git = stats.seeded_files,
+                elapsed = ?started.elapsed(),
+                "content key of a tree"
+            );
             if let Err(e) = std::fs::create_dir_all(&self.trees_dir)
                 .map_err(|e| e.to_string())
                 .and_then(|_| index.save().map_err(|e| e.to_string()))
@@ -399,20 +408,54 @@ impl DiskCache {
     }
 }
 
-/// The HEAD commit (`""` without commits) and the tracked files of the git work tree at `root`.
-fn git_tracked(root: &Path) -> Result<(String, Vec<PathBuf>), String> {
+/// The HEAD commit (`""` without commits) and the tracked files of the git work tree at `root`,
+/// each with its index entry's stat data and blob id where the content key may trust them
+/// (stage 0 regular files that are not assume-valid, skip-worktree or intent-to-add).
+fn git_tracked(root: &Path) -> Result<(String, GitFiles), String> {
+    use gix::index::entry::{Flags, Mode};
     let repo = gix::open(root).map_err(|e| e.to_string())?;
     let rev = repo
         .head_id()
         .map(|id| id.detach().to_string())
         .unwrap_or_default();
+    // The index file's mtime is taken before its entries are read: an index rewritten
+    // meanwhile only makes more entries count as racy.
+    let index_mtime_ns = std::fs::metadata(repo.index_path()).ok().map(|m| {
+        use std::os::unix::fs::MetadataExt;
+        m.mtime()
+            .saturating_mul(1_000_000_000)
+            .saturating_add(m.mtime_nsec())
+    });
     let index = repo.index_or_empty().map_err(|e| e.to_string())?;
+    let untrusted = Flags::ASSUME_VALID | Flags::SKIP_WORKTREE | Flags::INTENT_TO_ADD;
     let files = index
         .entries()
         .iter()
-        .map(|e| PathBuf::from(e.path(&index).to_string()))
+        .map(|e| {
+            let path = PathBuf::from(e.path(&index).to_string());
+            let trusted = e.stage_raw() == 0
+                && matches!(e.mode, Mode::FILE | Mode::FILE_EXECUTABLE)
+                && !e.flags.intersects(untrusted);
+            let seed = match <[u8; 20]>::try_from(e.id.as_slice()) {
+                Ok(blob) if trusted => Some(GitSeed {
+                    blob,
+                    size: e.stat.size,
+                    mtime: (e.stat.mtime.secs, e.stat.mtime.nsecs),
+                    ctime: (e.stat.ctime.secs, e.stat.ctime.nsecs),
+                    ino: e.stat.ino,
+                }),
+                _ => None,
+            };
+            (path, seed)
+        })
         .collect();
-    Ok((rev, files))
+    Ok((
+        rev,
+        GitFiles {
+            files,
+            index_mtime_ns,
+        },
+    ))
 }
 
 /// Records the warnings every open of the flake prints (replayed with cached answers).
@@ -523,4 +566,109 @@ pub fn answer(
     }
     // Every candidate is missing: the evaluation words the error (with its suggestions).
     None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::{Duration, SystemTime};
+
+    fn git(dir: &Path, args: &[&str]) {
+        let out = std::process::Command::new("git")
+            .args([
+                "-c",
+                "user.name=t",
+                "-c",
+                "user.email=t@t",
+                "-c",
+                "init.defaultBranch=main",
+            ])
+            .args(args)
+            .current_dir(dir)
+            .output()
+            .expect("git runs");
+        assert!(out.status.success(), "git {args:?}: {out:?}");
+    }
+
+    fn set_mtime(path: &Path, t: SystemTime) {
+        std::fs::File::options()
+            .write(true)
+            .open(path)
+            .expect("open")
+            .set_modified(t)
+            .expect("set mtime");
+    }
+
+    /// The key of the tracked files of `root`, every file read (no Git index seeds).
+    fn key_by_reading(root: &Path) -> String {
+        let (_, files) = git_tracked(root).expect("tracked files");
+        let files = GitFiles {
+            files: files.files.into_iter().map(|(p, _)| (p, None)).collect(),
+            index_mtime_ns: None,
+        };
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut index = TreeIndex::load(&dir.path().join("idx"));
+        let (key, stats) = index
+            .content_key(root, &FileSet::Git(files))
+            .expect("content key");
+        assert_eq!(stats.seeded_files, 0);
+        key.0
+    }
+
+    #[test]
+    fn git_index_seeds_the_content_key_and_edits_still_show() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let root = dir.path().join("repo");
+        std::fs::create_dir_all(root.join("pkgs")).expect("mkdir");
+        let old = SystemTime::now() - Duration::from_secs(3600);
+        for (rel, text) in [
+            ("flake.nix", "{ outputs = _: { }; }"),
+            ("pkgs/a.nix", "1"),
+            ("pkgs/b.nix", "2"),
+        ] {
+            let p = root.join(rel);
+            std::fs::write(&p, text).expect("write");
+            set_mtime(&p, old);
+        }
+        git(&root, &["init", "-q"]);
+        git(&root, &["add", "-A"]);
+        git(&root, &["commit", "-q", "-m", "init"]);
+        std::fs::write(root.join("new.nix"), "3").expect("write");
+        git(&root, &["add", "-N", "new.nix"]);
+
+        let (rev, files) = git_tracked(&root).expect("tracked files");
+        assert_eq!(rev.len(), 40);
+        let seeded: Vec<_> = files
+            .files
+            .iter()
+            .filter(|(_, s)| s.is_some())
+            .map(|(p, _)| p.clone())
+            .collect();
+        assert_eq!(seeded.len(), 3, "intent-to-add has no seed: {files:?}");
+        let idx_dir = tempfile::tempdir().expect("tempdir");
+        let mut index = TreeIndex::load(&idx_dir.path().join("idx"));
+        let (k1, s1) = index
+            .content_key(&root, &FileSet::Git(files))
+            .expect("content key");
+        assert_eq!((s1.seeded_files, s1.hashed_files), (3, 1), "{s1:?}");
+        assert_eq!(k1.0, key_by_reading(&root));
+
+        // Same size, mtime set back to what the index recorded: still seen (ctime).
+        let a = root.join("pkgs/a.nix");
+        std::fs::write(&a, "7").expect("write");
+        set_mtime(&a, old);
+        let (_, files) = git_tracked(&root).expect("tracked files");
+        let mut fresh = TreeIndex::load(&idx_dir.path().join("other"));
+        let (k2, s2) = fresh
+            .content_key(&root, &FileSet::Git(files.clone()))
+            .expect("content key");
+        assert_ne!(k1, k2);
+        assert_eq!((s2.seeded_files, s2.hashed_files), (2, 2), "{s2:?}");
+        assert_eq!(k2.0, key_by_reading(&root));
+        // And through the remembered index too.
+        let (k3, _) = index
+            .content_key(&root, &FileSet::Git(files))
+            .expect("content key");
+        assert_eq!(k3, k2);
+    }
 }

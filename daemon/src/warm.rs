@@ -437,7 +437,9 @@ impl WarmSet {
         let flake = l.flake.clone().expect("ensure_open opened the flake");
         let cache = l.cache.clone().filter(|_| l.cache_writable);
         drop(live);
+        let started = std::time::Instant::now();
         let result = flake.search_index(&t.fragment);
+        tracing::debug!(elapsed = ?started.elapsed(), "walked the packages for a search index");
         self.account(&key, &flake);
         let (index, mut log) = match result {
             Ok(built) => built,
@@ -642,7 +644,9 @@ impl WarmSet {
         // request's deadline finishes in the background and serves the next query.
         let mut open_settings = settings.clone();
         open_settings.interrupt = None;
+        let started = std::time::Instant::now();
         let flake = Arc::new(eval::WarmFlake::open(&t.key_ref, open_settings)?);
+        tracing::debug!(flake = %t.key_ref, elapsed = ?started.elapsed(), "opened a flake (fetched, locked, outputs called)");
         let stderr = flake.open_stderr().to_vec();
         if let Some(cache) = &l.cache
             && stderr.iter().all(|w| repeats_on_every_open(w))

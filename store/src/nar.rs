@@ -728,8 +728,10 @@ impl NarSink for Restorer {
             let mode = if self.executable { 0o555 } else { 0o444 };
             f.set_permissions(fs::Permissions::from_mode(mode))
                 .map_err(|e| self.err("setting permissions of", e))?;
-            drop(f);
-            set_mtime_one(&self.path).map_err(|e| self.err("setting mtime of", e))?;
+            // Through the open file (`futimens`): no second lookup of its path.
+            let one = std::time::UNIX_EPOCH + std::time::Duration::from_secs(1);
+            f.set_times(fs::FileTimes::new().set_accessed(one).set_modified(one))
+                .map_err(|e| self.err("setting mtime of", e))?;
         }
         Ok(())
     }

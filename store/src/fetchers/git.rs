@@ -51,9 +51,20 @@ fn git_err(repo: &Path) -> impl Fn(&dyn std::fmt::Display) -> FetchError + '_ {
     move |e| FetchError::git(format!("Git repository '{}'", repo.display()), e)
 }
 
+/// Bytes of decoded delta bases a repository handle keeps (see [`open`]).
+const PACK_CACHE_BYTES: usize = 16 << 20;
+
 fn open(path: &Path) -> Result<gix::Repository, FetchError> {
-    gix::open(path)
-        .map_err(|e| FetchError::git(format!("opening Git repository '{}'", path.display()), e))
+    let mut repo = gix::open(path)
+        .map_err(|e| FetchError::git(format!("opening Git repository '{}'", path.display()), e))?;
+    // Packed blobs of similar files are deltas on chains dozens deep; without a cache of
+    // decoded bases every blob read inflates its whole chain again.
+    repo.objects.set_pack_cache(|| {
+        Box::new(gix::odb::pack::cache::lru::MemoryCappedHashmap::new(
+            PACK_CACHE_BYTES,
+        ))
+    });
+    Ok(repo)
 }
 
 fn kind_of_tree_entry(mode: gix::objs::tree::EntryMode) -> Option<FileKind> {
