@@ -5,11 +5,12 @@
 //! daemon more than evaluating a small expression, so finished threads wait here for the next job.
 //!
 //! Invariants: a thread runs one job at a time (a [`run`] inside a job runs inline, on the same
-//! thread) and nothing of a job outlives it (the job drops
-//! its evaluator, then the thread forgets its sources and flake context); a thread that served
-//! [`JOBS_PER_THREAD`] jobs, saw a job panic, or sat idle for [`IDLE_EXIT`] exits, so what a
-//! thread keeps between jobs (interned names, compiled regular expressions, touched stack pages,
-//! lowered sources within their budget: `crate::source::lowered`) stays bounded; at most [`MAX_IDLE`] threads wait at once.
+//! thread) and nothing of a job outlives it (the job drops its evaluator, then the thread forgets
+//! its sources and flake context). A thread that served [`JOBS_PER_THREAD`] jobs, saw a job panic,
+//! or sat idle for [`IDLE_EXIT`] exits (except the last one waiting), so what a thread keeps
+//! between jobs (interned names, compiled regular expressions, touched stack pages, lowered
+//! sources within their budget: `crate::source::lowered`) stays bounded; at most [`MAX_IDLE`]
+//! threads wait at once.
 
 use std::cell::Cell;
 use std::panic::AssertUnwindSafe;
@@ -23,7 +24,7 @@ const EVAL_STACK: usize = 1 << 30;
 const MAX_IDLE: usize = 4;
 /// Jobs one thread serves before it makes way for a fresh one.
 const JOBS_PER_THREAD: usize = 1000;
-/// An idle thread exits after this long without work.
+/// An idle thread exits after this long without work, unless it is the only one waiting.
 const IDLE_EXIT: Duration = Duration::from_secs(30);
 
 /// A job; it answers whether it panicked.
@@ -148,12 +149,17 @@ fn worker(id: u64, me: Sender<Job>, jobs: Receiver<Job>, first: Job) {
             Err(RecvTimeoutError::Disconnected) => return,
             Err(RecvTimeoutError::Timeout) => {
                 let mut p = pool();
-                if let Some(i) = p.idle.iter().position(|w| w.id == id) {
+                // The last waiting thread stays: its lowered sources (nixpkgs' `lib`, say) are
+                // what the next request after a pause needs.
+                if let Some(i) = p.idle.iter().position(|w| w.id == id)
+                    && p.idle.len() > 1
+                {
                     p.idle.remove(i);
                     return;
                 }
                 drop(p);
-                // A caller took this thread off the idle list just now: its job is on the way.
+                // The last one waiting, or a caller took this thread off the idle list just now
+                // (its job is on the way): wait for the next job.
                 match jobs.recv() {
                     Ok(job) => job,
                     Err(_) => return,
