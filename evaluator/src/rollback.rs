@@ -12,9 +12,10 @@
 //! puts every logged thunk back to its earlier state (a memoised value is only a cache: forcing
 //! the thunk again computes the same value), empties the recorded environments, drops the
 //! imports cached since (the import cache logs its insertions while a checkpoint is open, so
-//! opening one copies nothing), and forgets the sources registered since, except those the
-//! thread's lowered-source cache pins: lowered trees hold no evaluation's values, so they stay
-//! valid (and cached) across the rollback, and their positions keep resolving.
+//! opening one copies nothing), and forgets the sources registered since, together with their
+//! trees in the thread's lowered-source cache (a search reads each package file once: keeping
+//! them would keep what the rollback is there to free). Trees cached before the checkpoint stay
+//! cached, and their positions keep resolving.
 //!
 //! Invariant: after a rollback, nothing created since the checkpoint is reachable from anything
 //! older. Objects made before the checkpoint are immutable except thunks (logged when evaluated)
@@ -123,6 +124,7 @@ impl Evaluator {
         drop(envs);
         self.import_cache.roll_back();
         if !keep_sources {
+            source::lowered::forget_since(cp.sources);
             source::forget_since(cp.sources);
         }
     }

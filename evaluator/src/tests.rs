@@ -494,7 +494,7 @@ mod lowered_cache {
     }
 
     #[test]
-    fn rollback_keeps_cached_trees_and_undoes_imports() {
+    fn rollback_drops_what_was_read_since_and_keeps_older_trees() {
         use crate::eval::{Config, Evaluator};
         use crate::source::Pos;
         let dir = scratch("rollback");
@@ -519,11 +519,17 @@ mod lowered_cache {
                 ev.import_cache.get(&before).is_some(),
                 "the import before stays"
             );
-            // The tree lowered since the checkpoint stays cached and its source registered:
-            // importing again lowers nothing, and its error still points into it.
+            // The tree lowered since the checkpoint is dropped with its source (a search reads
+            // each file once); the one lowered before stays cached. Importing again lowers the
+            // file anew, and its error points into it.
+            assert_eq!(
+                lowered::stats().0,
+                1,
+                "only the tree from before the checkpoint"
+            );
             let mark = source::mark();
             let v = load(&mut ev, &since);
-            assert_eq!(source::mark(), mark);
+            assert_eq!(source::mark(), mark + 1);
             let Some(crate::value::Value::Attrs(a)) = ev.force(&v, Pos::NONE).ok() else {
                 panic!("a set")
             };

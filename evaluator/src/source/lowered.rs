@@ -217,6 +217,27 @@ fn evict_to(c: &mut Cache, target: usize) {
     }
 }
 
+/// Drops the entries of sources registered after `mark` ([`super::mark`]), unpinning them: for a
+/// rollback, which frees what was read since its checkpoint (a search reads each package's file
+/// once; keeping their trees would keep the memory the rollback is there to free).
+pub(crate) fn forget_since(mark: usize) {
+    CACHE.with(|c| {
+        let mut c = c.borrow_mut();
+        let c = &mut *c;
+        let since: Vec<Key> = c
+            .entries
+            .iter()
+            .filter(|(_, e)| e.file as usize > mark)
+            .map(|(k, _)| k.clone())
+            .collect();
+        for k in since {
+            if let Some(e) = c.entries.remove(&k) {
+                drop_entry(&mut c.bytes, e);
+            }
+        }
+    });
+}
+
 /// Drops the entries whose file no longer exists.
 pub fn sweep_missing() {
     CACHE.with(|c| {
