@@ -217,50 +217,40 @@ fn evict_to(c: &mut Cache, target: usize) {
     }
 }
 
+/// Drops (and unpins) every entry for which `gone` holds.
+fn drop_where(c: &mut Cache, gone: impl Fn(&Key, &Entry) -> bool) {
+    let keys: Vec<Key> = c
+        .entries
+        .iter()
+        .filter(|(k, e)| gone(k, e))
+        .map(|(k, _)| k.clone())
+        .collect();
+    for k in keys {
+        if let Some(e) = c.entries.remove(&k) {
+            drop_entry(&mut c.bytes, e);
+        }
+    }
+}
+
 /// Drops the entries of sources registered after `mark` ([`super::mark`]), unpinning them: for a
 /// rollback, which frees what was read since its checkpoint (a search reads each package's file
 /// once; keeping their trees would keep the memory the rollback is there to free).
 pub(crate) fn forget_since(mark: usize) {
-    CACHE.with(|c| {
-        let mut c = c.borrow_mut();
-        let c = &mut *c;
-        let since: Vec<Key> = c
-            .entries
-            .iter()
-            .filter(|(_, e)| e.file as usize > mark)
-            .map(|(k, _)| k.clone())
-            .collect();
-        for k in since {
-            if let Some(e) = c.entries.remove(&k) {
-                drop_entry(&mut c.bytes, e);
-            }
-        }
-    });
+    CACHE.with(|c| drop_where(&mut c.borrow_mut(), |_, e| e.file as usize > mark));
 }
 
 /// Drops the entries whose file no longer exists.
 pub fn sweep_missing() {
     CACHE.with(|c| {
         let mut c = c.borrow_mut();
-        let c = &mut *c;
         c.last_sweep = Some(Instant::now());
-        let gone: Vec<Key> = c
-            .entries
-            .iter()
-            .filter(|(k, e)| match &k.origin {
-                Origin::File(p) => {
-                    let real = crate::store_path::real_path(&e.store_dir, p);
-                    !std::path::Path::new(&real).exists()
-                }
-                Origin::String => false,
-            })
-            .map(|(k, _)| k.clone())
-            .collect();
-        for k in gone {
-            if let Some(e) = c.entries.remove(&k) {
-                drop_entry(&mut c.bytes, e);
+        drop_where(&mut c, |k, e| match &k.origin {
+            Origin::File(p) => {
+                let real = crate::store_path::real_path(&e.store_dir, p);
+                !std::path::Path::new(&real).exists()
             }
-        }
+            Origin::String => false,
+        });
     });
 }
 
@@ -282,12 +272,7 @@ pub fn end_evaluation() {
         if c.bytes > budget {
             evict_to(&mut c, budget);
             if c.bytes > budget {
-                let all: Vec<Key> = c.entries.keys().cloned().collect();
-                for k in all {
-                    if let Some(e) = c.entries.remove(&k) {
-                        drop_entry(&mut c.bytes, e);
-                    }
-                }
+                drop_where(&mut c, |_, _| true);
             }
         }
     });
