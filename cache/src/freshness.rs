@@ -30,7 +30,6 @@
 //! with a non-empty blob); any other file is read and hashed. An edit changes the ctime, which
 //! no user can set back, so it cannot hide.
 
-use std::collections::HashMap;
 use std::fs;
 use std::io::{Read, Write};
 use std::os::unix::ffi::OsStrExt;
@@ -150,8 +149,35 @@ mod kind {
 #[derive(Debug)]
 pub struct TreeIndex {
     path: PathBuf,
-    entries: HashMap<Vec<u8>, Entry>,
+    /// Sorted by path, one entry per path.
+    entries: Vec<IndexEntry>,
     changed: bool,
+}
+
+/// A regular file's path (relative to the root) and what the index knows of it.
+type IndexEntry = (Vec<u8>, Entry);
+
+/// One path a key covers, with its Git index record (if any) and its metadata (`None`: gone).
+struct Listed {
+    rel: Vec<u8>,
+    seed: Option<GitSeed>,
+    meta: Option<fs::Metadata>,
+}
+
+/// The entry of `rel` in `entries` (sorted by path). `cursor` is where the previous lookup
+/// ended: paths asked for in sorted order are found there without searching.
+fn find_entry<'a>(entries: &'a [IndexEntry], cursor: &mut usize, rel: &[u8]) -> Option<&'a Entry> {
+    if let Some((path, entry)) = entries.get(*cursor)
+        && path.as_slice() == rel
+    {
+        *cursor += 1;
+        return Some(entry);
+    }
+    let i = entries
+        .binary_search_by(|(path, _)| path.as_slice().cmp(rel))
+        .ok()?;
+    *cursor = i + 1;
+    Some(&entries[i].1)
 }
 
 fn now_ns() -> i64 {
@@ -186,13 +212,13 @@ impl TreeIndex {
                         reason,
                     };
                     tracing::warn!(error = %e, "rebuilding freshness index");
-                    HashMap::new()
+                    Vec::new()
                 }
             },
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => HashMap::new(),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
             Err(e) => {
                 tracing::warn!(error = %e, path = %path.display(), "cannot read freshness index; rebuilding it");
-                HashMap::new()
+                Vec::new()
             }
         };
         TreeIndex {
@@ -230,8 +256,7 @@ impl TreeIndex {
                 reason: "not a directory".into(),
             });
         }
-        let mut listed: Vec<(Vec<u8>, Option<fs::Metadata>)> = Vec::new();
-        let mut seeds: HashMap<Vec<u8>, GitSeed> = HashMap::new();
+        let mut listed: Vec<Listed> = Vec::new();
         let (algo, index_mtime_ns) = match files {
             FileSet::Git(g) => (Algo::GitBlob, g.index_mtime_ns),
             _ => (Algo::Blake3, None),
@@ -241,33 +266,56 @@ impl TreeIndex {
             FileSet::List(paths) => {
                 let mut rels = Vec::with_capacity(paths.len());
                 for p in paths {
-                    rels.push(check_relative(p)?);
+                    rels.push((check_relative(p)?, None));
                 }
                 stat_listed(root, rels, &mut listed)?;
             }
             FileSet::Git(g) => {
                 let mut rels = Vec::with_capacity(g.files.len());
                 for (p, seed) in &g.files {
-                    let rel = check_relative(p)?;
-                    if let Some(seed) = seed
-                        && index_mtime_ns.is_some()
-                    {
-                        seeds.insert(rel.clone(), seed.clone());
-                    }
-                    rels.push(rel);
+                    let seed = seed.clone().filter(|_| index_mtime_ns.is_some());
+                    rels.push((check_relative(p)?, seed));
                 }
                 stat_listed(root, rels, &mut listed)?;
             }
         }
+        // The loop below takes old entries by path from this sorted list; on an error the index
+        // is left as it was.
+        let old = std::mem::take(&mut self.entries);
+        match self.key_listed(root, listed, algo, index_mtime_ns, &old) {
+            Ok((key, seen, stats)) => {
+                if seen.len() != old.len() {
+                    self.changed = true;
+                }
+                self.entries = seen;
+                Ok((key, stats))
+            }
+            Err(e) => {
+                self.entries = old;
+                Err(e)
+            }
+        }
+    }
 
+    /// The key of the `listed` entries (in their order), with the index entries of the regular
+    /// files among them (sorted by path), reusing those of `old` (sorted by path) that still hold.
+    fn key_listed(
+        &mut self,
+        root: &Path,
+        listed: Vec<Listed>,
+        algo: Algo,
+        index_mtime_ns: Option<i64>,
+        old: &[IndexEntry],
+    ) -> Result<(ContentKey, Vec<IndexEntry>, KeyStats), CacheError> {
         let mut stats = KeyStats::default();
         let mut key = blake3::Hasher::new();
         key.update(match algo {
             Algo::Blake3 => b"flaked tree key v1\0".as_slice(),
             Algo::GitBlob => b"flaked tree key v1 git\0".as_slice(),
         });
-        let mut seen: HashMap<Vec<u8>, Entry> = HashMap::with_capacity(listed.len());
-        for (rel, meta) in listed {
+        let mut seen: Vec<IndexEntry> = Vec::with_capacity(listed.len());
+        let mut cursor = 0;
+        for Listed { rel, seed, meta } in listed {
             stats.entries += 1;
             let full = || root.join(std::ffi::OsStr::from_bytes(&rel));
             let mut keep = None;
@@ -287,8 +335,9 @@ impl TreeIndex {
                 }
                 Some(m) if m.is_file() => {
                     let exec = m.permissions().mode() & 0o100 != 0;
-                    let seed = seeds.get(&rel).zip(index_mtime_ns);
-                    let entry = self.file_entry(&rel, &full, &m, exec, algo, seed, &mut stats)?;
+                    let before = find_entry(old, &mut cursor, &rel);
+                    let seed = seed.as_ref().zip(index_mtime_ns);
+                    let entry = self.file_entry(before, &full, &m, exec, algo, seed, &mut stats)?;
                     let hash = entry.hash;
                     keep = Some(entry);
                     (if exec { kind::EXEC } else { kind::FILE }, hash)
@@ -305,14 +354,13 @@ impl TreeIndex {
             key.update(&[kind]);
             key.update(&hash);
             if let Some(entry) = keep {
-                seen.insert(rel, entry);
+                seen.push((rel, entry));
             }
         }
-        if seen.len() != self.entries.len() {
-            self.changed = true;
-        }
-        self.entries = seen;
-        Ok((ContentKey(key.finalize().to_hex().to_string()), stats))
+        // Listed files come sorted except from a walk (which visits a directory's contents
+        // right after its name); sorting sorted input is linear.
+        seen.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+        Ok((ContentKey(key.finalize().to_hex().to_string()), seen, stats))
     }
 
     /// Reuses or recomputes the entry of one regular file: from the index when its metadata is
@@ -321,7 +369,7 @@ impl TreeIndex {
     #[allow(clippy::too_many_arguments)]
     fn file_entry(
         &mut self,
-        rel: &[u8],
+        before: Option<&Entry>,
         full: &dyn Fn() -> PathBuf,
         m: &fs::Metadata,
         exec: bool,
@@ -340,7 +388,7 @@ impl TreeIndex {
             hashed_at_ns,
             hash,
         };
-        if let Some(old) = self.entries.get(rel) {
+        if let Some(old) = before {
             let probe = current(old.hash, old.hashed_at_ns);
             if *old == probe && old.mtime_ns.saturating_add(RACY_WINDOW_NS) < old.hashed_at_ns {
                 return Ok(probe);
@@ -500,33 +548,82 @@ impl FileHasher {
     }
 }
 
+/// Lists at least this long are stat'ed by several threads: a stat costs microseconds here (a
+/// path walk per file), so 20,000 tracked files take tens of milliseconds on one core.
+const PARALLEL_STAT_MIN: usize = 4096;
+
 /// Stats each of `rels` (sorted and deduplicated first) below `root`; a missing one is `None`.
+/// The result keeps the sorted order; long lists are split between a few threads.
 fn stat_listed(
     root: &Path,
-    mut rels: Vec<Vec<u8>>,
-    listed: &mut Vec<(Vec<u8>, Option<fs::Metadata>)>,
+    rels: Vec<(Vec<u8>, Option<GitSeed>)>,
+    listed: &mut Vec<Listed>,
 ) -> Result<(), CacheError> {
-    rels.sort();
-    rels.dedup();
+    let threads = if rels.len() >= PARALLEL_STAT_MIN {
+        std::thread::available_parallelism().map_or(1, |n| n.get().min(4))
+    } else {
+        1
+    };
+    stat_listed_by(root, rels, listed, threads)
+}
+
+/// [`stat_listed`] on `threads` threads.
+fn stat_listed_by(
+    root: &Path,
+    mut rels: Vec<(Vec<u8>, Option<GitSeed>)>,
+    listed: &mut Vec<Listed>,
+    threads: usize,
+) -> Result<(), CacheError> {
+    rels.sort_by(|a, b| a.0.cmp(&b.0));
+    rels.dedup_by(|later, earlier| later.0 == earlier.0);
     listed.reserve(rels.len());
-    for rel in rels {
-        let full = root.join(std::ffi::OsStr::from_bytes(&rel));
-        let meta = match fs::symlink_metadata(&full) {
-            Ok(m) => Some(m),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
-            // A listed path running through something that is no longer a directory.
-            Err(e) if e.kind() == std::io::ErrorKind::NotADirectory => None,
-            Err(source) => {
-                return Err(CacheError::Io {
-                    op: "stat",
-                    path: full,
-                    source,
-                });
-            }
-        };
-        listed.push((rel, meta));
+    if threads <= 1 {
+        for (rel, seed) in rels {
+            let meta = stat_one(root, &rel)?;
+            listed.push(Listed { rel, seed, meta });
+        }
+        return Ok(());
+    }
+    let chunk = rels.len().div_ceil(threads);
+    let metas: Vec<Result<Vec<Option<fs::Metadata>>, CacheError>> = std::thread::scope(|scope| {
+        let workers: Vec<_> = rels
+            .chunks(chunk)
+            .map(|part| {
+                scope.spawn(move || part.iter().map(|(rel, _)| stat_one(root, rel)).collect())
+            })
+            .collect();
+        workers
+            .into_iter()
+            .map(|w| {
+                w.join()
+                    .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
+            })
+            .collect()
+    });
+    let mut rels = rels.into_iter();
+    for part in metas {
+        for meta in part? {
+            let (rel, seed) = rels.next().expect("one stat result per listed path");
+            listed.push(Listed { rel, seed, meta });
+        }
     }
     Ok(())
+}
+
+/// The metadata of `rel` below `root` (symbolic links not followed); `None` when it is gone.
+fn stat_one(root: &Path, rel: &[u8]) -> Result<Option<fs::Metadata>, CacheError> {
+    let full = root.join(std::ffi::OsStr::from_bytes(rel));
+    match fs::symlink_metadata(&full) {
+        Ok(m) => Ok(Some(m)),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        // A listed path running through something that is no longer a directory.
+        Err(e) if e.kind() == std::io::ErrorKind::NotADirectory => Ok(None),
+        Err(source) => Err(CacheError::Io {
+            op: "stat",
+            path: full,
+            source,
+        }),
+    }
 }
 
 /// Validates a caller-supplied relative path: no root, no `..`, not empty.
@@ -556,11 +653,7 @@ fn check_relative(p: &Path) -> Result<Vec<u8>, CacheError> {
 }
 
 /// Depth-first walk in byte order of names; `prefix` is the current relative dir.
-fn walk(
-    dir: &Path,
-    prefix: &mut Vec<u8>,
-    out: &mut Vec<(Vec<u8>, Option<fs::Metadata>)>,
-) -> Result<(), CacheError> {
+fn walk(dir: &Path, prefix: &mut Vec<u8>, out: &mut Vec<Listed>) -> Result<(), CacheError> {
     let io = |op, source| CacheError::Io {
         op,
         path: dir.to_owned(),
@@ -584,7 +677,11 @@ fn walk(
         }
         prefix.extend_from_slice(&name);
         let is_dir = meta.is_dir();
-        out.push((prefix.clone(), Some(meta)));
+        out.push(Listed {
+            rel: prefix.clone(),
+            seed: None,
+            meta: Some(meta),
+        });
         if is_dir {
             walk(&entry.path(), prefix, out)?;
         }
@@ -595,7 +692,7 @@ fn walk(
 
 const ENTRY_FIXED: usize = 8 + 8 + 8 + 8 + 8 + 1 + 1 + 8 + 32;
 
-fn encode_index(entries: &HashMap<Vec<u8>, Entry>) -> Vec<u8> {
+fn encode_index(entries: &[IndexEntry]) -> Vec<u8> {
     let mut out = Vec::with_capacity(16 + entries.len() * (ENTRY_FIXED + 40) + 32);
     out.extend_from_slice(MAGIC);
     out.extend_from_slice(&(entries.len() as u64).to_le_bytes());
@@ -617,7 +714,8 @@ fn encode_index(entries: &HashMap<Vec<u8>, Entry>) -> Vec<u8> {
     out
 }
 
-fn decode_index(bytes: &[u8]) -> Result<HashMap<Vec<u8>, Entry>, String> {
+/// The entries of an encoded index, sorted by path (one per path: the first).
+fn decode_index(bytes: &[u8]) -> Result<Vec<IndexEntry>, String> {
     if bytes.len() < 16 + 32 {
         return Err(format!("too short ({} bytes)", bytes.len()));
     }
@@ -630,7 +728,7 @@ fn decode_index(bytes: &[u8]) -> Result<HashMap<Vec<u8>, Entry>, String> {
     }
     let mut r = Reader { buf: body, pos: 8 };
     let count = r.u64()?;
-    let mut entries = HashMap::with_capacity(
+    let mut entries = Vec::with_capacity(
         usize::try_from(count)
             .unwrap_or(0)
             .min(body.len() / ENTRY_FIXED),
@@ -656,11 +754,14 @@ fn decode_index(bytes: &[u8]) -> Result<HashMap<Vec<u8>, Entry>, String> {
                 .try_into()
                 .map_err(|_| "short hash".to_string())?,
         };
-        entries.insert(path, entry);
+        entries.push((path, entry));
     }
     if r.pos != body.len() {
         return Err(format!("{} trailing bytes", body.len() - r.pos));
     }
+    // Written sorted, so sorting is linear; the lookups rely on the order.
+    entries.sort_by(|a, b| a.0.cmp(&b.0));
+    entries.dedup_by(|later, earlier| later.0 == earlier.0);
     Ok(entries)
 }
 
@@ -703,28 +804,59 @@ mod tests {
 
     #[test]
     fn index_roundtrip_and_corruption() {
-        let mut m = HashMap::new();
-        m.insert(
-            b"a/b".to_vec(),
-            Entry {
-                size: 3,
-                mtime_ns: 1,
-                ctime_ns: 2,
-                ino: 4,
-                dev: 5,
-                exec: true,
-                algo: Algo::GitBlob,
-                hashed_at_ns: 6,
-                hash: [7; 32],
-            },
-        );
+        let entry = |size| Entry {
+            size,
+            mtime_ns: 1,
+            ctime_ns: 2,
+            ino: 4,
+            dev: 5,
+            exec: true,
+            algo: Algo::GitBlob,
+            hashed_at_ns: 6,
+            hash: [7; 32],
+        };
+        let m = vec![(b"a/b".to_vec(), entry(3)), (b"a/c".to_vec(), entry(9))];
         let bytes = encode_index(&m);
         assert_eq!(decode_index(&bytes).expect("decodes"), m);
+        // Decoded entries come sorted, whatever the order they were written in.
+        let unsorted = vec![m[1].clone(), m[0].clone()];
+        assert_eq!(decode_index(&encode_index(&unsorted)).expect("decodes"), m);
         let mut bad = bytes.clone();
         bad[12] ^= 1;
         assert!(decode_index(&bad).is_err());
         assert!(decode_index(&bytes[..bytes.len() - 1]).is_err());
         assert!(decode_index(b"").is_err());
+    }
+
+    #[test]
+    fn stats_split_between_threads_keep_the_sorted_order() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut rels = Vec::new();
+        for i in 0..97 {
+            let rel = format!("d{}/f{i}", i % 7);
+            std::fs::create_dir_all(dir.path().join(format!("d{}", i % 7))).expect("mkdir");
+            std::fs::write(dir.path().join(&rel), "x".repeat(i)).expect("write");
+            rels.push((rel.into_bytes(), None));
+        }
+        rels.push((b"d1/missing".to_vec(), None));
+        rels.push((b"d0/f0/under-a-file".to_vec(), None));
+        rels.push((b"d3/f3".to_vec(), None));
+        let summary = |threads| {
+            let mut listed = Vec::new();
+            stat_listed_by(dir.path(), rels.clone(), &mut listed, threads).expect("stat");
+            listed
+                .into_iter()
+                .map(|l| (l.rel, l.meta.map(|m| m.len())))
+                .collect::<Vec<_>>()
+        };
+        let serial = summary(1);
+        assert_eq!(serial.len(), 99, "sorted and deduplicated");
+        assert!(serial.windows(2).all(|w| w[0].0 < w[1].0));
+        assert!(serial.contains(&(b"d1/missing".to_vec(), None)));
+        assert!(serial.contains(&(b"d0/f0/under-a-file".to_vec(), None)));
+        for threads in [2, 3, 4, 200] {
+            assert_eq!(summary(threads), serial, "{threads} threads");
+        }
     }
 
     #[test]

@@ -20,8 +20,10 @@
 //! - the cache can only make an answer faster: any failure to compute a fingerprint or to read
 //!   the database is a miss, and the query is evaluated.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
+use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -48,6 +50,11 @@ pub struct LocalSource {
 }
 
 impl LocalSource {
+    /// The root of the tree (a git work tree or a `path:` directory).
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
     /// The local source of `flake_ref` when the persistent cache applies to it.
     pub fn of(flake_ref: &FlakeRef) -> Option<LocalSource> {
         match &flake_ref.input.kind {
@@ -80,13 +87,23 @@ impl LocalSource {
 
 /// The content identity of a local source tree: the HEAD commit of a git work tree (`None` for a
 /// `path:` tree) and the content key of its files.
-type Identity = (Option<String>, String);
+pub(crate) type Identity = (Option<String>, String);
 
 /// A tree watched since before its identity was computed (by the start-up pre-arming), waiting
 /// for its first query.
 struct Prearmed {
     watch: TreeWatch,
     identity: Identity,
+}
+
+/// What the start-up pre-arming can give a query for its tree (see [`DiskCache::prearmed`]).
+pub(crate) enum Armed {
+    /// Watched since before its identity was computed, and unchanged since.
+    Ready(TreeWatch, Identity),
+    /// Being armed now, or waiting for its turn: the caller need not walk it for a watch.
+    Pending,
+    /// Not pre-armed: not remembered, already taken, failed, or changed since.
+    No,
 }
 
 /// Trees remembered for pre-arming after a restart (the most recent last).
@@ -100,6 +117,9 @@ pub struct DiskCache {
     prearming: Mutex<Prearming>,
     /// Signalled when the tree being pre-armed is done.
     prearmed_one: Condvar,
+    /// Queries keying a tree right now (see [`DiskCache::identity_now`]): the pre-arming pauses
+    /// its walk meanwhile, leaving them the cores.
+    keying: AtomicUsize,
     build_id: String,
 }
 
@@ -108,11 +128,16 @@ pub struct DiskCache {
 struct Prearming {
     /// Trees armed and not taken by a query yet.
     ready: HashMap<(bool, PathBuf), Prearmed>,
-    /// The tree being armed now: a query for it waits for it rather than walking it twice.
+    /// The tree being armed now: a query that needs its watch waits for it rather than walking
+    /// it twice.
     current: Option<(bool, PathBuf)>,
-    /// Trees a query asked for before their turn came (pre-arming skips them).
-    claimed: HashSet<(bool, PathBuf)>,
+    /// Trees still to arm, next first. A query that needs a watch at once takes its tree out.
+    queue: Vec<(bool, PathBuf)>,
 }
+
+/// How long the pre-arming of one tree pauses for queries keying trees, at most, and in steps of.
+const MAX_PAUSE: Duration = Duration::from_secs(1);
+const PAUSE_STEP: Duration = Duration::from_micros(500);
 
 /// How long a query waits for the pre-arming of its tree at most.
 const PREARM_WAIT: Duration = Duration::from_secs(30);
@@ -149,6 +174,7 @@ impl DiskCache {
             trees: Mutex::new(HashMap::new()),
             prearming: Mutex::new(Prearming::default()),
             prearmed_one: Condvar::new(),
+            keying: AtomicUsize::new(0),
             build_id: build_id(),
         }
     }
@@ -224,22 +250,30 @@ impl DiskCache {
         }
     }
 
-    /// Watches and keys every remembered tree (at start-up, on a thread of its own), so that the
-    /// first query of each after a restart costs no tree walk.
+    /// Queues every remembered tree for [`DiskCache::prearm`], most recent first. Called before
+    /// the daemon serves, so that a query for a remembered tree finds it queued.
+    pub fn plan_prearm(&self) {
+        let mut queue = self.remembered();
+        queue.reverse();
+        lock(&self.prearming).queue = queue;
+    }
+
+    /// Watches and keys every queued tree (at start-up, on a thread of its own), so that queries
+    /// after a restart find their tree's watch ready instead of walking the tree for one.
     pub fn prearm(&self) {
-        for (git, root) in self.remembered().into_iter().rev() {
-            let key = (git, root.clone());
-            {
+        loop {
+            let key = {
                 let mut p = lock(&self.prearming);
-                if p.claimed.contains(&key) {
-                    continue;
+                if p.queue.is_empty() {
+                    return;
                 }
+                let key = p.queue.remove(0);
                 p.current = Some(key.clone());
-            }
-            let armed = self.arm(git, &root);
+                key
+            };
+            let armed = self.arm(key.0, &key.1);
             let mut p = lock(&self.prearming);
             p.current = None;
-            // Kept even when a query claimed it meanwhile: that query is waiting for it.
             if let Some(armed) = armed {
                 p.ready.insert(key, armed);
             }
@@ -251,7 +285,16 @@ impl DiskCache {
     /// Watches `root`, then computes its identity.
     fn arm(&self, git: bool, root: &Path) -> Option<Prearmed> {
         let started = std::time::Instant::now();
-        let watch = TreeWatch::new(root).ok()?;
+        // Paused for one second in all at most: queries keying the tree until its watch is
+        // ready must not keep it from ever being ready.
+        let paused = std::cell::Cell::new(Duration::ZERO);
+        let pause = || {
+            while self.keying.load(Ordering::Acquire) > 0 && paused.get() < MAX_PAUSE {
+                std::thread::sleep(PAUSE_STEP);
+                paused.set(paused.get() + PAUSE_STEP);
+            }
+        };
+        let watch = TreeWatch::new_yielding(root, &pause).ok()?;
         let src = LocalSource {
             git,
             root: root.to_path_buf(),
@@ -269,29 +312,45 @@ impl DiskCache {
         }
     }
 
-    /// A watch on `src`'s tree that was armed before its (returned) identity was computed, and
-    /// saw no change since — when start-up pre-arming prepared one.
-    /// A tree being pre-armed right now is waited for; one whose turn has not come yet is left
-    /// to the caller (and skipped by pre-arming).
-    pub fn take_prearmed(&self, src: &LocalSource) -> Option<(TreeWatch, Identity)> {
+    /// What the start-up pre-arming has for `src`'s tree. Without `wait`, never blocks: a tree
+    /// being armed or still queued is [`Armed::Pending`]. With `wait`, the caller needs the watch
+    /// now: a tree being armed is waited for, and a queued one is taken out of the queue (the
+    /// caller arms it itself) and reported as [`Armed::No`].
+    pub(crate) fn prearmed(&self, src: &LocalSource, wait: bool) -> Armed {
         let key = (src.git, src.root.clone());
         let mut p = lock(&self.prearming);
-        p.claimed.insert(key.clone());
-        let deadline = std::time::Instant::now() + PREARM_WAIT;
-        while p.current.as_ref() == Some(&key) {
-            let left = deadline.saturating_duration_since(std::time::Instant::now());
-            if left.is_zero() {
-                break;
+        if wait {
+            p.queue.retain(|k| *k != key);
+            let deadline = std::time::Instant::now() + PREARM_WAIT;
+            while p.current.as_ref() == Some(&key) {
+                let left = deadline.saturating_duration_since(std::time::Instant::now());
+                if left.is_zero() {
+                    break;
+                }
+                p = self
+                    .prearmed_one
+                    .wait_timeout(p, left)
+                    .unwrap_or_else(|e| e.into_inner())
+                    .0;
             }
-            p = self
-                .prearmed_one
-                .wait_timeout(p, left)
-                .unwrap_or_else(|e| e.into_inner())
-                .0;
         }
-        let mut armed = p.ready.remove(&key)?;
-        drop(p);
-        (!armed.watch.changed()).then_some((armed.watch, armed.identity))
+        if let Some(mut armed) = p.ready.remove(&key) {
+            drop(p);
+            return if armed.watch.changed() {
+                Armed::No
+            } else {
+                Armed::Ready(armed.watch, armed.identity)
+            };
+        }
+        if !wait && (p.current.as_ref() == Some(&key) || p.queue.contains(&key)) {
+            return Armed::Pending;
+        }
+        Armed::No
+    }
+
+    /// Whether the eval cache on disk may serve an evaluation with `settings` at all.
+    pub(crate) fn applies(settings: &eval::EvalSettings) -> bool {
+        settings.pure && settings.override_inputs.is_empty()
     }
 
     /// The database of the flake `src` as it is on disk now, `None` when its fingerprint cannot
@@ -304,7 +363,7 @@ impl DiskCache {
         settings: &eval::EvalSettings,
         identity: Option<Identity>,
     ) -> Option<EvalCache> {
-        if !settings.pure || !settings.override_inputs.is_empty() {
+        if !Self::applies(settings) {
             return None;
         }
         self.remember(src);
@@ -326,11 +385,26 @@ impl DiskCache {
         Some(cache)
     }
 
+    /// [`DiskCache::identity`] for a query that waits for it: the start-up pre-arming pauses
+    /// its walk meanwhile.
+    pub(crate) fn identity_now(&self, src: &LocalSource) -> Result<Identity, String> {
+        struct Keying<'a>(&'a AtomicUsize);
+        impl Drop for Keying<'_> {
+            fn drop(&mut self) {
+                self.0.fetch_sub(1, Ordering::Release);
+            }
+        }
+        self.keying.fetch_add(1, Ordering::Acquire);
+        let _keying = Keying(&self.keying);
+        self.identity(src)
+    }
+
     /// The identity of `src`'s tree as it is now.
-    fn identity(&self, src: &LocalSource) -> Result<Identity, String> {
+    pub(crate) fn identity(&self, src: &LocalSource) -> Result<Identity, String> {
         let started = std::time::Instant::now();
         let (rev, files) = if src.git {
             let (rev, files) = git_tracked(&src.root)?;
+            tracing::debug!(root = %src.root.display(), elapsed = ?started.elapsed(), "read the git index");
             (Some(rev), FileSet::Git(files))
         } else {
             (None, FileSet::Walk)
@@ -432,7 +506,8 @@ fn git_tracked(root: &Path) -> Result<(String, GitFiles), String> {
         .entries()
         .iter()
         .map(|e| {
-            let path = PathBuf::from(e.path(&index).to_string());
+            // The path's bytes as they are: a lossy conversion would stat another name.
+            let path = PathBuf::from(std::ffi::OsStr::from_bytes(e.path(&index)));
             let trusted = e.stage_raw() == 0
                 && matches!(e.mode, Mode::FILE | Mode::FILE_EXECUTABLE)
                 && !e.flags.intersects(untrusted);
@@ -670,5 +745,73 @@ mod tests {
             .content_key(&root, &FileSet::Git(files))
             .expect("content key");
         assert_eq!(k3, k2);
+    }
+
+    fn path_source(root: &Path) -> LocalSource {
+        LocalSource {
+            git: false,
+            root: root.to_path_buf(),
+            subdir: String::new(),
+        }
+    }
+
+    #[test]
+    fn remembered_trees_are_pending_until_armed_then_ready_once() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (one, two, other) = (
+            dir.path().join("one"),
+            dir.path().join("two"),
+            dir.path().join("other"),
+        );
+        for root in [&one, &two, &other] {
+            std::fs::create_dir_all(root).expect("mkdir");
+            std::fs::write(root.join("flake.nix"), "{ outputs = _: { }; }").expect("write");
+        }
+        let cache = dir.path().join("cache");
+        let before = DiskCache::new(&cache);
+        before.remember(&path_source(&one));
+        before.remember(&path_source(&two));
+
+        // A restarted daemon: both remembered trees are pending before the pre-arming runs.
+        let disk = DiskCache::new(&cache);
+        disk.plan_prearm();
+        for root in [&one, &two] {
+            assert!(matches!(
+                disk.prearmed(&path_source(root), false),
+                Armed::Pending
+            ));
+        }
+        assert!(matches!(
+            disk.prearmed(&path_source(&other), false),
+            Armed::No
+        ));
+        // A query that needs `two`'s watch now takes it out of the queue (and arms it itself).
+        assert!(matches!(disk.prearmed(&path_source(&two), true), Armed::No));
+        assert!(matches!(
+            disk.prearmed(&path_source(&two), false),
+            Armed::No
+        ));
+
+        let identity = disk.identity(&path_source(&one)).expect("identity");
+        disk.prearm();
+        match disk.prearmed(&path_source(&one), false) {
+            Armed::Ready(_, armed) => assert_eq!(armed, identity),
+            _ => panic!("`one` was pre-armed"),
+        }
+        // Taken once: the next entry walks the tree itself.
+        assert!(matches!(
+            disk.prearmed(&path_source(&one), false),
+            Armed::No
+        ));
+
+        // A pre-armed tree edited before its first query is not handed out.
+        let disk = DiskCache::new(&cache);
+        disk.plan_prearm();
+        disk.prearm();
+        std::fs::write(one.join("flake.nix"), "{ outputs = _: { x = 1; }; }").expect("write");
+        assert!(matches!(
+            disk.prearmed(&path_source(&one), false),
+            Armed::No
+        ));
     }
 }

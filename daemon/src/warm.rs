@@ -10,7 +10,11 @@
 //! - a query never answers from a stale tree: a local flake (`path:`, `git+file:`, a directory)
 //!   is watched with inotify from *before* it is read ([`TreeWatch`]); any write, creation,
 //!   deletion, rename or attribute change below its root since then makes the next query open it
-//!   afresh. Unlocked remote references are re-resolved after `tarball-ttl` (an hour, Nix's
+//!   afresh. The one exception is the short window after a restart while the start-up
+//!   pre-arming is still walking a remembered tree for its watch: an entry made then keys the
+//!   tree again (file metadata, see [`Freshness::Snapshot`]) on every check until it adopts the
+//!   pre-armed watch, and records nothing it evaluates unless that watch vouches for it.
+//!   Unlocked remote references are re-resolved after `tarball-ttl` (an hour, Nix's
 //!   default) as Nix does; locked ones (with `rev` or `narHash`) never change;
 //! - at most one open of a given key runs at a time (others wait for it and share the result);
 //! - the memory of warm flakes stays within the configured budget: least-recently-used flakes
@@ -27,7 +31,7 @@ use flaked_cache::{EvalCache, WarmLru};
 use flaked_eval::api as eval;
 use flaked_store::fetchers::{FlakeRef, InputKind, InputSettings, ParseOptions};
 
-use crate::evalcache::{self, DiskCache, LocalSource};
+use crate::evalcache::{self, Armed, DiskCache, Identity, LocalSource};
 use crate::watch::TreeWatch;
 
 /// How long an unlocked remote reference stays resolved (Nix's `tarball-ttl` default).
@@ -58,7 +62,8 @@ struct Live {
     /// Answers of the opened flake, replayed without asking its evaluator thread (see
     /// [`Answers`]).
     answers: Answers,
-    watch: Option<TreeWatch>,
+    /// What vouches for a local entry's tree.
+    freshness: Freshness,
     local: bool,
     locked: bool,
     opened: Instant,
@@ -66,10 +71,83 @@ struct Live {
 
 impl Live {
     fn fresh(&mut self) -> bool {
-        if self.local {
-            return self.watch.as_mut().is_some_and(|w| !w.changed());
+        if !self.local {
+            return self.locked || self.opened.elapsed() < REMOTE_TTL;
         }
-        self.locked || self.opened.elapsed() < REMOTE_TTL
+        match &mut self.freshness {
+            Freshness::Watch(w) => !w.changed(),
+            Freshness::Snapshot(s) => {
+                let (fresh, watch) = s.check();
+                if let Some(w) = watch {
+                    self.freshness = Freshness::Watch(w);
+                }
+                fresh
+            }
+            Freshness::None => false,
+        }
+    }
+
+    /// Whether an inotify watch armed before this entry's identity was taken vouches that the
+    /// tree did not change since: what the entry evaluates may then be recorded.
+    fn watched_unchanged(&mut self) -> bool {
+        match &mut self.freshness {
+            Freshness::Watch(w) => !w.changed(),
+            Freshness::Snapshot(_) | Freshness::None => false,
+        }
+    }
+}
+
+/// How a local warm entry knows that its tree did not change.
+enum Freshness {
+    /// An inotify watch armed before the entry's identity was taken (or before it was read).
+    Watch(TreeWatch),
+    /// Made while the start-up pre-arming was still walking the tree for its watch, from the
+    /// tree's identity taken at once; see [`Snapshot`].
+    Snapshot(Snapshot),
+    /// Nothing vouches for the tree (it could not be watched): every check says "changed".
+    None,
+}
+
+/// The identity of a tree taken without a watch, right after a restart: each check keys the
+/// tree again by file metadata (tens of milliseconds for 20,000 files, against the hundreds a
+/// watch of every directory costs to arm), until the pre-armed watch is ready and its identity
+/// is the same — then the watch takes over.
+struct Snapshot {
+    identity: Identity,
+    src: LocalSource,
+    disk: Arc<DiskCache>,
+}
+
+impl Snapshot {
+    /// Whether the tree still has this identity, and the pre-armed watch to switch to when it
+    /// is ready and agrees.
+    fn check(&self) -> (bool, Option<TreeWatch>) {
+        match self.disk.prearmed(&self.src, false) {
+            Armed::Ready(watch, identity) => {
+                let same = identity == self.identity;
+                (same, same.then_some(watch))
+            }
+            Armed::Pending | Armed::No => {
+                let now = self.disk.identity_now(&self.src);
+                (now.is_ok_and(|id| id == self.identity), None)
+            }
+        }
+    }
+
+    /// The watch that vouches for this identity from now on: the pre-armed one (waited for when
+    /// it is being armed), else one armed now; `None` when the tree cannot be watched or its
+    /// identity changed.
+    fn watch(&self) -> Option<TreeWatch> {
+        let (watch, identity) = match self.disk.prearmed(&self.src, true) {
+            Armed::Ready(watch, identity) => (watch, identity),
+            Armed::Pending | Armed::No => {
+                let watch = TreeWatch::new(self.src.root())
+                    .map_err(|e| tracing::debug!(error = %e, "cannot watch the flake's tree"))
+                    .ok()?;
+                (watch, self.disk.identity(&self.src).ok()?)
+            }
+        };
+        (identity == self.identity).then_some(watch)
     }
 }
 
@@ -208,6 +286,7 @@ impl WarmSet {
     pub fn new(budget_bytes: u64, disk: Option<DiskCache>, forbid_eval: bool) -> WarmSet {
         let disk = disk.map(Arc::new);
         if let Some(d) = &disk {
+            d.plan_prearm();
             let d = d.clone();
             let spawned = std::thread::Builder::new()
                 .name("flaked-prearm".to_string())
@@ -572,31 +651,7 @@ impl WarmSet {
             lock(&self.lru).remove(key);
         }
         live.get_or_insert_with(|| {
-            // A tree pre-armed at start-up comes with its watch and identity.
-            let prearmed = match (&self.disk, &t.local) {
-                (Some(disk), Some(src)) => disk.take_prearmed(src),
-                _ => None,
-            };
-            let (watch, identity) = match prearmed {
-                Some((watch, identity)) => (Some(watch), Some(identity)),
-                // Watch before reading, so that no change between the read and the next query
-                // is missed.
-                None => (
-                    t.watch_root.as_deref().and_then(|root| {
-                        TreeWatch::new(root)
-                            .map_err(|e| {
-                                tracing::warn!(root = %root.display(), error = %e,
-                                "cannot watch the flake; it will be opened again on every query");
-                            })
-                            .ok()
-                    }),
-                    None,
-                ),
-            };
-            let cache = match (&self.disk, &t.local, &watch) {
-                (Some(disk), Some(src), Some(_)) => disk.open(src, &t.key_ref, settings, identity),
-                _ => None,
-            };
+            let (freshness, cache) = self.arm(t, settings);
             Live {
                 flake: None,
                 cache,
@@ -604,12 +659,69 @@ impl WarmSet {
                 recorded: HashSet::new(),
                 search: HashMap::new(),
                 answers: Answers::default(),
-                watch,
+                freshness,
                 local: t.watch_root.is_some(),
                 locked: t.locked,
                 opened: Instant::now(),
             }
         })
+    }
+
+    /// What vouches for a new entry of `t`'s tree, and its eval cache as the tree is now. A tree
+    /// pre-armed at start-up comes with its watch and identity; one the pre-arming is still
+    /// walking is keyed at once without waiting for the watch (see [`Snapshot`]); any other is
+    /// watched now, before its identity is taken and before it is read, so that no change
+    /// between the read and the next query is missed.
+    fn arm(&self, t: &Target, settings: &eval::EvalSettings) -> (Freshness, Option<EvalCache>) {
+        let Some(root) = &t.watch_root else {
+            return (Freshness::None, None);
+        };
+        let disk_src = self.disk.as_ref().zip(t.local.as_ref());
+        let mut identity = None;
+        let mut freshness = None;
+        match disk_src.map(|(disk, src)| disk.prearmed(src, false)) {
+            Some(Armed::Ready(watch, id)) => {
+                freshness = Some(Freshness::Watch(watch));
+                identity = Some(id);
+            }
+            Some(Armed::Pending) if DiskCache::applies(settings) => {
+                let (disk, src) = disk_src.expect("pending means a disk cache and a source");
+                if let Ok(id) = disk.identity_now(src) {
+                    freshness = Some(Freshness::Snapshot(Snapshot {
+                        identity: id.clone(),
+                        src: src.clone(),
+                        disk: disk.clone(),
+                    }));
+                    identity = Some(id);
+                }
+            }
+            _ => {}
+        }
+        let freshness = match freshness {
+            Some(f) => f,
+            None => {
+                if let Some((disk, src)) = disk_src
+                    && let Armed::Ready(watch, id) = disk.prearmed(src, true)
+                {
+                    identity = Some(id);
+                    Freshness::Watch(watch)
+                } else {
+                    match TreeWatch::new(root) {
+                        Ok(w) => Freshness::Watch(w),
+                        Err(e) => {
+                            tracing::warn!(root = %root.display(), error = %e,
+                                "cannot watch the flake; it will be opened again on every query");
+                            Freshness::None
+                        }
+                    }
+                }
+            }
+        };
+        let cache = match (disk_src, &freshness) {
+            (Some(_), Freshness::None) | (None, _) => None,
+            (Some((disk, src)), _) => disk.open(src, &t.key_ref, settings, identity),
+        };
+        (freshness, cache)
     }
 
     /// Opens the flake of the fresh entry `l` unless it is open; returns the warnings to print
@@ -639,6 +751,13 @@ impl WarmSet {
                 t.key_ref
             )));
         }
+        // Reading the flake needs a watch armed from before (else what it evaluates could come
+        // from files newer than the cache's fingerprint): take over the pre-armed one now.
+        if let Freshness::Snapshot(s) = &l.freshness
+            && let Some(w) = s.watch()
+        {
+            l.freshness = Freshness::Watch(w);
+        }
         // The flake outlives this request, so it must not keep this request's interrupt flag
         // (an interrupted request would poison every later one): an open that outlasts its
         // request's deadline finishes in the background and serves the next query.
@@ -648,9 +767,10 @@ impl WarmSet {
         let flake = Arc::new(eval::WarmFlake::open(&t.key_ref, open_settings)?);
         tracing::debug!(flake = %t.key_ref, elapsed = ?started.elapsed(), "opened a flake (fetched, locked, outputs called)");
         let stderr = flake.open_stderr().to_vec();
-        if let Some(cache) = &l.cache
+        if l.cache.is_some()
             && stderr.iter().all(|w| repeats_on_every_open(w))
-            && l.watch.as_mut().is_some_and(|w| !w.changed())
+            && l.watched_unchanged()
+            && let Some(cache) = &l.cache
         {
             evalcache::record_open(cache, &stderr);
             l.cache_writable = true;
@@ -693,5 +813,93 @@ impl WarmSet {
                 *lock(&slot.live) = None;
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A remembered `path:` tree below a fresh cache directory, and a restarted daemon's cache
+    /// with the tree queued for pre-arming but not armed yet.
+    fn restarted(dir: &std::path::Path) -> (LocalSource, Arc<DiskCache>) {
+        let root = dir.join("flake");
+        std::fs::create_dir_all(&root).expect("mkdir");
+        std::fs::write(root.join("flake.nix"), "{ outputs = _: { n = 1; }; }").expect("write");
+        let flake_ref = FlakeRef::parse(
+            &format!("path:{}", root.display()),
+            &ParseOptions::default(),
+        )
+        .expect("flake reference");
+        let src = LocalSource::of(&flake_ref).expect("a local source");
+        let settings = eval::EvalSettings {
+            pure: true,
+            ..eval::EvalSettings::default()
+        };
+        let cache = dir.join("cache");
+        // Opening the cache remembers the tree for the next start.
+        let _ = DiskCache::new(&cache).open(&src, "path:x", &settings, None);
+        let disk = Arc::new(DiskCache::new(&cache));
+        disk.plan_prearm();
+        assert!(matches!(disk.prearmed(&src, false), Armed::Pending));
+        (src, disk)
+    }
+
+    #[test]
+    fn a_snapshot_follows_edits_until_the_prearmed_watch_takes_over() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (src, disk) = restarted(dir.path());
+        let snapshot = Snapshot {
+            identity: disk.identity(&src).expect("identity"),
+            src: src.clone(),
+            disk: disk.clone(),
+        };
+        let file = dir.path().join("flake/flake.nix");
+        assert!(matches!(snapshot.check(), (true, None)));
+        std::fs::write(&file, "{ outputs = _: { n = 2; }; }").expect("write");
+        assert!(
+            matches!(snapshot.check(), (false, None)),
+            "an edit is seen without a watch"
+        );
+        std::fs::write(&file, "{ outputs = _: { n = 1; }; }").expect("write");
+        assert!(
+            matches!(snapshot.check(), (true, None)),
+            "identity is the content"
+        );
+
+        disk.prearm();
+        let (fresh, watch) = snapshot.check();
+        assert!(fresh);
+        let mut watch = watch.expect("the pre-armed watch is adopted");
+        assert!(!watch.changed());
+        std::fs::write(&file, "{ outputs = _: { n = 3; }; }").expect("write");
+        assert!(watch.changed());
+    }
+
+    #[test]
+    fn a_snapshot_gets_a_watch_before_the_flake_is_read_or_none_when_edited() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (src, disk) = restarted(dir.path());
+        let snapshot = Snapshot {
+            identity: disk.identity(&src).expect("identity"),
+            src: src.clone(),
+            disk: disk.clone(),
+        };
+        // Still queued: the query arms the tree itself (and the pre-arming skips it).
+        let mut watch = snapshot.watch().expect("armed now, identity unchanged");
+        assert!(!watch.changed());
+        disk.prearm();
+        assert!(matches!(disk.prearmed(&src, false), Armed::No));
+
+        std::fs::write(
+            dir.path().join("flake/flake.nix"),
+            "{ outputs = _: { n = 2; }; }",
+        )
+        .expect("write");
+        assert!(watch.changed());
+        assert!(
+            snapshot.watch().is_none(),
+            "the tree is no longer the snapshot's"
+        );
     }
 }

@@ -57,6 +57,12 @@ impl TreeWatch {
     /// inotify is unavailable or a watch cannot be added (e.g. `fs.inotify.max_user_watches`
     /// is exhausted); the caller then treats the tree as always changed.
     pub fn new(root: &Path) -> io::Result<TreeWatch> {
+        TreeWatch::new_yielding(root, &|| ())
+    }
+
+    /// [`TreeWatch::new`], calling `yield_now` before each directory: a background walk lets
+    /// more urgent work use the cores there.
+    pub fn new_yielding(root: &Path, yield_now: &dyn Fn()) -> io::Result<TreeWatch> {
         let inotify = Inotify::init()?;
         let mut watch = TreeWatch {
             inotify,
@@ -67,6 +73,7 @@ impl TreeWatch {
         };
         let mut stack = vec![root.to_owned()];
         while let Some(dir) = stack.pop() {
+            yield_now();
             watch.inotify.watches().add(&dir, mask()).map_err(|e| {
                 io::Error::new(e.kind(), format!("watching {}: {e}", dir.display()))
             })?;
