@@ -119,18 +119,24 @@ struct Snapshot {
 }
 
 impl Snapshot {
-    /// Whether the tree still has this identity, and the pre-armed watch to switch to when it
-    /// is ready and agrees.
+    /// Whether the tree still has this identity, and the watch to switch to: the pre-armed one
+    /// when it is ready and agrees, or — once there is no pre-armed watch to wait for (taken by
+    /// another entry, or failed) — one armed now, so that no entry keys its tree on every query
+    /// for longer than the start-up pre-arming takes.
     fn check(&self) -> (bool, Option<TreeWatch>) {
         match self.disk.prearmed(&self.src, false) {
             Armed::Ready(watch, identity) => {
                 let same = identity == self.identity;
                 (same, same.then_some(watch))
             }
-            Armed::Pending | Armed::No => {
+            Armed::Pending => {
                 let now = self.disk.identity_now(&self.src);
                 (now.is_ok_and(|id| id == self.identity), None)
             }
+            Armed::No => match self.watch() {
+                Some(watch) => (true, Some(watch)),
+                None => (false, None),
+            },
         }
     }
 
@@ -891,15 +897,26 @@ mod tests {
         disk.prearm();
         assert!(matches!(disk.prearmed(&src, false), Armed::No));
 
+        // Another entry of the same tree, its pre-armed watch taken: it arms one of its own.
+        let other = Snapshot {
+            identity: snapshot.identity.clone(),
+            src: src.clone(),
+            disk: disk.clone(),
+        };
+        let (fresh, own) = other.check();
+        assert!(fresh);
+        let mut own = own.expect("a watch armed by the check");
+
         std::fs::write(
             dir.path().join("flake/flake.nix"),
             "{ outputs = _: { n = 2; }; }",
         )
         .expect("write");
-        assert!(watch.changed());
+        assert!(watch.changed() && own.changed());
         assert!(
             snapshot.watch().is_none(),
             "the tree is no longer the snapshot's"
         );
+        assert!(matches!(other.check(), (false, None)));
     }
 }
