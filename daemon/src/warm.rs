@@ -852,7 +852,7 @@ mod tests {
     }
 
     /// An entry's snapshot of the tree as it is now.
-    fn snapshot(src: &LocalSource, disk: &Arc<DiskCache>) -> Snapshot {
+    fn snapshot_now(src: &LocalSource, disk: &Arc<DiskCache>) -> Snapshot {
         Snapshot {
             identity: disk.identity(src).expect("identity"),
             src: src.clone(),
@@ -864,7 +864,7 @@ mod tests {
     fn a_snapshot_follows_edits_until_the_prearmed_watch_takes_over() {
         let dir = tempfile::tempdir().expect("tempdir");
         let (src, disk) = restarted(dir.path());
-        let snapshot = snapshot(&src, &disk);
+        let snapshot = snapshot_now(&src, &disk);
         let file = dir.path().join("flake/flake.nix");
         assert!(matches!(snapshot.check(), (true, None)));
         std::fs::write(&file, "{ outputs = _: { n = 2; }; }").expect("write");
@@ -891,7 +891,7 @@ mod tests {
     fn a_snapshot_gets_a_watch_before_the_flake_is_read_or_none_when_edited() {
         let dir = tempfile::tempdir().expect("tempdir");
         let (src, disk) = restarted(dir.path());
-        let snapshot = snapshot(&src, &disk);
+        let snapshot = snapshot_now(&src, &disk);
         // Still queued: the query arms the tree itself (and the pre-arming skips it).
         let mut watch = snapshot.watch().expect("armed now, identity unchanged");
         assert!(!watch.changed());
@@ -899,7 +899,7 @@ mod tests {
         assert!(matches!(disk.prearmed(&src, false), Armed::No));
 
         // Another entry of the same tree, its pre-armed watch taken: it arms one of its own.
-        let other = snapshot(&src, &disk);
+        let other = snapshot_now(&src, &disk);
         let (fresh, own) = other.check();
         assert!(fresh);
         let mut own = own.expect("a watch armed by the check");
