@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Repeated flake queries on a nixpkgs-shaped flake, flaked against the reference Nix, in one run.
 #
-#   bench/flake-queries.sh            (env: N=20000 RUNS=100 CLIENTS=64 PER_CLIENT=500 PROC_PER_CLIENT=20 PROFILE=release
+#   bench/flake-queries.sh            (env: N=20000 RUNS=100 CLIENTS=64 PER_CLIENT=500 PROC_PER_CLIENT=20 RESTARTS=5 PROFILE=release
 #                                      SKIP_BUILD=1 ORACLE=/work/shared/oracle/nix NIXPKGS_LIB=…)
 #
 # 1. generates the flake with bench/gen-nixpkgs-flake.sh (N packages), locks it with the reference and
@@ -9,7 +9,8 @@
 # 2. cold: the first `eval .#PKG.drvPath` of each tool (flaked: a fresh daemon with empty caches);
 # 3. warm: RUNS repeated `eval .#PKG.drvPath` and `eval .#PKG.name` end to end (process start
 #    included), p50/p99 with hyperfine;
-# 4. the first query after a daemon restart (answered from the eval cache on disk);
+# 4. the first query after a daemon restart (answered from the eval cache on disk), RESTARTS times
+#    (default 5) right after the start and as many 3 s after it: medians;
 # 5. CLIENTS concurrent gRPC clients (one connection each) × PER_CLIENT warm queries: errors and
 #    p50/p99 per request; then CLIENTS concurrent flakectl processes × PROC_PER_CLIENT (default 20);
 # 6. warm search (hyperfine medians), then the first search of a restarted daemon (answered from
@@ -87,15 +88,24 @@ for q in ("drvPath", "name"):
           f"nix p50 {pct(r,50):7.1f} ms p99 {pct(r,99):7.1f} ms   ratio p50 {pct(r,50)/pct(o,50):.0f}x")
 PY
 
-kill "$daemon"; wait "$daemon" 2>/dev/null || true; daemon=
-start_daemon
-t0=$(date +%s%N); "${ctl[@]}" eval ".#$pkg.drvPath" >/dev/null 2>&1; t1=$(date +%s%N)
-echo "first query right after a daemon restart (while it re-arms the tree): flakectl $(( (t1 - t0) / 1000 )) us"
-kill "$daemon"; wait "$daemon" 2>/dev/null || true; daemon=
-start_daemon
-sleep 3 # the restarted daemon watches and keys the remembered tree in the background
-t0=$(date +%s%N); "${ctl[@]}" eval ".#$pkg.name" >/dev/null 2>&1; t1=$(date +%s%N)
-echo "first query after a daemon restart, tree re-armed: flakectl $(( (t1 - t0) / 1000 )) us (answered from the eval cache on disk)"
+# RESTARTS restarts each: a query sent as soon as the socket exists (while the daemon re-arms the
+# remembered tree: it keys the tree itself), and one sent once the re-arming is done.
+restart_query() { # $1: seconds to wait after the start; appends microseconds to the array named $2
+  kill "$daemon"; wait "$daemon" 2>/dev/null || true; daemon=
+  start_daemon
+  sleep "$1"
+  local t0 t1
+  local -n times=$2
+  t0=$(date +%s%N); "${ctl[@]}" eval ".#$pkg.drvPath" >/dev/null 2>&1; t1=$(date +%s%N)
+  times+=($(( (t1 - t0) / 1000 )))
+}
+median() { tr ' ' '\n' | sort -n | awk '{ v[NR] = $1 } END { print v[int((NR + 1) / 2)] }'; }
+right=() armed=()
+for _ in $(seq "${RESTARTS:-5}"); do restart_query 0 right; done
+# the restarted daemon watches and keys the remembered tree in the background
+for _ in $(seq "${RESTARTS:-5}"); do restart_query 3 armed; done
+echo "first query right after a daemon restart (while it re-arms the tree): flakectl median $(echo "${right[*]}" | median) us (runs: ${right[*]})"
+echo "first query after a daemon restart, tree re-armed: flakectl median $(echo "${armed[*]}" | median) us (runs: ${armed[*]}; answered from the eval cache on disk)"
 
 "$BIN/examples/concurrent_queries" "$sock" "$flake" ".#$pkg.drvPath" "$CLIENTS" "$PER_CLIENT" \
   | sed 's/^/gRPC clients (one connection each): /'
