@@ -179,12 +179,13 @@ pub struct EvalOutput {
 /// Evaluates a request. Blocking; runs on a dedicated large-stack thread.
 ///
 /// `settings.pure` is honoured as given (`nix eval --expr` is pure by default; `nix eval --file`
-/// is not: callers decide). The evaluation's whole memory is released before this returns.
+/// is not: callers decide). The evaluation's whole memory is released on its thread right after
+/// the answer was handed back, before that thread evaluates anything else.
 #[allow(clippy::result_large_err)] // the facade's signature is fixed by the team brief
 pub fn evaluate(req: &EvalRequest) -> Result<EvalOutput, Diagnostic> {
     let req = req.clone();
     let settings = req.settings.clone();
-    with_evaluator(&settings, move |ev| run_in(ev, &req))
+    with_evaluator_output(&settings, move |ev| run_in(ev, &req))
 }
 
 impl Diagnostic {
@@ -331,9 +332,7 @@ pub fn installable_derivations(
     let req = req.clone();
     let installables = installables.to_vec();
     let settings = req.settings.clone();
-    let found = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
-    let answer = found.clone();
-    let out = with_evaluator(&settings, move |ev| {
+    with_evaluator(&settings, move |ev| {
         let root = source_value(ev, &req)?;
         let mut all = Vec::with_capacity(installables.len());
         for (path, explicit) in &installables {
@@ -341,13 +340,8 @@ pub fn installable_derivations(
                 ev, &root, path, *explicit,
             )?);
         }
-        *answer
-            .lock()
-            .expect("not poisoned: only this evaluation writes it") = all;
-        Ok(Vec::new())
-    })?;
-    let found = std::mem::take(&mut *found.lock().expect("not poisoned: the evaluation ended"));
-    Ok((found, out.stderr))
+        Ok(all)
+    })
 }
 
 /// The value of a request's source (before its attribute path is selected).
@@ -488,11 +482,15 @@ pub(crate) fn flake_settings(
     Ok(fs)
 }
 
-/// Runs `f` on a fresh evaluator on the evaluation thread; its memory is released afterwards.
+/// Runs `f` on a fresh evaluator on an evaluation thread and answers what it returned, with the
+/// trace and warning lines printed on the way (or the diagnostic of its error, those lines in its
+/// `log`). The evaluator's memory is released after the answer was handed back
+/// ([`crate::eval_pool::drop_after_answer`]), before the thread evaluates anything else.
 #[allow(clippy::result_large_err)]
-fn with_evaluator<F>(settings: &EvalSettings, f: F) -> Result<EvalOutput, Diagnostic>
+fn with_evaluator<T, F>(settings: &EvalSettings, f: F) -> Result<(T, Vec<String>), Diagnostic>
 where
-    F: FnOnce(&mut Evaluator) -> Result<Vec<u8>, EvalError> + Send + 'static,
+    F: FnOnce(&mut Evaluator) -> Result<T, EvalError> + Send + 'static,
+    T: Send + 'static,
 {
     let s = settings.clone();
     let answer = crate::eval_pool::run(move || {
@@ -501,18 +499,16 @@ where
             crate::flake::set_context(Some(fs));
         }
         let r = f(&mut ev);
+        let log = std::mem::take(&mut ev.stderr);
         let out = match r {
-            Ok(stdout) => Ok(EvalOutput {
-                stdout,
-                stderr: std::mem::take(&mut ev.stderr),
-            }),
+            Ok(value) => Ok((value, log)),
             Err(e) => {
                 let mut d = to_diagnostic(&e);
-                d.log = std::mem::take(&mut ev.stderr);
+                d.log = log;
                 Err(d)
             }
         };
-        drop(ev);
+        crate::eval_pool::drop_after_answer(ev);
         out
     });
     answer.unwrap_or_else(|panic| {
@@ -520,6 +516,15 @@ where
             "internal error: the evaluator thread panicked: {panic}"
         )))
     })
+}
+
+/// [`with_evaluator`] for an answer that is what `nix` prints on stdout.
+#[allow(clippy::result_large_err)]
+fn with_evaluator_output<F>(settings: &EvalSettings, f: F) -> Result<EvalOutput, Diagnostic>
+where
+    F: FnOnce(&mut Evaluator) -> Result<Vec<u8>, EvalError> + Send + 'static,
+{
+    with_evaluator(settings, f).map(|(stdout, stderr)| EvalOutput { stdout, stderr })
 }
 
 /// Runs `job` on one of the evaluator's large-stack threads without blocking the caller; `done`
@@ -531,6 +536,7 @@ pub fn spawn_on_eval_thread<R, F, D>(job: F, done: D) -> Result<(), String>
 where
     F: FnOnce() -> R + Send + 'static,
     D: FnOnce(Result<R, String>) + Send + 'static,
+    R: 'static,
 {
     crate::eval_pool::spawn(job, done)
 }
@@ -566,7 +572,7 @@ pub fn flake_lock(
     let r = flake_ref.to_string();
     let fs = flake_settings(settings, opts).map_err(|e| to_diagnostic(&e));
     let fs = fs?;
-    with_evaluator(settings, move |ev| {
+    with_evaluator_output(settings, move |ev| {
         let locked = crate::flake::lock_flake(ev, &r, &fs).map_err(|e| e.into_eval())?;
         ev.stderr.extend(locked.warnings.iter().cloned());
         Ok(Vec::new())
@@ -584,7 +590,7 @@ pub fn flake_metadata(
 ) -> Result<EvalOutput, Diagnostic> {
     let r = flake_ref.to_string();
     let fs = flake_settings(settings, &LockOptions::default()).map_err(|e| to_diagnostic(&e))?;
-    with_evaluator(settings, move |ev| {
+    with_evaluator_output(settings, move |ev| {
         let locked = crate::flake::lock_flake(ev, &r, &fs).map_err(|e| e.into_eval())?;
         ev.stderr.extend(locked.warnings.iter().cloned());
         let mut out = if json {
@@ -611,7 +617,7 @@ pub fn flake_show(
     let r = flake_ref.to_string();
     let fs = flake_settings(settings, &LockOptions::default()).map_err(|e| to_diagnostic(&e))?;
     let system = settings.system.clone();
-    with_evaluator(settings, move |ev| {
+    with_evaluator_output(settings, move |ev| {
         let opened = crate::flake::warm::open_flake(ev, &r, &fs)?;
         ev.stderr.extend(opened.locked.warnings.iter().cloned());
         let opts = crate::flake::commands::ShowOptions {
@@ -654,7 +660,7 @@ pub fn flake_show_with(
         legacy: options.legacy,
     };
     let json = options.json;
-    with_evaluator(settings, move |ev| {
+    with_evaluator_output(settings, move |ev| {
         let opened = crate::flake::warm::open_flake(ev, &r, &fs)?;
         ev.stderr.extend(opened.locked.warnings.iter().cloned());
         let (out, warnings) =

@@ -5,14 +5,21 @@
 //! daemon more than evaluating a small expression, so finished threads wait here for the next job.
 //!
 //! Invariants: a thread runs one job at a time (a [`run`] inside a job runs inline, on the same
-//! thread) and nothing of a job outlives it (the job drops its evaluator, then the thread forgets
-//! its sources and flake context). A thread that served [`JOBS_PER_THREAD`] jobs, saw a job panic,
-//! or sat idle for [`IDLE_EXIT`] exits (except the last one waiting), so what a thread keeps
+//! thread) and nothing of a job outlives it: what the job handed to [`drop_after_answer`] (its
+//! evaluator) is dropped, then the thread forgets its sources and flake context, all before the
+//! thread takes its next job. That clean-up runs after the job's answer went back to its caller,
+//! so a caller never waits for an evaluation's memory to be torn down (a tenth of a large
+//! evaluation's instructions). The thread is offered as idle before the answer goes back, so the
+//! caller's next request goes to the thread whose lowered sources are warm (waiting for the
+//! clean-up there) rather than to a cold new one, which would parse everything again and keep a
+//! second copy of the lowered sources. A thread that served [`JOBS_PER_THREAD`] jobs, saw a job
+//! panic, or sat idle for [`IDLE_EXIT`] exits (except the last one waiting), so what a thread keeps
 //! between jobs (interned names, compiled regular expressions, touched stack pages, lowered
 //! sources within their budget: `crate::source::lowered`) stays bounded; at most [`MAX_IDLE`]
 //! threads wait at once.
 
-use std::cell::Cell;
+use std::any::Any;
+use std::cell::{Cell, RefCell};
 use std::panic::AssertUnwindSafe;
 use std::sync::Mutex;
 use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender};
@@ -27,14 +34,39 @@ const JOBS_PER_THREAD: usize = 1000;
 /// An idle thread exits after this long without work, unless it is the only one waiting.
 const IDLE_EXIT: Duration = Duration::from_secs(30);
 
-/// A job; it answers whether it panicked.
-type Job = Box<dyn FnOnce() -> bool + Send>;
+/// A job: it runs the caller's function and leaves handing the result back to the worker, which
+/// first offers its thread for the next job.
+type Job = Box<dyn FnOnce() -> Ran + Send>;
+
+/// What a job left for its worker.
+struct Ran {
+    /// Whether the function (or a [`run`] nested in it) panicked: the thread then retires.
+    panicked: bool,
+    /// Hands the result (or the panic's message) to the caller.
+    answer: Box<dyn FnOnce()>,
+}
 
 thread_local! {
     /// Whether this thread is running a job of the pool (then [`run`] runs inline).
     static IN_JOB: Cell<bool> = const { Cell::new(false) };
     /// Whether a [`run`] nested in the current job panicked (the thread then retires).
     static NESTED_PANIC: Cell<bool> = const { Cell::new(false) };
+    /// What the current job keeps until its answer was handed back ([`drop_after_answer`]).
+    static AFTER_ANSWER: RefCell<Vec<Box<dyn Any>>> = const { RefCell::new(Vec::new()) };
+    /// Whether this thread is on the idle list since its last job ended (for tests).
+    static OFFERED: Cell<bool> = const { Cell::new(false) };
+}
+
+/// Keeps `value` until the current job's answer has been handed to its caller, then drops it on
+/// this thread before the thread takes another job. Outside a job of the pool it is dropped now.
+///
+/// For an evaluator: tearing its heap down is part of the request's cost but not of its answer.
+pub(crate) fn drop_after_answer<T: 'static>(value: T) {
+    if IN_JOB.get() {
+        AFTER_ANSWER.with_borrow_mut(|kept| kept.push(Box::new(value)));
+    } else {
+        drop(value);
+    }
 }
 
 /// An idle thread: its id and where to send its next job.
@@ -86,14 +118,17 @@ pub(crate) fn spawn<R, F, D>(f: F, done: D) -> Result<(), String>
 where
     F: FnOnce() -> R + Send + 'static,
     D: FnOnce(Result<R, String>) + Send + 'static,
+    R: 'static,
 {
     let mut job: Job = Box::new(move || {
         IN_JOB.set(true);
+        OFFERED.set(false);
         let r = std::panic::catch_unwind(AssertUnwindSafe(f)).map_err(|p| panic_message(&*p));
         IN_JOB.set(false);
-        let panicked = r.is_err() || NESTED_PANIC.replace(false);
-        done(r);
-        panicked
+        Ran {
+            panicked: r.is_err() || NESTED_PANIC.replace(false),
+            answer: Box::new(move || done(r)),
+        }
     });
     // Hand the job to an idle thread; one that went away gives the job back (send fails).
     loop {
@@ -128,21 +163,18 @@ fn worker(id: u64, me: Sender<Job>, jobs: Receiver<Job>, first: Job) {
     let mut job = first;
     let mut served = 0usize;
     loop {
-        let panicked = job();
-        forget_thread_state();
+        let ran = job();
         served += 1;
-        if panicked || served >= JOBS_PER_THREAD {
+        // Offer this thread for the next job before handing the answer back: a caller that sends
+        // its next request as soon as it has this answer then finds this thread (whose lowered
+        // sources are warm) and not an empty idle list (a cold new thread, which would parse
+        // everything again and keep a second copy of the sources). That job waits in the channel
+        // while this one is cleaned up after.
+        let stays = !ran.panicked && served < JOBS_PER_THREAD && offer_idle(id, &me);
+        (ran.answer)();
+        forget_thread_state();
+        if !stays {
             return;
-        }
-        {
-            let mut p = pool();
-            if p.idle.len() >= MAX_IDLE {
-                return;
-            }
-            p.idle.push(Idle {
-                id,
-                jobs: me.clone(),
-            });
         }
         job = match jobs.recv_timeout(IDLE_EXIT) {
             Ok(job) => job,
@@ -169,9 +201,28 @@ fn worker(id: u64, me: Sender<Job>, jobs: Receiver<Job>, first: Job) {
     }
 }
 
-/// Forgets what the finished job left in this thread's evaluator state (its lowered-source cache
-/// keeps only what no evaluation owns, within its budget).
+/// Puts this thread on the idle list unless [`MAX_IDLE`] threads wait already; whether it did.
+fn offer_idle(id: u64, me: &Sender<Job>) -> bool {
+    let mut p = pool();
+    if p.idle.len() >= MAX_IDLE {
+        return false;
+    }
+    p.idle.push(Idle {
+        id,
+        jobs: me.clone(),
+    });
+    OFFERED.set(true);
+    true
+}
+
+/// Drops what the finished job kept for after its answer, then forgets what it left in this
+/// thread's evaluator state (its lowered-source cache keeps only what no evaluation owns, within
+/// its budget).
 fn forget_thread_state() {
+    // Newest first: an evaluation nested in a job goes before the job's own.
+    while let Some(kept) = AFTER_ANSWER.with_borrow_mut(Vec::pop) {
+        drop(kept);
+    }
     crate::source::lowered::end_evaluation();
     crate::flake::set_context(None);
 }
@@ -228,6 +279,72 @@ mod tests {
         )
         .expect("spawns");
         assert_eq!(rx.recv().expect("answers"), Err("spawned boom".to_string()));
+    }
+
+    /// Records its drop, which waits until the test allows it.
+    struct Kept {
+        allow: std::sync::mpsc::Receiver<()>,
+        dropped: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    }
+
+    impl Drop for Kept {
+        fn drop(&mut self) {
+            // Bounded, so that a broken pool fails the test instead of hanging it.
+            let _ = self.allow.recv_timeout(Duration::from_secs(10));
+            self.dropped
+                .store(true, std::sync::atomic::Ordering::SeqCst);
+        }
+    }
+
+    #[test]
+    fn what_a_job_keeps_is_dropped_after_its_answer() {
+        use std::sync::Arc;
+        use std::sync::atomic::{AtomicBool, Ordering};
+        let dropped = Arc::new(AtomicBool::new(false));
+        let (allow_tx, allow) = std::sync::mpsc::channel();
+        let flag = dropped.clone();
+        let answer = run(move || {
+            drop_after_answer(Kept {
+                allow,
+                dropped: flag,
+            });
+            42
+        });
+        // The answer is here although the kept value cannot have been dropped yet.
+        assert_eq!(answer, Ok(42));
+        assert!(!dropped.load(Ordering::SeqCst));
+        allow_tx.send(()).expect("the kept value waits");
+        let until = std::time::Instant::now() + Duration::from_secs(10);
+        while !dropped.load(Ordering::SeqCst) && std::time::Instant::now() < until {
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        assert!(
+            dropped.load(Ordering::SeqCst),
+            "dropped on the job's thread"
+        );
+
+        // By the time the answer is handed back, the thread waits for its next job already
+        // (unless other tests' threads fill the idle list).
+        let (tx, rx) = std::sync::mpsc::channel();
+        spawn(
+            || (),
+            move |_| {
+                let offered = OFFERED.get() || pool().idle.len() >= MAX_IDLE;
+                tx.send(offered).expect("the test waits")
+            },
+        )
+        .expect("spawns");
+        assert!(rx.recv().expect("answers"), "offered before the answer");
+
+        // Outside a job there is nothing to wait for: dropped at once.
+        let dropped = Arc::new(AtomicBool::new(false));
+        let (allow_tx, allow) = std::sync::mpsc::channel();
+        allow_tx.send(()).expect("buffered");
+        drop_after_answer(Kept {
+            allow,
+            dropped: dropped.clone(),
+        });
+        assert!(dropped.load(Ordering::SeqCst));
     }
 
     #[test]
