@@ -157,7 +157,9 @@ impl Snapshot {
     }
 }
 
-/// The printed answers of an opened flake, by fragment and output format.
+/// The printed answers of an entry, by fragment and output format: its opened flake's, and
+/// those its eval cache gave before the flake was opened (the same database gives the same
+/// answer while the entry is fresh).
 ///
 /// A warm flake's values are immutable once forced, so the same query prints the same answer
 /// again, except for what evaluating printed (traces print once): only answers whose evaluation
@@ -348,8 +350,8 @@ impl WarmSet {
             .collect()
     }
 
-    /// The answer to `nix eval INSTALLABLE` when an opened, fresh flake answered the very same
-    /// query before; `None` when that is not known at once (the query then goes to
+    /// The answer to `nix eval INSTALLABLE` when a fresh entry answered the very same query
+    /// before (its opened flake, or its eval cache on disk); `None` when that is not known at once (the query then goes to
     /// [`WarmSet::eval`]). Never blocks on another request: an entry busy opening is not waited
     /// for.
     pub fn replay(
@@ -370,11 +372,10 @@ impl WarmSet {
             Err(std::sync::TryLockError::WouldBlock) => return None,
         };
         let l = live.as_mut()?;
-        l.flake.as_ref()?;
+        let answer = l.answers.get(&t.fragment, output)?;
         if !l.fresh() {
             return None;
         }
-        let answer = l.answers.get(&t.fragment, output)?;
         drop(live);
         lock(&self.lru).touch(&key);
         self.replays
@@ -427,6 +428,9 @@ impl WarmSet {
                 .as_ref()
                 .and_then(|c| evalcache::answer(c, &t.fragment, &settings.system, output))
         {
+            // The same query again is replayed without the database (and its lock) while the
+            // entry stays fresh.
+            l.answers.insert(&t.fragment, output, out.clone());
             drop(live);
             lock(&self.lru).touch(&key);
             return Ok(out);
