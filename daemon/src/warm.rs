@@ -144,17 +144,28 @@ impl Snapshot {
     /// it is being armed), else one armed now; `None` when the tree cannot be watched or its
     /// identity changed.
     fn watch(&self) -> Option<TreeWatch> {
-        let (watch, identity) = match self.disk.prearmed(&self.src, true) {
-            Armed::Ready(watch, identity) => (watch, identity),
-            Armed::Pending | Armed::No => {
-                let watch = TreeWatch::new(self.src.root())
-                    .map_err(|e| tracing::debug!(error = %e, "cannot watch the flake's tree"))
-                    .ok()?;
-                (watch, self.disk.identity(&self.src).ok()?)
-            }
+        let (watch, identity) = watch_now(self.src.root(), Some((&self.disk, &self.src))).ok()?;
+        let identity = match identity {
+            Some(identity) => identity,
+            None => self.disk.identity(&self.src).ok()?,
         };
         (identity == self.identity).then_some(watch)
     }
+}
+
+/// A watch on the tree at `root` for an entry that needs one now: the start-up pre-arming's
+/// (waited for while it is being armed), with the identity taken after it; else one armed now
+/// (the caller takes the identity after it).
+fn watch_now(
+    root: &std::path::Path,
+    disk_src: Option<(&Arc<DiskCache>, &LocalSource)>,
+) -> std::io::Result<(TreeWatch, Option<Identity>)> {
+    if let Some((disk, src)) = disk_src
+        && let Armed::Ready(watch, identity) = disk.prearmed(src, true)
+    {
+        return Ok((watch, Some(identity)));
+    }
+    Ok((TreeWatch::new(root)?, None))
 }
 
 /// The printed answers of an entry, by fragment and output format: its opened flake's, and
@@ -351,9 +362,9 @@ impl WarmSet {
     }
 
     /// The answer to `nix eval INSTALLABLE` when a fresh entry answered the very same query
-    /// before (its opened flake, or its eval cache on disk); `None` when that is not known at once (the query then goes to
-    /// [`WarmSet::eval`]). Never blocks on another request: an entry busy opening is not waited
-    /// for.
+    /// before (its opened flake, or its eval cache on disk); `None` when that is not known at
+    /// once (the query then goes to [`WarmSet::eval`]). Never blocks on another request: an entry
+    /// busy opening is not waited for.
     pub fn replay(
         &self,
         installable: &str,
@@ -373,7 +384,8 @@ impl WarmSet {
         };
         let l = live.as_mut()?;
         let answer = l.answers.get(&t.fragment, output)?;
-        if !l.fresh() {
+        // A snapshot's check keys the tree (a walk of its files): not on this async worker.
+        if matches!(l.freshness, Freshness::Snapshot(_)) || !l.fresh() {
             return None;
         }
         drop(live);
@@ -422,23 +434,25 @@ impl WarmSet {
         let (key, slot) = self.slot(&t, settings);
         let mut live = lock(&slot.live);
         let l = self.refresh(&mut live, &t, settings, &key);
-        // What the eval cache answered before (see `replay`, which did not get the entry's lock).
-        if l.flake.is_none()
-            && let Some(out) = l.answers.get(&t.fragment, output)
-        {
-            drop(live);
-            lock(&self.lru).touch(&key);
-            return Ok((*out).clone());
-        }
+        // Before the flake is opened: what the eval cache answered before (`replay` did not get
+        // the entry's lock), else the database — kept, so that the same query again is replayed
+        // without it while the entry stays fresh.
         if l.flake.is_none()
             && let Some(out) = l
-                .cache
-                .as_ref()
-                .and_then(|c| evalcache::answer(c, &t.fragment, &settings.system, output))
+                .answers
+                .get(&t.fragment, output)
+                .map(|a| (*a).clone())
+                .or_else(|| {
+                    let out = evalcache::answer(
+                        l.cache.as_ref()?,
+                        &t.fragment,
+                        &settings.system,
+                        output,
+                    )?;
+                    l.answers.insert(&t.fragment, output, out.clone());
+                    Some(out)
+                })
         {
-            // The same query again is replayed without the database (and its lock) while the
-            // entry stays fresh.
-            l.answers.insert(&t.fragment, output, out.clone());
             drop(live);
             lock(&self.lru).touch(&key);
             return Ok(out);
@@ -695,46 +709,29 @@ impl WarmSet {
             return (Freshness::None, None);
         };
         let disk_src = self.disk.as_ref().zip(t.local.as_ref());
-        let mut identity = None;
-        let mut freshness = None;
-        match disk_src.map(|(disk, src)| disk.prearmed(src, false)) {
-            Some(Armed::Ready(watch, id)) => {
-                freshness = Some(Freshness::Watch(watch));
-                identity = Some(id);
-            }
-            Some(Armed::Pending) if DiskCache::applies(settings) => {
-                let (disk, src) = disk_src.expect("pending means a disk cache and a source");
-                if let Ok(id) = disk.identity_now(src) {
-                    freshness = Some(Freshness::Snapshot(Snapshot {
+        let prearmed = disk_src.map(|(disk, src)| (disk, src, disk.prearmed(src, false)));
+        let snapshot = match prearmed {
+            Some((_, _, Armed::Ready(watch, id))) => Some((Freshness::Watch(watch), Some(id))),
+            Some((disk, src, Armed::Pending)) if DiskCache::applies(settings) => {
+                disk.identity_now(src).ok().map(|id| {
+                    let snapshot = Snapshot {
                         identity: id.clone(),
                         src: src.clone(),
                         disk: disk.clone(),
-                    }));
-                    identity = Some(id);
-                }
+                    };
+                    (Freshness::Snapshot(snapshot), Some(id))
+                })
             }
-            _ => {}
-        }
-        let freshness = match freshness {
-            Some(f) => f,
-            None => {
-                if let Some((disk, src)) = disk_src
-                    && let Armed::Ready(watch, id) = disk.prearmed(src, true)
-                {
-                    identity = Some(id);
-                    Freshness::Watch(watch)
-                } else {
-                    match TreeWatch::new(root) {
-                        Ok(w) => Freshness::Watch(w),
-                        Err(e) => {
-                            tracing::warn!(root = %root.display(), error = %e,
-                                "cannot watch the flake; it will be opened again on every query");
-                            Freshness::None
-                        }
-                    }
-                }
-            }
+            _ => None,
         };
+        let (freshness, identity) = snapshot.unwrap_or_else(|| match watch_now(root, disk_src) {
+            Ok((watch, id)) => (Freshness::Watch(watch), id),
+            Err(e) => {
+                tracing::warn!(root = %root.display(), error = %e,
+                    "cannot watch the flake; it will be opened again on every query");
+                (Freshness::None, None)
+            }
+        });
         let cache = match (disk_src, &freshness) {
             (Some(_), Freshness::None) | (None, _) => None,
             (Some((disk, src)), _) => disk.open(src, &t.key_ref, settings, identity),
