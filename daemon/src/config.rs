@@ -54,6 +54,9 @@ pub struct Config {
     /// Host paths visible inside build sandboxes (Nix's `sandbox-paths`: `PATH` or
     /// `TARGET=SOURCE`, a trailing `?` for optional ones).
     pub sandbox_paths: Vec<String>,
+    /// Whether a stopping daemon hands the inotify watches of unchanged flake trees to a keeper
+    /// process for the next daemon (see [`crate::keeper`]).
+    pub keep_watches: bool,
 }
 
 /// Command-line values; `None` = not given.
@@ -96,6 +99,7 @@ struct FileConfig {
     warm_memory: Option<String>,
     max_jobs: Option<u64>,
     sandbox_paths: Option<Vec<String>>,
+    keep_watches: Option<bool>,
 }
 
 /// A configuration error, naming the offending setting and value.
@@ -302,6 +306,25 @@ impl Config {
             Some((v, _)) => v.split_whitespace().map(str::to_string).collect(),
             None => Vec::new(),
         };
+        let keep_watches = match pick(
+            &None,
+            "FLAKED_KEEP_WATCHES",
+            file.keep_watches.map(|b| b.to_string()),
+        ) {
+            Some((v, origin)) => match v.as_str() {
+                "true" | "1" | "yes" => true,
+                "false" | "0" | "no" => false,
+                _ => {
+                    return Err(invalid(
+                        "keep-watches",
+                        &v,
+                        &origin,
+                        "expected true or false".into(),
+                    ));
+                }
+            },
+            None => true,
+        };
         if request_timeout.is_zero() {
             return Err(invalid(
                 "request-timeout",
@@ -327,6 +350,7 @@ impl Config {
             warm_memory,
             max_jobs,
             sandbox_paths,
+            keep_watches,
         })
     }
 }
@@ -512,6 +536,16 @@ mod tests {
         assert_eq!(c.log_format, LogFormat::Json);
         assert_eq!(c.socket, PathBuf::from("/tmp/x.sock"));
         assert_eq!(c.config_file, Some(file));
+        assert!(
+            c.keep_watches,
+            "watches are kept across restarts by default"
+        );
+        let c = Config::resolve(
+            &Overrides::default(),
+            &env(&[("FLAKED_KEEP_WATCHES", "false")]),
+        )
+        .expect("valid");
+        assert!(!c.keep_watches);
     }
 
     #[test]

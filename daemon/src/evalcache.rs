@@ -34,6 +34,7 @@ use flaked_cache::{
 use flaked_eval::api as eval;
 use flaked_store::fetchers::{FlakeRef, InputKind};
 
+use crate::keeper;
 use crate::watch::TreeWatch;
 
 /// Reserved child of the root row holding the warnings every open of the flake prints. No Nix
@@ -250,12 +251,68 @@ impl DiskCache {
         }
     }
 
-    /// Queues every remembered tree for [`DiskCache::prearm`], most recent first. Called before
-    /// the daemon serves, so that a query for a remembered tree finds it queued.
+    /// Queues every remembered tree for [`DiskCache::prearm`], most recent first, after taking
+    /// the watches the previous daemon handed over: a tree whose kept watch saw nothing since
+    /// is ready at once, with the identity that watch vouches for. Called before the daemon
+    /// serves, so that a query for a remembered tree finds it ready or queued.
     pub fn plan_prearm(&self) {
+        let started = std::time::Instant::now();
+        let mut ready = HashMap::new();
+        for kept in keeper::take(&self.trees_dir) {
+            let mut watch = TreeWatch::resumed(kept.fd, kept.root.clone(), kept.dirs);
+            if watch.changed() {
+                tracing::debug!(root = %kept.root.display(), "a kept watch saw a change while no daemon ran");
+                continue;
+            }
+            let identity = (kept.rev, kept.key);
+            ready.insert((kept.git, kept.root), Prearmed { watch, identity });
+        }
+        if !ready.is_empty() {
+            tracing::debug!(trees = ready.len(), elapsed = ?started.elapsed(), "took over the watches kept across the restart");
+        }
         let mut queue = self.remembered();
         queue.reverse();
-        lock(&self.prearming).queue = queue;
+        queue.retain(|k| !ready.contains_key(k));
+        let mut p = lock(&self.prearming);
+        p.queue = queue;
+        p.ready.extend(ready);
+    }
+
+    /// Hands the watches of unchanged trees to a keeper for the next daemon (at shutdown):
+    /// `trees` (watches of warm entries, with the identity each vouches for) and those the
+    /// start-up pre-arming armed that no query took. One watch per tree.
+    pub(crate) fn hand_over(&self, trees: Vec<(LocalSource, Identity, TreeWatch)>) {
+        let mut seen = std::collections::HashSet::new();
+        let prearmed: Vec<_> = lock(&self.prearming).ready.drain().collect();
+        let kept: Vec<keeper::KeptTree> = trees
+            .into_iter()
+            .map(|(src, identity, watch)| ((src.git, src.root), identity, watch))
+            .chain(prearmed.into_iter().map(|(k, p)| (k, p.identity, p.watch)))
+            .filter(|(k, _, _)| seen.insert(k.clone()))
+            .filter_map(|((git, root), (rev, key), watch)| {
+                let dirs = watch.dirs();
+                let fd = watch.into_fd()?;
+                Some(keeper::KeptTree {
+                    git,
+                    root,
+                    rev,
+                    key,
+                    dirs,
+                    fd,
+                })
+            })
+            .collect();
+        let count = kept.len();
+        match keeper::hand_over(&self.trees_dir, kept) {
+            Ok(()) if count > 0 => {
+                tracing::info!(
+                    trees = count,
+                    "watches handed to a keeper for the next daemon"
+                )
+            }
+            Ok(()) => {}
+            Err(e) => tracing::warn!(error = %e, "cannot hand the watches over to a keeper"),
+        }
     }
 
     /// Watches and keys every queued tree (at start-up, on a thread of its own), so that queries

@@ -8,6 +8,7 @@
 pub mod builds;
 pub mod config;
 pub mod evalcache;
+pub mod keeper;
 pub mod listener;
 pub mod notify;
 pub mod search;

@@ -80,6 +80,7 @@ impl Listener {
 pub fn from_activation() -> Result<Option<Listener>, ListenError> {
     let pid = std::env::var("LISTEN_PID").ok();
     let fds = std::env::var("LISTEN_FDS").ok();
+    let names = std::env::var("LISTEN_FDNAMES").unwrap_or_default();
     // SAFETY: called from `main` before the runtime or any other thread exists, so nothing reads the
     // environment concurrently.
     unsafe {
@@ -97,12 +98,33 @@ pub fn from_activation() -> Result<Option<Listener>, ListenError> {
         .trim()
         .parse()
         .map_err(|_| ListenError::Activation(format!("LISTEN_FDS is not a number: '{fds}'")))?;
-    if n != 1 {
-        return Err(ListenError::Activation(format!(
-            "expected exactly one socket, got LISTEN_FDS={n}"
-        )));
+    // Besides sockets, systemd passes back what the daemon kept in its file-descriptor store: the
+    // watches of a stopped daemon (see crate::keeper), told apart by name.
+    let names: Vec<&str> = names.split(':').collect();
+    let mut sockets = Vec::new();
+    for i in 0..n.max(0) {
+        let fd = LISTEN_FDS_START + i;
+        match names.get(i as usize) {
+            Some(name) if name.starts_with(crate::keeper::STORE_PREFIX) => {
+                // SAFETY: the service manager passed us ownership of this descriptor.
+                let owned = unsafe { std::os::fd::OwnedFd::from_raw_fd(fd) };
+                // SAFETY: fcntl on a descriptor this process owns.
+                unsafe { libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC) };
+                crate::keeper::stash_stored(name.to_string(), owned);
+            }
+            _ => sockets.push(fd),
+        }
     }
-    let fd = LISTEN_FDS_START;
+    let fd = match sockets[..] {
+        [] => return Ok(None),
+        [fd] => fd,
+        _ => {
+            return Err(ListenError::Activation(format!(
+                "expected exactly one socket, got {} (LISTEN_FDS={n})",
+                sockets.len()
+            )));
+        }
+    };
     // SAFETY: plain fcntl/getsockname on a descriptor number; failures are reported, nothing is assumed.
     unsafe {
         let mut addr: libc::sockaddr_un = std::mem::zeroed();

@@ -10,7 +10,7 @@ use std::time::Duration;
 use clap::Parser;
 use flaked_daemon::config::{Config, LogFormat, Overrides};
 use flaked_daemon::service::{TestHooks, panic_message};
-use flaked_daemon::{listener, server};
+use flaked_daemon::{keeper, listener, server};
 
 // The evaluator allocates many small values; mimalloc is markedly faster at that than glibc's malloc.
 #[global_allocator]
@@ -83,6 +83,17 @@ fn main() -> ExitCode {
     // SAFETY: prctl with integer arguments only.
     unsafe {
         libc::prctl(libc::PR_SET_THP_DISABLE, 1, 0, 0, 0);
+    }
+    // A keeper of a stopped daemon's watches (see flaked_daemon::keeper), started by the daemon.
+    if std::env::args_os()
+        .nth(1)
+        .is_some_and(|a| a == keeper::KEEPER_ARG)
+    {
+        let args: Vec<String> = std::env::args_os()
+            .skip(2)
+            .map(|a| a.to_string_lossy().into_owned())
+            .collect();
+        return ExitCode::from(keeper::run_keeper(&args));
     }
     let args = Args::parse();
     // Before any thread exists: take the socket the service manager passed, if any.

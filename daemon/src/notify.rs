@@ -19,13 +19,32 @@ pub fn notify(state: &str) {
 }
 
 fn send(target: &str, state: &str) -> std::io::Result<()> {
-    let addr = match target.strip_prefix('@') {
-        // A leading '@' names a socket in the abstract namespace.
-        Some(name) => SocketAddr::from_abstract_name(name.as_bytes())?,
-        None => SocketAddr::from_pathname(target)?,
-    };
     let sock = UnixDatagram::unbound()?;
-    sock.send_to_addr(state.as_bytes(), &addr)?;
+    sock.send_to_addr(state.as_bytes(), &address(target)?)?;
+    Ok(())
+}
+
+fn address(target: &str) -> std::io::Result<SocketAddr> {
+    match target.strip_prefix('@') {
+        // A leading '@' names a socket in the abstract namespace.
+        Some(name) => SocketAddr::from_abstract_name(name.as_bytes()),
+        None => SocketAddr::from_pathname(target),
+    }
+}
+
+/// Sends `state` with the descriptors `fds` attached to `$NOTIFY_SOCKET` (`FDSTORE=1`: the
+/// service manager keeps them for the next start of the service). Errors when it is not set.
+pub fn notify_with_fds(state: &str, fds: &[std::os::fd::RawFd]) -> std::io::Result<()> {
+    use std::os::fd::AsRawFd;
+    let target = std::env::var_os("NOTIFY_SOCKET")
+        .filter(|v| !v.is_empty())
+        .ok_or_else(|| std::io::Error::other("$NOTIFY_SOCKET is not set"))?;
+    let sock = UnixDatagram::unbound()?;
+    sock.connect_addr(&address(&target.to_string_lossy())?)?;
+    let sent = crate::keeper::send_with_fds(sock.as_raw_fd(), state.as_bytes(), fds)?;
+    if sent != state.len() {
+        return Err(std::io::Error::other("the notification was cut short"));
+    }
     Ok(())
 }
 

@@ -112,6 +112,12 @@ pub async fn serve(config: Config, listener: Listener, hooks: TestHooks) -> Resu
     // Commit what the eval caches still hold in memory (their writes are batched).
     let warm_state = state.clone();
     let _ = tokio::task::spawn_blocking(move || warm_state.warm.flush()).await;
+    // The watches of unchanged trees go to a keeper, so that the next daemon's first queries
+    // need not walk those trees again.
+    if config.keep_watches {
+        let warm_state = state.clone();
+        let _ = tokio::task::spawn_blocking(move || warm_state.warm.hand_over_watches()).await;
+    }
     // Likewise the store's batch of objects added in the last moments.
     if let Ok(errors) = tokio::task::spawn_blocking(flaked_eval::store_path::flush_stores).await {
         for e in errors {

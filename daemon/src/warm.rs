@@ -64,6 +64,9 @@ struct Live {
     answers: Answers,
     /// What vouches for a local entry's tree.
     freshness: Freshness,
+    /// The entry's local tree and the identity its eval cache was opened with (what a watch in
+    /// `freshness` vouches for, handed to the next daemon at shutdown).
+    tree: Option<(LocalSource, Identity)>,
     local: bool,
     locked: bool,
     opened: Instant,
@@ -683,7 +686,7 @@ impl WarmSet {
             lock(&self.lru).remove(key);
         }
         live.get_or_insert_with(|| {
-            let (freshness, cache) = self.arm(t, settings);
+            let (freshness, cache, tree) = self.arm(t, settings);
             Live {
                 flake: None,
                 cache,
@@ -692,6 +695,7 @@ impl WarmSet {
                 search: HashMap::new(),
                 answers: Answers::default(),
                 freshness,
+                tree,
                 local: t.watch_root.is_some(),
                 locked: t.locked,
                 opened: Instant::now(),
@@ -704,9 +708,17 @@ impl WarmSet {
     /// walking is keyed at once without waiting for the watch (see [`Snapshot`]); any other is
     /// watched now, before its identity is taken and before it is read, so that no change
     /// between the read and the next query is missed.
-    fn arm(&self, t: &Target, settings: &eval::EvalSettings) -> (Freshness, Option<EvalCache>) {
+    fn arm(
+        &self,
+        t: &Target,
+        settings: &eval::EvalSettings,
+    ) -> (
+        Freshness,
+        Option<EvalCache>,
+        Option<(LocalSource, Identity)>,
+    ) {
         let Some(root) = &t.watch_root else {
-            return (Freshness::None, None);
+            return (Freshness::None, None, None);
         };
         let disk_src = self.disk.as_ref().zip(t.local.as_ref());
         let prearmed = disk_src.map(|(disk, src)| (disk, src, disk.prearmed(src, false)));
@@ -732,11 +744,46 @@ impl WarmSet {
                 (Freshness::None, None)
             }
         });
-        let cache = match (disk_src, &freshness) {
-            (Some(_), Freshness::None) | (None, _) => None,
-            (Some((disk, src)), _) => disk.open(src, &t.key_ref, settings, identity),
+        let cache_src = disk_src
+            .filter(|_| DiskCache::applies(settings) && !matches!(freshness, Freshness::None));
+        let Some((disk, src)) = cache_src else {
+            return (freshness, None, None);
         };
-        (freshness, cache)
+        // Taken here rather than inside `open` so that the entry knows what its watch vouches for.
+        let identity = match identity {
+            Some(id) => id,
+            None => match disk.identity(src) {
+                Ok(id) => id,
+                Err(e) => {
+                    tracing::debug!(root = %src.root().display(), error = %e, "no eval cache for this flake");
+                    return (freshness, None, None);
+                }
+            },
+        };
+        let cache = disk.open(src, &t.key_ref, settings, Some(identity.clone()));
+        (freshness, cache, Some((src.clone(), identity)))
+    }
+
+    /// Hands the watches of warm entries whose trees did not change to a keeper for the next
+    /// daemon (see [`crate::keeper`]), with those the start-up pre-arming armed for nobody yet.
+    /// At shutdown: the entries lose their watches and count as stale afterwards.
+    pub fn hand_over_watches(&self) {
+        let Some(disk) = &self.disk else {
+            return;
+        };
+        let slots: Vec<Arc<Slot>> = lock(&self.slots).values().cloned().collect();
+        let mut trees = Vec::new();
+        for slot in slots {
+            let mut live = lock(&slot.live);
+            let Some(l) = live.as_mut() else { continue };
+            if let (Freshness::Watch(_), Some(_)) = (&l.freshness, &l.tree)
+                && let Freshness::Watch(w) = std::mem::replace(&mut l.freshness, Freshness::None)
+                && let Some((src, identity)) = l.tree.take()
+            {
+                trees.push((src, identity, w));
+            }
+        }
+        disk.hand_over(trees);
     }
 
     /// Opens the flake of the fresh entry `l` unless it is open; returns the warnings to print

@@ -15,6 +15,7 @@
 //! changes, creations, deletions and renames), so opening the flake does not invalidate it.
 
 use std::io;
+use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
 
 use inotify::{EventMask, Inotify, WatchMask};
@@ -88,6 +89,24 @@ impl TreeWatch {
             }
         }
         Ok(watch)
+    }
+
+    /// A watch taken over from a daemon that ran before this one (see [`crate::keeper`]): it
+    /// vouches for what its previous owner's did, and anything queued since counts as a change.
+    pub fn resumed(fd: OwnedFd, root: PathBuf, dirs: usize) -> TreeWatch {
+        TreeWatch {
+            inotify: Inotify::from(fd),
+            root,
+            changed: false,
+            dirs,
+            buffer: vec![0; 16 * 1024],
+        }
+    }
+
+    /// The inotify descriptor, to hand the watch over to the next daemon; `None` when the watch
+    /// saw a change (it vouches for nothing any more).
+    pub fn into_fd(mut self) -> Option<OwnedFd> {
+        (!self.changed()).then(|| self.inotify.into())
     }
 
     /// The watched root.

@@ -6,7 +6,7 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use flaked_tests::{Daemon, DaemonOpts, Scratch, git, texts, write};
+use flaked_tests::{Daemon, DaemonOpts, Scratch, eventually, git, texts, write};
 
 /// One answer: (stdout, stderr, success).
 type Answer = (String, String, bool);
@@ -140,7 +140,10 @@ fn fresh_answers(s: &Scratch, dir: &Path, queries: &[Vec<&str>]) -> Vec<Answer> 
         .enumerate()
         .map(|(i, q)| {
             let cache = s.path().join(format!("fresh-{i}"));
-            let a = answers(s, dir, &cache, &[], std::slice::from_ref(q));
+            // Nothing restarts on these caches: no keeper need hold the tree's watch for them
+            // (each would hold one of the user's inotify instances until the test ends).
+            let env = [("FLAKED_KEEP_WATCHES", "false")];
+            let a = answers(s, dir, &cache, &env, std::slice::from_ref(q));
             a.into_iter().next().expect("one answer").0
         })
         .collect()
@@ -299,6 +302,68 @@ fn edits_miss_and_corrupt_databases_are_rebuilt() {
     // Rebuilt: a restarted daemon answers from it again.
     let a = answers(&s, &flake, &cache, &[("FLAKED_FORBID_EVAL", "1")], &q);
     assert_eq!(a[0].0, ("44\n".to_string(), String::new(), true));
+}
+
+#[test]
+fn a_restarted_daemon_takes_over_the_watches_kept_for_it() {
+    let s = Scratch::new();
+    let flake = s.path().join("f");
+    write(&flake.join("flake.nix"), FLAKE);
+    let cache = s.path().join("cache");
+    let keeper = cache.join("trees/watches.sock");
+    let q = vec![vec!["eval", ".#n"]];
+    let a = answers(&s, &flake, &cache, &[], &q);
+    assert_eq!(a[0].0.0, "42\n");
+    assert!(
+        keeper.exists(),
+        "a stopped daemon hands its watches to a keeper"
+    );
+
+    // The next daemon takes them before it serves, and answers from its eval cache alone.
+    let cache_arg = cache.to_str().expect("utf-8 path");
+    let d = Daemon::start(
+        &s,
+        DaemonOpts {
+            args: &["--cache-dir", cache_arg],
+            env: &[("FLAKED_FORBID_EVAL", "1")],
+        },
+    );
+    assert!(
+        d.log_text()
+            .contains("took over the watches kept across the restart"),
+        "{}",
+        d.log_text()
+    );
+    assert!(
+        eventually(Duration::from_secs(10), || !keeper.exists()),
+        "the keeper exits after its one hand-over"
+    );
+    assert_eq!(
+        ask(&s, &flake, &q[0]),
+        ("42\n".to_string(), String::new(), true)
+    );
+    // The taken-over watch still sees edits.
+    write(&flake.join("flake.nix"), &FLAKE.replace("n = 42", "n = 43"));
+    let a = ask(&s, &flake, &q[0]);
+    assert!(
+        !a.2 && a.1.contains("forbidden"),
+        "an edited flake must miss: {a:?}"
+    );
+    stop(d);
+    // The query after the edit watched and keyed the tree again: that watch is handed over.
+    assert!(keeper.exists());
+
+    // A keeper lets go of a tree edited while it holds its watch, and exits holding nothing.
+    let a = answers(&s, &flake, &cache, &[], &q);
+    assert_eq!(a[0].0.0, "43\n");
+    assert!(keeper.exists());
+    write(&flake.join("flake.nix"), &FLAKE.replace("n = 42", "n = 45"));
+    assert!(
+        eventually(Duration::from_secs(10), || !keeper.exists()),
+        "the keeper exits once its tree changed"
+    );
+    let a = answers(&s, &flake, &cache, &[("FLAKED_FORBID_EVAL", "1")], &q);
+    assert!(!a[0].0.2 && a[0].0.1.contains("forbidden"), "{:?}", a[0].0);
 }
 
 #[test]
