@@ -493,7 +493,7 @@ fn peer_uid(stream: &UnixStream) -> Option<u32> {
 
 /// Sends `bytes` with `fds` attached (one `SCM_RIGHTS` message) on the connected socket `sock`;
 /// returns how many bytes went out (a stream socket may take fewer than all).
-pub(crate) fn send_with_fds(sock: RawFd, bytes: &[u8], fds: &[RawFd]) -> io::Result<usize> {
+pub fn send_with_fds(sock: RawFd, bytes: &[u8], fds: &[RawFd]) -> io::Result<usize> {
     let fd_bytes = std::mem::size_of_val(fds) as u32;
     // SAFETY: CMSG_SPACE only computes a size.
     let space = unsafe { libc::CMSG_SPACE(fd_bytes) } as usize;
@@ -532,7 +532,7 @@ pub(crate) fn send_with_fds(sock: RawFd, bytes: &[u8], fds: &[RawFd]) -> io::Res
 }
 
 /// Receives the first part of a message and the descriptors attached to it (close-on-exec).
-fn recv_with_fds(sock: RawFd) -> io::Result<(Vec<u8>, Vec<OwnedFd>)> {
+pub fn recv_with_fds(sock: RawFd) -> io::Result<(Vec<u8>, Vec<OwnedFd>)> {
     let mut buf = vec![0u8; 64 * 1024];
     let fd_bytes = (MAX_TREES * std::mem::size_of::<RawFd>()) as u32;
     // SAFETY: CMSG_SPACE only computes a size.

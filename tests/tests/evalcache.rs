@@ -366,6 +366,163 @@ fn a_restarted_daemon_takes_over_the_watches_kept_for_it() {
     assert!(!a[0].0.2 && a[0].0.1.contains("forbidden"), "{:?}", a[0].0);
 }
 
+/// A child process killed when the test ends, passed or not.
+struct Killed(std::process::Child);
+
+impl Drop for Killed {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// systemd's side of a service with `FileDescriptorStoreMax=`: the daemon stores its watches
+/// (`FDSTORE=1`) on its notification socket at shutdown, gets them back as `LISTEN_FDS` with
+/// their names at the next start, and removes them from the store (`FDSTOREREMOVE=1`).
+#[test]
+fn under_systemd_the_watches_wait_in_the_file_descriptor_store() {
+    use std::os::fd::{AsRawFd, OwnedFd};
+    use std::os::unix::process::CommandExt;
+    let s = Scratch::new();
+    let flake = s.path().join("f");
+    write(&flake.join("flake.nix"), FLAKE);
+    let cache = s.path().join("cache");
+    let cache_arg = cache.to_str().expect("utf-8 path");
+    let manager_path = s.path().join("manager");
+    let manager = std::os::unix::net::UnixDatagram::bind(&manager_path).expect("bind");
+    manager
+        .set_read_timeout(Some(Duration::from_millis(100)))
+        .expect("timeout");
+    // The next notification, `None` when none came within the read timeout.
+    let next = || match flaked_daemon::keeper::recv_with_fds(manager.as_raw_fd()) {
+        Ok((msg, fds)) => Some((String::from_utf8(msg).expect("utf-8"), fds)),
+        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => None,
+        Err(e) => panic!("cannot read the notification socket: {e}"),
+    };
+    let mut cmd = s.command(&flaked_tests::bins().flaked);
+    cmd.args(["--socket", s.socket().to_str().expect("utf-8")])
+        .args(["--cache-dir", cache_arg])
+        .args([
+            "--store-root",
+            s.path().join("store").to_str().expect("utf-8"),
+        ])
+        .env("NOTIFY_SOCKET", &manager_path)
+        .env("FDSTORE", "16")
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::fs::File::create(s.path().join("a.log")).expect("log"));
+    let mut a = Killed(cmd.spawn().expect("spawn"));
+    // Bounds both daemons' runs (the binaries are built before the clock starts).
+    let deadline = std::time::Instant::now() + Duration::from_secs(120);
+    let mut stored: Vec<(String, OwnedFd)> = Vec::new();
+    let mut ask_once = true;
+    loop {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the first daemon did not stop:\n{}",
+            std::fs::read_to_string(s.path().join("a.log")).unwrap_or_default()
+        );
+        let Some((msg, mut fds)) = next() else {
+            if flaked_tests::wait_child(&mut a.0, Duration::from_millis(1)).is_some() {
+                break;
+            }
+            continue;
+        };
+        if msg.contains("READY=1") && ask_once {
+            ask_once = false;
+            assert_eq!(ask(&s, &flake, &["eval", ".#n"]).0, "42\n");
+            // SAFETY: signalling our own child.
+            unsafe { libc::kill(a.0.id() as i32, libc::SIGTERM) };
+        }
+        if let Some(name) = msg
+            .lines()
+            .find_map(|l| l.strip_prefix("FDNAME="))
+            .filter(|_| msg.contains("FDSTORE=1"))
+        {
+            assert_eq!(fds.len(), 1, "{msg}");
+            stored.push((name.to_string(), fds.remove(0)));
+        }
+    }
+    assert_eq!(stored.len(), 1, "one tree, one stored watch: {:?}", stored);
+    assert!(
+        !cache.join("trees/watches.sock").exists(),
+        "under systemd no keeper process is started"
+    );
+
+    // The next start gets the stored watch back as fd 3, named, and no socket (it binds its own).
+    let (name, fd) = stored.pop().expect("one");
+    let raw = fd.as_raw_fd();
+    let log = s.path().join("b.log");
+    let mut cmd = s.command(std::path::Path::new("/bin/sh"));
+    cmd.arg("-c")
+        .arg("name=$1; shift; LISTEN_PID=$$ LISTEN_FDS=1 LISTEN_FDNAMES=$name exec \"$0\" \"$@\"")
+        .arg(&flaked_tests::bins().flaked)
+        .arg(&name)
+        .args(["--socket", s.socket().to_str().expect("utf-8")])
+        .args(["--cache-dir", cache_arg])
+        .args([
+            "--store-root",
+            s.path().join("store").to_str().expect("utf-8"),
+        ])
+        .env("NOTIFY_SOCKET", &manager_path)
+        .env("FDSTORE", "16")
+        .env("FLAKED_FORBID_EVAL", "1")
+        .env("FLAKED_LOG", "debug")
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::fs::File::create(&log).expect("log"));
+    // SAFETY: dup2/fcntl between fork and exec are async-signal-safe.
+    unsafe {
+        cmd.pre_exec(move || {
+            let ok = if raw == 3 {
+                libc::fcntl(3, libc::F_SETFD, 0) == 0
+            } else {
+                libc::dup2(raw, 3) == 3
+            };
+            if ok {
+                Ok(())
+            } else {
+                Err(std::io::Error::last_os_error())
+            }
+        });
+    }
+    let mut b = Killed(cmd.spawn().expect("spawn"));
+    drop(fd);
+    let mut removed = false;
+    let mut ready = false;
+    while !(removed && ready) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the second daemon did not take its watch (removed {removed}, ready {ready}):\n{}",
+            std::fs::read_to_string(&log).unwrap_or_default()
+        );
+        let Some((msg, _)) = next() else {
+            if let Ok(Some(status)) = b.0.try_wait() {
+                panic!(
+                    "the second daemon exited ({status}):\n{}",
+                    std::fs::read_to_string(&log).unwrap_or_default()
+                );
+            }
+            continue;
+        };
+        removed |= msg == format!("FDSTOREREMOVE=1\nFDNAME={name}");
+        ready |= msg.contains("READY=1");
+    }
+    let text = std::fs::read_to_string(&log).unwrap_or_default();
+    assert!(
+        text.contains("took over the watches kept across the restart"),
+        "{text}"
+    );
+    // Evaluation is forbidden: the answer comes from the eval cache, vouched for by the watch.
+    assert_eq!(
+        ask(&s, &flake, &["eval", ".#n"]),
+        ("42\n".to_string(), String::new(), true)
+    );
+    // SAFETY: signalling our own child.
+    unsafe { libc::kill(b.0.id() as i32, libc::SIGTERM) };
+    assert!(flaked_tests::wait_child(&mut b.0, Duration::from_secs(20)).is_some());
+}
+
 #[test]
 fn sigkill_during_cache_writes_leaves_a_usable_cache() {
     let s = Scratch::new();
