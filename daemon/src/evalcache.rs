@@ -633,7 +633,7 @@ fn cached_of(leaf: &eval::CacheLeaf) -> CachedValue {
         eval::CacheLeaf::Float(f) => CachedValue::Float(*f),
         eval::CacheLeaf::Path(p) => CachedValue::Path(p.clone()),
         eval::CacheLeaf::ListOfStrings(v) => CachedValue::ListOfStrings(v.clone()),
-        eval::CacheLeaf::Derivation => CachedValue::Derivation,
+        eval::CacheLeaf::Derivation { .. } => CachedValue::Derivation,
         eval::CacheLeaf::Attrs(names) => CachedValue::Attrs(names.iter().cloned().collect()),
         eval::CacheLeaf::Other => CachedValue::Misc,
     }
@@ -652,6 +652,20 @@ fn leaf_of(value: &CachedValue) -> Option<eval::CacheLeaf> {
         CachedValue::ListOfStrings(v) => eval::CacheLeaf::ListOfStrings(v.clone()),
         _ => return None,
     })
+}
+
+/// A cached derivation with the paths its child rows hold.
+fn derivation_leaf(cache: &EvalCache, cursor: &Cursor) -> eval::CacheLeaf {
+    let string = |name: &str| match cache.child(cursor, name) {
+        Lookup::Hit(_, CachedValue::String { value, context }) => {
+            Some((value.into_bytes(), context))
+        }
+        _ => None,
+    };
+    eval::CacheLeaf::Derivation {
+        drv_path: string("drvPath"),
+        out_path: string("outPath"),
+    }
 }
 
 /// Records what one evaluation taught (see [`eval::CacheNote`]).
@@ -673,7 +687,23 @@ pub fn record(cache: &EvalCache, notes: &[eval::CacheNote]) {
                     eval::CacheNote::Leaf(_, leaf) => cached_of(leaf),
                     _ => CachedValue::Missing,
                 };
-                cache.set_child(&parent, last, value);
+                let node = cache.set_child(&parent, last, value);
+                // A derivation's evaluated paths are its children's rows.
+                if let eval::CacheNote::Leaf(
+                    _,
+                    eval::CacheLeaf::Derivation { drv_path, out_path },
+                ) = note
+                {
+                    for (name, string) in [("drvPath", drv_path), ("outPath", out_path)] {
+                        if let Some((bytes, context)) = string {
+                            let leaf = eval::CacheLeaf::String {
+                                bytes: bytes.clone(),
+                                context: context.clone(),
+                            };
+                            cache.set_child(&node, name, cached_of(&leaf));
+                        }
+                    }
+                }
             }
         }
     }
@@ -694,8 +724,12 @@ pub fn answer(
         let path = eval::parse_attr_path(&candidate);
         match cache.lookup_path(&path) {
             (Lookup::Missing, _) => continue,
-            (Lookup::Hit(_, value), n) if n == path.len() => {
-                let stdout = eval::render_leaf(&leaf_of(&value)?, output)?;
+            (Lookup::Hit(cursor, value), n) if n == path.len() => {
+                let leaf = match value {
+                    CachedValue::Derivation => derivation_leaf(cache, &cursor),
+                    value => leaf_of(&value)?,
+                };
+                let stdout = eval::render_leaf(&leaf, output)?;
                 return Some(eval::EvalOutput {
                     stdout,
                     stderr: warnings,

@@ -225,6 +225,8 @@ fn spawn_keeper(socket: &Path, trees: Vec<KeptTree>) -> io::Result<()> {
         .stdin(std::process::Stdio::null())
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null())
+        // It may outlive the daemon's working directory's file system being in use.
+        .current_dir("/")
         // Its own process group: a Ctrl-C meant for the daemon's terminal does not reach it.
         .process_group(0);
     // SAFETY: only fcntl (async-signal-safe) runs between fork and exec.

@@ -203,6 +203,7 @@ fn check_corpus(s: &Scratch, dir: &Path) {
         (".#hello.drvPath", 3),
         (".#hello.outPath", 3),
         (".#hello.name", 3),
+        (".#hello", 3),
         (".#tools.x", 3),
         (".#p", 1),
     ];

@@ -109,8 +109,13 @@ pub enum CacheLeaf {
     Path(String),
     /// A list whose elements were all already-evaluated strings without context.
     ListOfStrings(Vec<String>),
-    /// An attribute set that is a derivation (`type = "derivation"`).
-    Derivation,
+    /// An attribute set that is a derivation (`type = "derivation"`), with its `drvPath` and
+    /// `outPath` strings (bytes and context) where they were already evaluated: `nix eval` prints
+    /// a derivation as `«derivation DRVPATH»`, and as its `outPath` with `--json` and `--raw`.
+    Derivation {
+        drv_path: Option<(Vec<u8>, Vec<String>)>,
+        out_path: Option<(Vec<u8>, Vec<String>)>,
+    },
     /// Any other attribute set, with its names.
     Attrs(Vec<String>),
     /// Anything else (functions, null, other lists): known to exist, never rendered.
@@ -134,6 +139,25 @@ pub enum CacheNote {
 /// determines it; `None` when only an evaluation can answer (e.g. `--raw` of an integer is an
 /// error, `--json` of a path copies it to the store, sets print their whole contents).
 pub fn render_leaf(leaf: &CacheLeaf, output: OutputFormat) -> Option<Vec<u8>> {
+    if let CacheLeaf::Derivation { drv_path, out_path } = leaf {
+        return match output {
+            OutputFormat::Nix => {
+                let mut out = "«derivation ".as_bytes().to_vec();
+                out.extend_from_slice(&drv_path.as_ref()?.0);
+                out.extend_from_slice("»\n".as_bytes());
+                Some(out)
+            }
+            OutputFormat::Json | OutputFormat::Raw => {
+                let (bytes, context) = out_path.as_ref()?;
+                let s = CacheLeaf::String {
+                    bytes: bytes.clone(),
+                    context: context.clone(),
+                };
+                render_leaf(&s, output)
+            }
+            _ => None,
+        };
+    }
     let value = match leaf {
         CacheLeaf::String { bytes, context } => {
             if matches!(output, OutputFormat::Raw) {
@@ -231,7 +255,21 @@ fn leaf_of(v: &Value) -> CacheLeaf {
                 .and_then(|t| peek(&t.value))
                 .is_some_and(|t| matches!(t, Value::String(s) if &*s.bytes == b"derivation"));
             if is_drv {
-                CacheLeaf::Derivation
+                // Only what is already evaluated: noting a value must not evaluate more of it.
+                let string = |name: &str| match a
+                    .get(crate::symbol::Symbol::intern(name))
+                    .and_then(|x| peek(&x.value))
+                {
+                    Some(v @ Value::String(_)) => match leaf_of(&v) {
+                        CacheLeaf::String { bytes, context } => Some((bytes, context)),
+                        _ => None,
+                    },
+                    _ => None,
+                };
+                CacheLeaf::Derivation {
+                    drv_path: string("drvPath"),
+                    out_path: string("outPath"),
+                }
             } else {
                 let mut names: Vec<String> = a.entries.iter().map(|x| x.name.as_string()).collect();
                 names.sort();
