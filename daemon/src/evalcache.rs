@@ -140,6 +140,9 @@ struct Prearming {
 const MAX_PAUSE: Duration = Duration::from_secs(1);
 const PAUSE_STEP: Duration = Duration::from_micros(500);
 
+/// How long a stopping daemon waits for the tree being pre-armed, to hand its watch over.
+const HAND_OVER_WAIT: Duration = Duration::from_secs(3);
+
 /// How long a query waits for the pre-arming of its tree at most.
 const PREARM_WAIT: Duration = Duration::from_secs(30);
 
@@ -283,7 +286,25 @@ impl DiskCache {
     /// start-up pre-arming armed that no query took. One watch per tree.
     pub(crate) fn hand_over(&self, trees: Vec<(LocalSource, Identity, TreeWatch)>) {
         let mut seen = std::collections::HashSet::new();
-        let prearmed: Vec<_> = lock(&self.prearming).ready.drain().collect();
+        let prearmed: Vec<_> = {
+            // A tree being armed is waited for (a daemon stopped right after its start would
+            // otherwise hand nothing over, and neither would its successor); no other starts.
+            let mut p = lock(&self.prearming);
+            p.queue.clear();
+            let deadline = std::time::Instant::now() + HAND_OVER_WAIT;
+            while p.current.is_some() {
+                let left = deadline.saturating_duration_since(std::time::Instant::now());
+                if left.is_zero() {
+                    break;
+                }
+                p = self
+                    .prearmed_one
+                    .wait_timeout(p, left)
+                    .unwrap_or_else(|e| e.into_inner())
+                    .0;
+            }
+            p.ready.drain().collect()
+        };
         let kept: Vec<keeper::KeptTree> = trees
             .into_iter()
             .map(|(src, identity, watch)| ((src.git, src.root), identity, watch))
