@@ -326,13 +326,12 @@ impl DiskCache {
         let count = kept.len();
         match keeper::hand_over(&self.trees_dir, kept) {
             Ok(()) if count > 0 => {
-                tracing::info!(
-                    trees = count,
-                    "watches handed to a keeper for the next daemon"
-                )
+                tracing::info!(trees = count, "watches handed over for the next daemon")
             }
             Ok(()) => {}
-            Err(e) => tracing::warn!(error = %e, "cannot hand the watches over to a keeper"),
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot hand the watches over for the next daemon")
+            }
         }
     }
 
