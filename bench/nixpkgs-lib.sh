@@ -14,7 +14,7 @@
 # Nix's peak RSS of one run. Outputs are compared before timing.
 # Usage: bench/nixpkgs-lib.sh [NIXPKGS_PATH]
 # Env: FEVAL, FLAKED, FLAKECTL, NIX, RUNS (default 5), RUNS_DAEMON (default 20),
-#      ONLY=feval|daemon (default both)
+#      ONLY=feval|daemon (default both), DAEMON_LOG (keep the daemon's stderr there)
 # Build: cargo build --release -p flaked -p flakectl -p flaked-eval --bins
 set -euo pipefail
 here=$(cd "$(dirname "$0")/.." && pwd -P)
@@ -139,10 +139,10 @@ if [ "$ONLY" != feval ]; then
     [ -x "$FLAKED" ] && [ -x "$FLAKECTL" ] || { echo "build first: cargo build --release -p flaked -p flakectl (or set FLAKED, FLAKECTL)" >&2; exit 2; }
     sock=$tmp/sock
     "$FLAKED" --socket "$sock" --config /dev/null --idle-exit 30m --store-root "$tmp/store-root" \
-        --cache-dir "$tmp/cache" 2>"$tmp/flaked.log" &
+        --cache-dir "$tmp/cache" 2>"${DAEMON_LOG:-$tmp/flaked.log}" &
     daemon=$!
     for _ in $(seq 200); do [ -S "$sock" ] && break; sleep 0.05; done
-    [ -S "$sock" ] || { echo "flaked did not start: $(cat "$tmp/flaked.log")" >&2; exit 1; }
+    [ -S "$sock" ] || { echo "flaked did not start: $(cat "${DAEMON_LOG:-$tmp/flaked.log}")" >&2; exit 1; }
     echo "flaked started: RSS $(status "$daemon" VmRSS) MiB"
     bench_daemon misc --impure --file tests/misc.nix
     bench_daemon systems --impure --file tests/systems.nix

@@ -217,18 +217,22 @@ impl Evaluator {
         if let Some(e) = lowered::lookup(&key, raw) {
             return Ok(e);
         }
-        let (file, text) = source::register(key.origin.clone(), raw);
-        let ctx = LowerCtx {
-            file,
-            base_dir: key.base_dir.clone(),
-            globals: &self.globals,
-            outer_names: Vec::new(),
-            home: self.config.env.get("HOME").cloned(),
-            pure: self.config.pure,
-        };
-        let e = lower::parse_and_lower(&ctx, &text)?;
-        lowered::insert(key, file, e.clone(), &self.config.store_dir);
-        Ok(e)
+        // The tree goes into the thread's cache and outlives this evaluation: allocated apart
+        // from the evaluation's values (see `crate::alloc::long_lived`).
+        crate::alloc::long_lived(|| {
+            let (file, text) = source::register(key.origin.clone(), raw);
+            let ctx = LowerCtx {
+                file,
+                base_dir: key.base_dir.clone(),
+                globals: &self.globals,
+                outer_names: Vec::new(),
+                home: self.config.env.get("HOME").cloned(),
+                pure: self.config.pure,
+            };
+            let e = lower::parse_and_lower(&ctx, &text)?;
+            lowered::insert(key, file, e.clone(), &self.config.store_dir);
+            Ok(e)
+        })
     }
 
     /// Parses with extra outermost names (for `scopedImport`), no caching.

@@ -56,11 +56,14 @@ impl Symbol {
             if let Some(&s) = i.map.get(name) {
                 return Symbol(s);
             }
-            let rc: Rc<[u8]> = Rc::from(name);
-            let id = i.names.len() as u32;
-            i.names.push(rc.clone());
-            i.map.insert(rc, id);
-            Symbol(id)
+            // Names live as long as the thread: kept apart from the evaluation's values.
+            crate::alloc::long_lived(|| {
+                let rc: Rc<[u8]> = Rc::from(name);
+                let id = i.names.len() as u32;
+                i.names.push(rc.clone());
+                i.map.insert(rc, id);
+                Symbol(id)
+            })
         })
     }
 

@@ -601,21 +601,55 @@ pub mod region {
             r.envs_compacted = 0;
             (std::mem::take(&mut r.thunks), std::mem::take(&mut r.envs))
         });
-        // Take contents out first, drop them after all borrows are released.
-        let mut garbage = Vec::new();
-        for w in &thunks {
+        // Take every cell's contents out first and drop them only once all cells are cleared:
+        // then no drop can run into a cell that still holds a value, so drops never recurse
+        // through a chain of cells. Each registration (a weak handle) is given up in the same
+        // pass that clears its cell, while the cell is in the cache: the cells are scattered over
+        // the evaluation's memory, and a second pass over them for the weak handles alone cost a
+        // cache miss per cell again. The cell a few entries ahead is prefetched.
+        let mut thunks = thunks;
+        let mut garbage = Vec::with_capacity(thunks.len());
+        for i in 0..thunks.len() {
+            if let Some(ahead) = thunks.get(i + PREFETCH_AHEAD) {
+                prefetch(ahead.as_ptr());
+            }
+            let w = std::mem::take(&mut thunks[i]);
             if let Some(t) = w.upgrade() {
                 garbage.push(t.replace(ThunkState::Cleared));
             }
         }
-        let mut env_garbage = Vec::new();
-        for w in &envs {
+        drop(thunks);
+        let mut envs = envs;
+        let mut env_garbage = Vec::with_capacity(envs.len());
+        for i in 0..envs.len() {
+            if let Some(ahead) = envs.get(i + PREFETCH_AHEAD) {
+                prefetch(ahead.as_ptr());
+            }
+            let w = std::mem::take(&mut envs[i]);
             if let Some(e) = w.upgrade() {
                 env_garbage.push(e.take_slots());
             }
         }
+        drop(envs);
         drop(garbage);
         drop(env_garbage);
+    }
+
+    /// How many registrations ahead [`teardown`] prefetches.
+    const PREFETCH_AHEAD: usize = 8;
+
+    /// Hints that the cell at `p` (its reference counts are just before it) is read soon. A
+    /// hint only: it never faults, whatever `p` is (a dangling handle's sentinel included).
+    #[inline(always)]
+    fn prefetch<T>(p: *const T) {
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: a prefetch does not access memory architecturally; any address is allowed.
+        unsafe {
+            use std::arch::x86_64::{_MM_HINT_T0, _mm_prefetch};
+            _mm_prefetch::<_MM_HINT_T0>((p as *const i8).wrapping_sub(16));
+        }
+        #[cfg(not(target_arch = "x86_64"))]
+        let _ = p;
     }
 
     /// Number of registered cells, alive or not yet compacted away: an O(1) estimate of the

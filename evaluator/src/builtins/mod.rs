@@ -218,7 +218,8 @@ pub fn install(ev: &mut Evaluator) {
         match &*p {
             Some(prep) if prep.key == key => prep.clone(),
             _ => {
-                let prep = Rc::new(prepare(key));
+                // Kept by the thread for later evaluations: apart from this one's values.
+                let prep = crate::alloc::long_lived(|| Rc::new(prepare(key)));
                 *p = Some(prep.clone());
                 prep
             }

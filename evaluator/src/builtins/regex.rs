@@ -353,9 +353,12 @@ pub fn compile(re: &[u8], pos: Pos) -> Result<Rc<Compiled>> {
         if let Some(x) = c.get(re) {
             return x.clone();
         }
-        let x = build(re).map(Rc::new);
-        c.insert(re.to_vec(), x.clone());
-        x
+        // The thread keeps compiled expressions: allocated apart from the evaluation's values.
+        crate::alloc::long_lived(|| {
+            let x = build(re).map(Rc::new);
+            c.insert(re.to_vec(), x.clone());
+            x
+        })
     });
     c.ok_or_else(|| {
         EvalError::eval(format!(
