@@ -291,18 +291,7 @@ impl DiskCache {
             // otherwise hand nothing over, and neither would its successor); no other starts.
             let mut p = lock(&self.prearming);
             p.queue.clear();
-            let deadline = std::time::Instant::now() + HAND_OVER_WAIT;
-            while p.current.is_some() {
-                let left = deadline.saturating_duration_since(std::time::Instant::now());
-                if left.is_zero() {
-                    break;
-                }
-                p = self
-                    .prearmed_one
-                    .wait_timeout(p, left)
-                    .unwrap_or_else(|e| e.into_inner())
-                    .0;
-            }
+            let mut p = self.wait_prearming(p, HAND_OVER_WAIT, |p| p.current.is_some());
             p.ready.drain().collect()
         };
         let kept: Vec<keeper::KeptTree> = trees
@@ -389,6 +378,29 @@ impl DiskCache {
         }
     }
 
+    /// Waits while `busy` holds of the pre-arming (re-checked whenever a tree is done), at most
+    /// `limit`.
+    fn wait_prearming<'a>(
+        &self,
+        mut p: MutexGuard<'a, Prearming>,
+        limit: Duration,
+        busy: impl Fn(&Prearming) -> bool,
+    ) -> MutexGuard<'a, Prearming> {
+        let deadline = std::time::Instant::now() + limit;
+        while busy(&p) {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            if left.is_zero() {
+                break;
+            }
+            p = self
+                .prearmed_one
+                .wait_timeout(p, left)
+                .unwrap_or_else(|e| e.into_inner())
+                .0;
+        }
+        p
+    }
+
     /// What the start-up pre-arming has for `src`'s tree. Without `wait`, never blocks: a tree
     /// being armed or still queued is [`Armed::Pending`]. With `wait`, the caller needs the watch
     /// now: a tree being armed is waited for, and a queued one is taken out of the queue (the
@@ -398,18 +410,7 @@ impl DiskCache {
         let mut p = lock(&self.prearming);
         if wait {
             p.queue.retain(|k| *k != key);
-            let deadline = std::time::Instant::now() + PREARM_WAIT;
-            while p.current.as_ref() == Some(&key) {
-                let left = deadline.saturating_duration_since(std::time::Instant::now());
-                if left.is_zero() {
-                    break;
-                }
-                p = self
-                    .prearmed_one
-                    .wait_timeout(p, left)
-                    .unwrap_or_else(|e| e.into_inner())
-                    .0;
-            }
+            p = self.wait_prearming(p, PREARM_WAIT, |p| p.current.as_ref() == Some(&key));
         }
         if let Some(mut armed) = p.ready.remove(&key) {
             drop(p);

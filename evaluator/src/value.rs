@@ -607,32 +607,27 @@ pub mod region {
         // pass that clears its cell, while the cell is in the cache: the cells are scattered over
         // the evaluation's memory, and a second pass over them for the weak handles alone cost a
         // cache miss per cell again. The cell a few entries ahead is prefetched.
-        let mut thunks = thunks;
-        let mut garbage = Vec::with_capacity(thunks.len());
-        for i in 0..thunks.len() {
-            if let Some(ahead) = thunks.get(i + PREFETCH_AHEAD) {
-                prefetch(ahead.as_ptr());
-            }
-            let w = std::mem::take(&mut thunks[i]);
-            if let Some(t) = w.upgrade() {
-                garbage.push(t.replace(ThunkState::Cleared));
-            }
-        }
-        drop(thunks);
-        let mut envs = envs;
-        let mut env_garbage = Vec::with_capacity(envs.len());
-        for i in 0..envs.len() {
-            if let Some(ahead) = envs.get(i + PREFETCH_AHEAD) {
-                prefetch(ahead.as_ptr());
-            }
-            let w = std::mem::take(&mut envs[i]);
-            if let Some(e) = w.upgrade() {
-                env_garbage.push(e.take_slots());
-            }
-        }
-        drop(envs);
+        let garbage = clear_cells(thunks, |t| t.replace(ThunkState::Cleared));
+        let env_garbage = clear_cells(envs, |e| e.take_slots());
         drop(garbage);
         drop(env_garbage);
+    }
+
+    /// Empties every cell of `cells` that is still alive with `take` and returns what the cells
+    /// held (dropped by the caller once all cells are empty); the registrations are given up on
+    /// the way. The cell a few entries ahead is prefetched.
+    fn clear_cells<T, G>(mut cells: Vec<Weak<T>>, take: impl Fn(&T) -> G) -> Vec<G> {
+        let mut garbage = Vec::with_capacity(cells.len());
+        for i in 0..cells.len() {
+            if let Some(ahead) = cells.get(i + PREFETCH_AHEAD) {
+                prefetch(ahead.as_ptr());
+            }
+            let w = std::mem::take(&mut cells[i]);
+            if let Some(c) = w.upgrade() {
+                garbage.push(take(&c));
+            }
+        }
+        garbage
     }
 
     /// How many registrations ahead [`teardown`] prefetches.

@@ -386,3 +386,24 @@ pub fn shell_sandbox_paths() -> String {
     }
     out.into_iter().collect::<Vec<_>>().join(" ")
 }
+
+/// Makes `fd` the child's descriptor 3, the first one a service manager passes (`LISTEN_FDS`).
+pub fn pass_as_fd3(cmd: &mut Command, fd: std::os::fd::RawFd) {
+    use std::os::unix::process::CommandExt;
+    // SAFETY: dup2/fcntl between fork and exec are async-signal-safe.
+    unsafe {
+        cmd.pre_exec(move || {
+            // dup2 onto itself would keep FD_CLOEXEC (Rust opens every descriptor close-on-exec).
+            let ok = if fd == 3 {
+                libc::fcntl(3, libc::F_SETFD, 0) == 0
+            } else {
+                libc::dup2(fd, 3) == 3
+            };
+            if ok {
+                Ok(())
+            } else {
+                Err(std::io::Error::last_os_error())
+            }
+        });
+    }
+}

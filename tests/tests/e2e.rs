@@ -600,22 +600,7 @@ fn socket_activation_and_idle_exit() {
         .env("NOTIFY_SOCKET", &notify_path)
         .stdin(Stdio::null())
         .stderr(std::fs::File::create(&log).expect("log"));
-    let fd = std::os::fd::AsRawFd::as_raw_fd(&listener);
-    // SAFETY: dup2 between fork and exec is async-signal-safe.
-    unsafe {
-        cmd.pre_exec(move || {
-            // dup2 onto itself would keep FD_CLOEXEC (Rust opens every socket close-on-exec).
-            let ok = if fd == 3 {
-                libc::fcntl(3, libc::F_SETFD, 0) == 0
-            } else {
-                libc::dup2(fd, 3) == 3
-            };
-            if !ok {
-                return Err(std::io::Error::last_os_error());
-            }
-            Ok(())
-        });
-    }
+    flaked_tests::pass_as_fd3(&mut cmd, std::os::fd::AsRawFd::as_raw_fd(&listener));
     let mut child = cmd.spawn().expect("spawn");
     let mut buf = [0u8; 256];
     let n = notify.recv(&mut buf).expect("READY=1 arrives");

@@ -229,11 +229,18 @@ fn check_corpus(s: &Scratch, dir: &Path) {
     assert_eq!(cached_hits, expected, "answers that came from the cache");
 }
 
-#[test]
-fn path_flake_answers_from_the_cache_equal_fresh_ones() {
+/// A scratch directory with [`FLAKE`] in `f/`, and the path for a daemon's cache directory.
+fn flake_scratch() -> (Scratch, PathBuf, PathBuf) {
     let s = Scratch::new();
     let flake = s.path().join("f");
     write(&flake.join("flake.nix"), FLAKE);
+    let cache = s.path().join("cache");
+    (s, flake, cache)
+}
+
+#[test]
+fn path_flake_answers_from_the_cache_equal_fresh_ones() {
+    let (s, flake, _) = flake_scratch();
     check_corpus(&s, &flake);
 }
 
@@ -268,10 +275,7 @@ fn databases(cache: &Path) -> Vec<PathBuf> {
 
 #[test]
 fn edits_miss_and_corrupt_databases_are_rebuilt() {
-    let s = Scratch::new();
-    let flake = s.path().join("f");
-    write(&flake.join("flake.nix"), FLAKE);
-    let cache = s.path().join("cache");
+    let (s, flake, cache) = flake_scratch();
     let q = vec![vec!["eval", ".#n"]];
     let a = answers(&s, &flake, &cache, &[], &q);
     assert_eq!(a[0].0, ("42\n".to_string(), String::new(), true));
@@ -307,10 +311,7 @@ fn edits_miss_and_corrupt_databases_are_rebuilt() {
 
 #[test]
 fn a_restarted_daemon_takes_over_the_watches_kept_for_it() {
-    let s = Scratch::new();
-    let flake = s.path().join("f");
-    write(&flake.join("flake.nix"), FLAKE);
-    let cache = s.path().join("cache");
+    let (s, flake, cache) = flake_scratch();
     let keeper = cache.join("trees/watches.sock");
     let q = vec![vec!["eval", ".#n"]];
     let a = answers(&s, &flake, &cache, &[], &q);
@@ -383,11 +384,7 @@ impl Drop for Killed {
 #[test]
 fn under_systemd_the_watches_wait_in_the_file_descriptor_store() {
     use std::os::fd::{AsRawFd, OwnedFd};
-    use std::os::unix::process::CommandExt;
-    let s = Scratch::new();
-    let flake = s.path().join("f");
-    write(&flake.join("flake.nix"), FLAKE);
-    let cache = s.path().join("cache");
+    let (s, flake, cache) = flake_scratch();
     let cache_arg = cache.to_str().expect("utf-8 path");
     let manager_path = s.path().join("manager");
     let manager = std::os::unix::net::UnixDatagram::bind(&manager_path).expect("bind");
@@ -400,18 +397,22 @@ fn under_systemd_the_watches_wait_in_the_file_descriptor_store() {
         Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => None,
         Err(e) => panic!("cannot read the notification socket: {e}"),
     };
+    // The daemon's arguments and environment as the unit gives them, its log in `log`.
+    let service = |cmd: &mut std::process::Command, log: &str| {
+        cmd.args(["--socket", s.socket().to_str().expect("utf-8")])
+            .args(["--cache-dir", cache_arg])
+            .args([
+                "--store-root",
+                s.path().join("store").to_str().expect("utf-8"),
+            ])
+            .env("NOTIFY_SOCKET", &manager_path)
+            .env("FDSTORE", "16")
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::fs::File::create(s.path().join(log)).expect("log"));
+    };
     let mut cmd = s.command(&flaked_tests::bins().flaked);
-    cmd.args(["--socket", s.socket().to_str().expect("utf-8")])
-        .args(["--cache-dir", cache_arg])
-        .args([
-            "--store-root",
-            s.path().join("store").to_str().expect("utf-8"),
-        ])
-        .env("NOTIFY_SOCKET", &manager_path)
-        .env("FDSTORE", "16")
-        .stdin(std::process::Stdio::null())
-        .stdout(std::process::Stdio::null())
-        .stderr(std::fs::File::create(s.path().join("a.log")).expect("log"));
+    service(&mut cmd, "a.log");
     let mut a = Killed(cmd.spawn().expect("spawn"));
     // Bounds both daemons' runs (the binaries are built before the clock starts).
     let deadline = std::time::Instant::now() + Duration::from_secs(120);
@@ -459,34 +460,10 @@ fn under_systemd_the_watches_wait_in_the_file_descriptor_store() {
         .arg("name=$1; shift; LISTEN_PID=$$ LISTEN_FDS=1 LISTEN_FDNAMES=$name exec \"$0\" \"$@\"")
         .arg(&flaked_tests::bins().flaked)
         .arg(&name)
-        .args(["--socket", s.socket().to_str().expect("utf-8")])
-        .args(["--cache-dir", cache_arg])
-        .args([
-            "--store-root",
-            s.path().join("store").to_str().expect("utf-8"),
-        ])
-        .env("NOTIFY_SOCKET", &manager_path)
-        .env("FDSTORE", "16")
         .env("FLAKED_FORBID_EVAL", "1")
-        .env("FLAKED_LOG", "debug")
-        .stdin(std::process::Stdio::null())
-        .stdout(std::process::Stdio::null())
-        .stderr(std::fs::File::create(&log).expect("log"));
-    // SAFETY: dup2/fcntl between fork and exec are async-signal-safe.
-    unsafe {
-        cmd.pre_exec(move || {
-            let ok = if raw == 3 {
-                libc::fcntl(3, libc::F_SETFD, 0) == 0
-            } else {
-                libc::dup2(raw, 3) == 3
-            };
-            if ok {
-                Ok(())
-            } else {
-                Err(std::io::Error::last_os_error())
-            }
-        });
-    }
+        .env("FLAKED_LOG", "debug");
+    service(&mut cmd, "b.log");
+    flaked_tests::pass_as_fd3(&mut cmd, raw);
     let mut b = Killed(cmd.spawn().expect("spawn"));
     drop(fd);
     let mut removed = false;
