@@ -356,9 +356,15 @@ fn take_inner(socket: &Path) -> io::Result<Vec<KeptTree>> {
         .collect())
 }
 
-/// The keeper's main: `ARGS` are the message and the socket path given by [`hand_over`].
-/// Returns the exit status.
+/// The keeper process's main: `args` are the message and the socket path given by
+/// [`hand_over`]. Returns the exit status.
 pub fn run_keeper(args: &[String]) -> u8 {
+    run(args, true)
+}
+
+/// [`run_keeper`]; `own_process` when the keeper is a process of its own (tests run it on a
+/// thread, where other descriptors are not its to close).
+fn run(args: &[String], own_process: bool) -> u8 {
     let [message, socket] = args else {
         return 2;
     };
@@ -377,6 +383,9 @@ pub fn run_keeper(args: &[String]) -> u8 {
         // SAFETY: as above.
         .map(|(m, &fd)| (m, unsafe { OwnedFd::from_raw_fd(fd) }))
         .collect();
+    if own_process {
+        close_other_descriptors(&message.fds);
+    }
     let socket = PathBuf::from(socket);
     // Watches the socket's name: removed or replaced, this keeper is not the one to ask.
     let Ok(own) = inotify::Inotify::init() else {
@@ -451,6 +460,25 @@ pub fn run_keeper(args: &[String]) -> u8 {
     }
     remove_if_ours(&socket, ino);
     0
+}
+
+/// Closes every descriptor but the standard ones and `keep`: the keeper may live for a day, and
+/// must not hold what the daemon inherited without close-on-exec (a build tool's jobserver pipe,
+/// say).
+fn close_other_descriptors(keep: &[RawFd]) {
+    let Ok(dir) = std::fs::read_dir("/proc/self/fd") else {
+        return;
+    };
+    let open: Vec<RawFd> = dir
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
+        .collect();
+    for fd in open {
+        if fd > 2 && !keep.contains(&fd) {
+            // SAFETY: closing a descriptor nothing in this process uses (the directory listing's
+            // own is closed already; closing it again fails harmlessly).
+            unsafe { libc::close(fd) };
+        }
+    }
 }
 
 fn send_trees(stream: &UnixStream, trees: &[(TreeMeta, OwnedFd)]) -> io::Result<()> {
@@ -619,7 +647,7 @@ mod tests {
         }
         let args = [prepared.arg, socket.to_str().expect("utf-8").to_string()];
         let (tx, rx) = mpsc::channel();
-        std::thread::spawn(move || tx.send(run_keeper(&args)));
+        std::thread::spawn(move || tx.send(run(&args, false)));
         (root, socket, rx)
     }
 

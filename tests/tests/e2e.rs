@@ -85,6 +85,9 @@ fn auto_start_when_no_daemon_runs_then_idle_exit() {
     let sock = s.socket();
     assert!(!sock.exists());
     let mut cmd = s.command(&bins().flakectl);
+    // The daemon it starts keeps its caches and store in the scratch directory.
+    cmd.env("FLAKED_CACHE_DIR", s.path().join("cache"))
+        .env("FLAKED_STORE_ROOT", s.path().join("store-root"));
     let out = cmd
         .args(["--socket"])
         .arg(&sock)
@@ -598,6 +601,8 @@ fn socket_activation_and_idle_exit() {
         .arg("LISTEN_PID=$$ LISTEN_FDS=1 exec \"$0\" --idle-exit 1s")
         .arg(&bins().flaked)
         .env("NOTIFY_SOCKET", &notify_path)
+        .env("FLAKED_CACHE_DIR", s.path().join("cache"))
+        .env("FLAKED_STORE_ROOT", s.path().join("store-root"))
         .stdin(Stdio::null())
         .stderr(std::fs::File::create(&log).expect("log"));
     flaked_tests::pass_as_fd3(&mut cmd, std::os::fd::AsRawFd::as_raw_fd(&listener));
