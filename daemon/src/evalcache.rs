@@ -431,29 +431,22 @@ impl DiskCache {
         settings.pure && settings.override_inputs.is_empty()
     }
 
-    /// The database of the flake `src` as it is on disk now, `None` when its fingerprint cannot
-    /// be computed or `settings` rule the cache out (impure evaluation, overridden inputs).
-    /// `identity` is the tree's identity when already known (computed after its watch was armed).
+    /// The database of the flake `src` whose tree has `identity` (taken after its watch was
+    /// armed), `None` when `settings` rule the cache out (impure evaluation, overridden inputs)
+    /// or the database cannot be opened.
     pub fn open(
         &self,
         src: &LocalSource,
         flake_ref: &str,
         settings: &eval::EvalSettings,
-        identity: Option<Identity>,
+        identity: Identity,
     ) -> Option<EvalCache> {
         if !Self::applies(settings) {
             return None;
         }
         self.remember(src);
         let started = std::time::Instant::now();
-        let fingerprint = match self.fingerprint(src, flake_ref, settings, identity) {
-            Ok(f) => f,
-            Err(e) => {
-                tracing::debug!(root = %src.root.display(), error = %e, "no eval cache for this flake");
-                return None;
-            }
-        };
-        let id = fingerprint.id();
+        let id = self.fingerprint(src, flake_ref, settings, identity).id();
         let cache = self
             .registry
             .get(&id)
@@ -528,12 +521,8 @@ impl DiskCache {
         src: &LocalSource,
         flake_ref: &str,
         settings: &eval::EvalSettings,
-        identity: Option<Identity>,
-    ) -> Result<Fingerprint, String> {
-        let (rev, key) = match identity {
-            Some(i) => i,
-            None => self.identity(src)?,
-        };
+        (rev, key): Identity,
+    ) -> Fingerprint {
         let source = match rev {
             Some(rev) => SourceIdentity::Git {
                 rev,
@@ -542,7 +531,7 @@ impl DiskCache {
             None => SourceIdentity::ContentKey(key),
         };
         let lock_file = std::fs::read(src.root.join(&src.subdir).join("flake.lock")).ok();
-        Ok(Fingerprint {
+        Fingerprint {
             source,
             lock_file,
             subdir: src.subdir.clone(),
@@ -556,7 +545,7 @@ impl DiskCache {
                 settings.user_registry,
                 settings.write_lock_file
             ),
-        })
+        }
     }
 }
 

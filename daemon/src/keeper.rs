@@ -114,8 +114,16 @@ fn systemd_store() -> Option<usize> {
 /// open in this process too; it is about to exit.
 pub fn hand_over(dir: &Path, trees: Vec<KeptTree>) -> io::Result<()> {
     let (socket, record) = paths(dir);
-    match systemd_store() {
-        Some(max) => store_in_systemd(&record, trees, max, &crate::notify::notify_with_fds),
+    let store = systemd_store();
+    // What can be described (a UTF-8 root) and carried (the store's and one message's limit).
+    let limit = store.unwrap_or(MAX_TREES).min(MAX_TREES);
+    let trees: Vec<KeptTree> = trees
+        .into_iter()
+        .filter(|t| t.root.to_str().is_some())
+        .take(limit)
+        .collect();
+    match store {
+        Some(_) => store_in_systemd(&record, trees, &crate::notify::notify_with_fds),
         None => spawn_keeper(&socket, trees),
     }
 }
@@ -133,22 +141,12 @@ struct StoreRecord {
 /// Stores each tree's watch in systemd's file-descriptor store under a name of its own
 /// (`FDSTORE=1`), after recording what the names stand for in `record`. The names carry a
 /// generation, so that descriptors and a record of different daemons never match.
-fn store_in_systemd(
-    record: &Path,
-    trees: Vec<KeptTree>,
-    max: usize,
-    notify: &Notify,
-) -> io::Result<()> {
+fn store_in_systemd(record: &Path, trees: Vec<KeptTree>, notify: &Notify) -> io::Result<()> {
     let nanos = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_nanos())
         .unwrap_or_default();
     let generation = format!("{:x}-{nanos:x}", std::process::id());
-    let trees: Vec<KeptTree> = trees
-        .into_iter()
-        .filter(|t| t.root.to_str().is_some())
-        .take(max.min(MAX_TREES))
-        .collect();
     let names: Vec<String> = (0..trees.len())
         .map(|i| format!("{STORE_PREFIX}{generation}-{i}"))
         .collect();
@@ -267,11 +265,6 @@ struct Prepared {
 /// Binds the keeper's socket at `socket` for `trees`; `None` when there is nothing to hand over
 /// (any older keeper's socket is removed then: its watches are older than this daemon's).
 fn prepare(socket: &Path, trees: Vec<KeptTree>) -> io::Result<Option<Prepared>> {
-    let trees: Vec<KeptTree> = trees
-        .into_iter()
-        .filter(|t| t.root.to_str().is_some())
-        .take(MAX_TREES)
-        .collect();
     if trees.is_empty() || socket.to_str().is_none() {
         let _ = std::fs::remove_file(socket);
         return Ok(None);
@@ -405,10 +398,7 @@ fn run(args: &[String], own_process: bool) -> u8 {
     // SAFETY: getuid cannot fail.
     let uid = unsafe { libc::getuid() };
     let deadline = Instant::now() + KEEPER_LIFETIME;
-    loop {
-        if trees.is_empty() {
-            break;
-        }
+    while !trees.is_empty() {
         let mut polls = vec![
             libc::pollfd {
                 fd: listener.as_raw_fd(),
@@ -444,12 +434,12 @@ fn run(args: &[String], own_process: bool) -> u8 {
             return 0;
         }
         // A tree with anything queued changed: nothing of it can be vouched for any more.
-        let changed: Vec<bool> = polls[2..].iter().map(|p| p.revents != 0).collect();
-        let mut i = 0;
-        trees.retain(|_| {
-            i += 1;
-            !changed[i - 1]
-        });
+        trees = trees
+            .into_iter()
+            .zip(&polls[2..])
+            .filter(|(_, p)| p.revents == 0)
+            .map(|(tree, _)| tree)
+            .collect();
         if polls[0].revents != 0
             && let Ok((stream, _)) = listener.accept()
             && peer_uid(&stream).is_some_and(|peer| peer == uid || peer == 0)
@@ -730,7 +720,7 @@ mod tests {
             send_with_fds(sender, state.as_bytes(), fds).map(|_| ())
         };
         let record = dir.path().join("trees/watches.json");
-        store_in_systemd(&record, vec![tree], 16, &notify).expect("store");
+        store_in_systemd(&record, vec![tree], &notify).expect("store");
         let (state, mut fds) = recv_with_fds(manager.as_raw_fd()).expect("stored");
         let state = String::from_utf8(state).expect("utf-8");
         let name = state

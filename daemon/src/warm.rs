@@ -760,7 +760,7 @@ impl WarmSet {
                 }
             },
         };
-        let cache = disk.open(src, &t.key_ref, settings, Some(identity.clone()));
+        let cache = disk.open(src, &t.key_ref, settings, identity.clone());
         (freshness, cache, Some((src.clone(), identity)))
     }
 
@@ -775,10 +775,10 @@ impl WarmSet {
         let mut trees = Vec::new();
         for slot in slots {
             let mut live = lock(&slot.live);
-            let Some(l) = live.as_mut() else { continue };
-            if let (Freshness::Watch(_), Some(_)) = (&l.freshness, &l.tree)
-                && let Freshness::Watch(w) = std::mem::replace(&mut l.freshness, Freshness::None)
+            if let Some(l) = live.as_mut()
+                && matches!(l.freshness, Freshness::Watch(_))
                 && let Some((src, identity)) = l.tree.take()
+                && let Freshness::Watch(w) = std::mem::replace(&mut l.freshness, Freshness::None)
             {
                 trees.push((src, identity, w));
             }
@@ -900,7 +900,9 @@ mod tests {
         };
         let cache = dir.join("cache");
         // Opening the cache remembers the tree for the next start.
-        let _ = DiskCache::new(&cache).open(&src, "path:x", &settings, None);
+        let before = DiskCache::new(&cache);
+        let identity = before.identity(&src).expect("identity");
+        let _ = before.open(&src, "path:x", &settings, identity);
         let disk = Arc::new(DiskCache::new(&cache));
         disk.plan_prearm();
         assert!(matches!(disk.prearmed(&src, false), Armed::Pending));
